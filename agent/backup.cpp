@@ -1,0 +1,462 @@
+#include "agent/backup.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+
+#include "agent/headers.hpp"
+#include "agent/scan.hpp"
+#include "agent/session.hpp"
+#include "vault/catalog.hpp"
+#include "vault/compress.hpp"
+#include "vault/error.hpp"
+#include "vault/repository.hpp"
+
+#ifndef REDUIT_VERSION
+#define REDUIT_VERSION "dev"
+#endif
+
+namespace reduit {
+
+namespace {
+
+// Seals and uploads packs on its own thread, with its own vault connection and
+// catalog handle; journals each pack right after it is in the vault.
+class PackUploader {
+ public:
+  PackUploader(const Config& cfg, const VaultConfig& vc, const std::string& gnupghome)
+      : cfg_(cfg), vc_(vc), home_(gnupghome) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~PackUploader() {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      closing_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  /// Blocks while two packs are already waiting. Rethrows a worker failure.
+  void submit(PackKind kind, Bytes plaintext, std::vector<PackEntry> entries) {
+    std::unique_lock<std::mutex> g(mu_);
+    cv_.wait(g, [&] { return queue_.size() < 2 || error_; });
+    if (error_) std::rethrow_exception(error_);
+    queue_.push_back(Job{kind, std::move(plaintext), std::move(entries)});
+    cv_.notify_all();
+  }
+
+  std::vector<IndexPack> take_completed() {
+    std::lock_guard<std::mutex> g(mu_);
+    if (error_) std::rethrow_exception(error_);
+    std::vector<IndexPack> out(std::make_move_iterator(done_.begin()),
+                               std::make_move_iterator(done_.end()));
+    done_.clear();
+    return out;
+  }
+
+  /// Waits until every submitted pack is uploaded; rethrows a worker failure.
+  void finish() {
+    std::unique_lock<std::mutex> g(mu_);
+    cv_.wait(g, [&] { return (queue_.empty() && !busy_) || error_; });
+    if (error_) std::rethrow_exception(error_);
+  }
+
+  std::uint64_t data_bytes() const { return data_bytes_; }
+  std::uint64_t metadata_bytes() const { return metadata_bytes_; }
+
+ private:
+  struct Job {
+    PackKind kind;
+    Bytes plaintext;
+    std::vector<PackEntry> entries;
+  };
+
+  void run() {
+    try {
+      Repository repo(open_transport(cfg_.vault_url, cfg_.ssh), home_);
+      repo.set_config(vc_);
+      Catalog journal(cfg_.state_dir);
+      while (true) {
+        Job job;
+        {
+          std::unique_lock<std::mutex> g(mu_);
+          cv_.wait(g, [&] { return !queue_.empty() || closing_; });
+          if (queue_.empty()) return;
+          job = std::move(queue_.front());
+          queue_.pop_front();
+          busy_ = true;
+        }
+        Bytes sealed = repo.seal(job.plaintext, job.kind);
+        job.plaintext = Bytes();
+        IndexPack p;
+        p.id = sha256(sealed.data(), sealed.size());
+        p.size = sealed.size();
+        p.kind = job.kind;
+        p.blobs = std::move(job.entries);
+        repo.transport().put(pack_name(p.id), sealed);
+        journal.add_pack(p, /*indexed=*/false);
+        (job.kind == PackKind::kData ? data_bytes_ : metadata_bytes_) += sealed.size();
+        {
+          std::lock_guard<std::mutex> g(mu_);
+          done_.push_back(std::move(p));
+          busy_ = false;
+        }
+        cv_.notify_all();
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> g(mu_);
+      error_ = std::current_exception();
+      busy_ = false;
+      cv_.notify_all();
+    }
+  }
+
+  const Config& cfg_;
+  VaultConfig vc_;
+  std::string home_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> queue_;
+  std::vector<IndexPack> done_;
+  bool closing_ = false, busy_ = false;
+  std::exception_ptr error_;
+  std::atomic<std::uint64_t> data_bytes_{0}, metadata_bytes_{0};
+  std::thread thread_;
+};
+
+// Reads a whole file; returns false when it vanished (ENOENT). Fills `st`.
+bool read_file(const std::string& path, std::string& buf, struct stat& st) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
+  if (fd < 0 && errno == EPERM) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return false;
+    throw Error(ErrorCode::kSource, "cannot read " + path + ": " + std::strerror(errno));
+  }
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    throw Error(ErrorCode::kSource, "cannot stat " + path + ": " + std::strerror(e));
+  }
+  buf.resize(static_cast<std::size_t>(st.st_size));
+  std::size_t got = 0;
+  while (true) {
+    if (got == buf.size()) buf.resize(buf.size() + 65536);  // grew while reading
+    ssize_t n = ::read(fd, buf.data() + got, buf.size() - got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      ::close(fd);
+      throw Error(ErrorCode::kSource, "cannot read " + path + ": " + std::strerror(e));
+    }
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  buf.resize(got);
+  return true;
+}
+
+// Length of the header block including the empty line that ends it (RFC 5322 §2.1);
+// the whole message when there is no empty line.
+std::size_t header_length(const std::string& m) {
+  std::size_t pos = 0;
+  while (pos < m.size()) {
+    std::size_t nl = m.find('\n', pos);
+    if (nl == std::string::npos) return m.size();
+    std::size_t len = nl - pos;
+    if (len == 0 || (len == 1 && m[pos] == '\r')) return nl + 1;
+    pos = nl + 1;
+  }
+  return m.size();
+}
+
+std::string fmt_bytes(std::uint64_t b) {
+  char buf[64];
+  if (b >= (1ull << 30)) snprintf(buf, sizeof buf, "%.2f GiB", b / double(1ull << 30));
+  else if (b >= (1ull << 20)) snprintf(buf, sizeof buf, "%.1f MiB", b / double(1ull << 20));
+  else if (b >= 1024) snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
+  else snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
+  return buf;
+}
+
+class Backup {
+ public:
+  Backup(const Config& cfg, const BackupOptions& opts) : cfg_(cfg), opts_(opts) {}
+
+  BackupStats run() {
+    auto t0 = std::chrono::steady_clock::now();
+    if (cfg_.sources.empty()) {
+      throw Error(ErrorCode::kUsage, cfg_.origin + ": no [[source]] configured: nothing to back up");
+    }
+    // Discover first: a source that is not a Maildir fails before the vault is touched.
+    std::vector<MailboxSpec> mailboxes;
+    for (const SourceConfig& s : cfg_.sources) {
+      for (auto& m : discover_mailboxes(s.root, s.layout)) mailboxes.push_back(std::move(m));
+    }
+    catalog_ = std::make_unique<Catalog>(cfg_.state_dir);
+    repo_ = open_repository(cfg_, catalog_.get());
+    if (!repo_->crypto().has_secret_key(repo_->config().agent_key)) {
+      throw Error(ErrorCode::kKey, "the agent secret key " + repo_->config().agent_key +
+                                       " is not in GNUPGHOME=" + cfg_.gnupghome +
+                                       ": backups are signed with it");
+    }
+    Lease lease(repo_->transport(), "backup");
+    if (lease.broke_stale()) warn("broke a stale vault lease left by an interrupted run");
+    reconcile_packs();
+
+    uploader_ = std::make_unique<PackUploader>(cfg_, repo_->config(), cfg_.gnupghome);
+    data_ = std::make_unique<PackWriter>(PackKind::kData);
+    meta_ = std::make_unique<PackWriter>(PackKind::kMetadata);
+    catalog_->begin_staging();
+
+    Snapshot snap;
+    snap.time_ns = now_ns();
+    snap.host = cfg_.host;
+    snap.reduit_version = REDUIT_VERSION;
+    snap.tags = opts_.tags;
+    for (const MailboxSpec& m : mailboxes) {
+      SnapshotMailbox sm;
+      sm.name = m.name;
+      sm.source = m.source;
+      sm.path = m.rel;
+      std::vector<std::string> folders = find_folders(m.abs);
+      for (const std::string& f : folders) {
+        sm.folders.push_back(backup_folder(m, f, folders));
+        snap.messages += sm.folders.back().messages;
+        snap.bytes += sm.folders.back().bytes;
+        lease.renew_if_due();
+      }
+      snap.mailboxes.push_back(std::move(sm));
+      ++stats_.mailboxes;
+    }
+    flush_pack(*data_);
+    flush_pack(*meta_);
+    uploader_->finish();
+    drain();
+    if (progress_shown_) fprintf(stderr, "\r\033[K");
+
+    // Commit: index for every journaled pack, then the snapshot (the commit point).
+    catalog_->end_staging();
+    std::vector<IndexPack> unindexed = catalog_->unindexed_packs();
+    std::uint64_t meta_before = repo_->transport().stats().bytes_written;
+    if (!unindexed.empty()) {
+      repo_->put_object("index", encode_index(unindexed));
+    }
+    std::string text = encode_snapshot(snap);
+    Hash sid = repo_->put_object("snapshots", Bytes(text.begin(), text.end()));
+    std::vector<Hash> ids;
+    for (const auto& p : unindexed) ids.push_back(p.id);
+    catalog_->mark_indexed(ids);
+    catalog_->add_snapshot(to_hex(sid), snap, text);
+    catalog_->commit_files();
+    lease.release();
+
+    stats_.snapshot_id = to_hex(sid);
+    stats_.messages = snap.messages;
+    stats_.bytes = snap.bytes;
+    stats_.data_bytes_uploaded = uploader_->data_bytes();
+    stats_.metadata_bytes_uploaded = uploader_->metadata_bytes() +
+                                     (repo_->transport().stats().bytes_written - meta_before);
+    stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    uploader_.reset();
+    return stats_;
+  }
+
+ private:
+  void warn(const std::string& w) { stats_.warnings.push_back(w); }
+
+  void reconcile_packs() {
+    std::map<Hash, std::uint64_t> in_vault = repo_->list_packs();
+    std::vector<Hash> missing;
+    for (const Hash& id : catalog_->pack_ids()) {
+      if (!in_vault.count(id)) missing.push_back(id);
+    }
+    if (!missing.empty()) {
+      stats_.packs_forgotten = catalog_->forget_packs(missing);
+      warn(std::to_string(missing.size()) +
+           " pack(s) known to the catalog are missing from the vault (e.g. " +
+           to_hex(missing.front()) + "); their content is read and uploaded again");
+    }
+  }
+
+  bool known(const Hash& id) { return pending_.count(id) || catalog_->has_blob(id); }
+
+  void add_blob(PackWriter& w, BlobType type, const Hash& id, const char* data, std::size_t size) {
+    if (known(id)) return;
+    pending_.insert(id);
+    w.add(type, id, data, size);
+    ++stats_.blobs_new;
+    if (type != BlobType::kTree) ++stats_.content_blobs_new;
+    stats_.bytes_new += size;
+    if (w.size() >= repo_->config().pack_size) flush_pack(w);
+  }
+
+  void flush_pack(PackWriter& w) {
+    if (w.empty()) return;
+    std::vector<PackEntry> entries = w.entries();
+    PackKind kind = w.kind();
+    Bytes plain = w.finish();
+    (kind == PackKind::kData ? stats_.data_packs : stats_.metadata_packs)++;
+    uploader_->submit(kind, std::move(plain), std::move(entries));
+    drain();
+  }
+
+  // Completed packs are in the catalog: their blobs leave the in-memory set once the
+  // staging transaction is committed (so the next lookups see the new rows).
+  void drain() {
+    std::vector<IndexPack> done = uploader_->take_completed();
+    if (done.empty()) return;
+    catalog_->flush_staging();
+    for (const auto& p : done) {
+      for (const auto& e : p.blobs) pending_.erase(e.id);
+    }
+  }
+
+  void show_progress() {
+    if (!opts_.progress) return;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_progress_ < std::chrono::milliseconds(250)) return;
+    last_progress_ = now;
+    progress_shown_ = true;
+    fprintf(stderr, "\r\033[K%llu files, %llu read (%s), %llu new blobs (%s), %llu packs",
+            static_cast<unsigned long long>(stats_.files),
+            static_cast<unsigned long long>(stats_.files_read), fmt_bytes(stats_.bytes_read).c_str(),
+            static_cast<unsigned long long>(stats_.blobs_new), fmt_bytes(stats_.bytes_new).c_str(),
+            static_cast<unsigned long long>(stats_.data_packs + stats_.metadata_packs));
+  }
+
+  SnapshotFolder backup_folder(const MailboxSpec& m, const std::string& folder,
+                               const std::vector<std::string>& folders) {
+    ScannedFolder sf = scan_folder(m.abs, folder, folders);
+    if (sf.skipped_special) {
+      warn(std::to_string(sf.skipped_special) + " symlink(s) or special file(s) in " + sf.abs +
+           " not backed up");
+    }
+    const std::string folder_key = sf.abs;
+    Tree tree;
+    SnapshotFolder out;
+    out.name = folder;
+    for (ScannedEntry& e : sf.entries) {
+      TreeEntry te;
+      te.kind = e.kind;
+      te.path = e.path;
+      te.mode = e.mode;
+      te.mtime_ns = e.mtime_ns;
+      if (e.kind == EntryKind::kDir) {
+        tree.entries.push_back(std::move(te));
+        continue;
+      }
+      ++stats_.files;
+      CachedFile cf;
+      std::optional<CachedFile> cached = catalog_->find_file(folder_key, e.key);
+      bool hit = cached && cached->dev == e.dev && cached->ino == e.ino && cached->size == e.size &&
+                 cached->mtime_ns == e.mtime_ns &&
+                 (cached->path == e.path ? cached->ctime_ns == e.ctime_ns
+                                         : e.kind == EntryKind::kMessage);
+      if (hit) {
+        cf = *cached;
+      } else if (!read_entry(sf, e, cf)) {
+        ++stats_.vanished;  // deleted after the scan listed it: churn, not an error
+        continue;
+      }
+      cf.path = e.path;
+      cf.dev = e.dev;
+      cf.ino = e.ino;
+      cf.ctime_ns = e.ctime_ns;
+      te.path = e.path;
+      te.mode = cf.mode = e.mode;
+      te.mtime_ns = cf.mtime_ns = e.mtime_ns;
+      te.size = cf.size = e.size;
+      te.sha256 = cf.sha256;
+      te.header = cf.header;
+      te.body = cf.body;
+      te.blob = cf.blob;
+      catalog_->stage_file(folder_key, e.key, cf);
+      if (e.kind == EntryKind::kMessage) ++out.messages;
+      out.bytes += e.size;
+      tree.entries.push_back(std::move(te));
+      show_progress();
+    }
+    std::sort(tree.entries.begin(), tree.entries.end(),
+              [](const TreeEntry& a, const TreeEntry& b) { return a.path < b.path; });
+    std::string text = encode_tree(tree);
+    out.tree = repo_->blob_id(text.data(), text.size());
+    if (known(out.tree)) {
+      ++stats_.trees_reused;
+    } else {
+      ++stats_.trees_new;
+      add_blob(*meta_, BlobType::kTree, out.tree, text.data(), text.size());
+    }
+    ++stats_.folders;
+    return out;
+  }
+
+  // Reads a changed file and stores its blobs. Returns false when it vanished.
+  bool read_entry(const ScannedFolder& sf, ScannedEntry& e, CachedFile& cf) {
+    struct stat st;
+    if (!read_file(sf.abs + "/" + e.path, buf_, st)) {
+      if (e.kind != EntryKind::kMessage) return false;
+      std::string now = resolve_message(sf.abs, e.key);  // renamed meanwhile
+      if (now.empty() || !read_file(sf.abs + "/" + now, buf_, st)) return false;
+      e.path = now;
+    }
+    // What we read is what we record.
+    e.dev = st.st_dev;
+    e.ino = st.st_ino;
+    e.size = buf_.size();
+    e.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    e.ctime_ns = static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
+    e.mode = st.st_mode & 07777;
+    ++stats_.files_read;
+    stats_.bytes_read += buf_.size();
+    cf.sha256 = sha256(buf_.data(), buf_.size());
+    if (e.kind == EntryKind::kMessage) {
+      std::size_t hl = header_length(buf_);
+      cf.header = repo_->blob_id(buf_.data(), hl);
+      add_blob(*data_, BlobType::kHeader, *cf.header, buf_.data(), hl);
+      if (hl < buf_.size()) {
+        cf.body = repo_->blob_id(buf_.data() + hl, buf_.size() - hl);
+        add_blob(*data_, BlobType::kBody, *cf.body, buf_.data() + hl, buf_.size() - hl);
+      }
+      if (!catalog_->has_message(cf.sha256)) {
+        HeaderSummary h = summarize_headers(std::string_view(buf_.data(), hl));
+        catalog_->add_message(cf.sha256, h.message_id, h.date, h.from, h.to, h.subject);
+      }
+    } else if (!buf_.empty()) {
+      cf.blob = repo_->blob_id(buf_.data(), buf_.size());
+      add_blob(*data_, BlobType::kFile, *cf.blob, buf_.data(), buf_.size());
+    }
+    return true;
+  }
+
+  const Config& cfg_;
+  const BackupOptions& opts_;
+  BackupStats stats_;
+  std::unique_ptr<Catalog> catalog_;
+  std::unique_ptr<Repository> repo_;
+  std::unique_ptr<PackUploader> uploader_;
+  std::unique_ptr<PackWriter> data_, meta_;
+  std::unordered_set<Hash, HashHasher> pending_;
+  std::string buf_;
+  std::chrono::steady_clock::time_point last_progress_{};
+  bool progress_shown_ = false;
+};
+
+}  // namespace
+
+BackupStats run_backup(const Config& cfg, const BackupOptions& opts) {
+  Backup b(cfg, opts);
+  return b.run();
+}
+
+}  // namespace reduit

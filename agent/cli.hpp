@@ -1,0 +1,39 @@
+// agent/cli.hpp — shared pieces of the thin CLI layer (one file per subcommand).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "agent/config.hpp"
+
+namespace reduit::cli {
+
+struct Globals {
+  std::string config_path;  // empty = built-in demo config
+  bool json = false;
+  bool quiet = false;
+};
+
+/// What the selected subcommand runs; returns the exit status (0 ok, 1 warnings).
+using Runner = std::function<int()>;
+
+void add_init(CLI::App& app, Globals& g, Runner& run);
+void add_backup(CLI::App& app, Globals& g, Runner& run);
+void add_snapshots(CLI::App& app, Globals& g, Runner& run);
+void add_ls(CLI::App& app, Globals& g, Runner& run);
+void add_restore(CLI::App& app, Globals& g, Runner& run);
+void add_check(CLI::App& app, Globals& g, Runner& run);
+void add_catalog(CLI::App& app, Globals& g, Runner& run);
+
+/// Prints a JSON document (stable keys; --json output) to stdout.
+void print_json(const nlohmann::ordered_json& j);
+/// "1.5 MiB"-style sizes for humans.
+std::string human_bytes(std::uint64_t bytes);
+/// UTC ISO 8601 ("2026-11-30T05:00:00Z") from nanoseconds since the epoch.
+std::string iso_time(std::int64_t ns);
+/// True when stderr is a terminal and progress output is wanted.
+bool want_progress(const Globals& g);
+
+}  // namespace reduit::cli

@@ -1,0 +1,234 @@
+#include "agent/config.hpp"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "vault/error.hpp"
+#include "vault/repository.hpp"
+
+namespace reduit {
+
+const char* builtin_config_text() {
+  return R"toml(# reduit built-in demo configuration (used when --config is not given).
+state_dir = "${REDUIT_HOME:-${HOME}/reduit-demo}/state"
+
+[vault]
+url = "file://${REDUIT_HOME:-${HOME}/reduit-demo}/vault"
+
+[keys]
+gnupghome = "${REDUIT_HOME:-${HOME}/reduit-demo}/gnupg-agent"
+
+[[source]]
+root = "${REDUIT_HOME:-${HOME}/reduit-demo}/mail"
+layout = "%d/%n"
+)toml";
+}
+
+std::string expand_env(const std::string& s, const std::string& where) {
+  std::string out;
+  std::size_t i = 0;
+  while (i < s.size()) {
+    if (s[i] == '$' && i + 1 < s.size() && s[i + 1] == '{') {
+      // Find the matching '}' (defaults may nest ${...}).
+      int depth = 0;
+      std::size_t j = i + 1;
+      for (; j < s.size(); ++j) {
+        if (s[j] == '{') ++depth;
+        else if (s[j] == '}' && --depth == 0) break;
+      }
+      if (j >= s.size()) throw Error(ErrorCode::kUsage, where + ": unterminated ${ in '" + s + "'");
+      std::string body = s.substr(i + 2, j - i - 2);
+      std::string name = body, def;
+      bool has_default = false;
+      if (auto p = body.find(":-"); p != std::string::npos) {
+        name = body.substr(0, p);
+        def = body.substr(p + 2);
+        has_default = true;
+      }
+      const char* v = std::getenv(name.c_str());
+      if (v && *v) out += v;
+      else if (has_default) out += expand_env(def, where);
+      else throw Error(ErrorCode::kUsage, where + ": environment variable " + name + " is not set");
+      i = j + 1;
+    } else {
+      out += s[i++];
+    }
+  }
+  return out;
+}
+
+namespace {
+
+std::string at(const std::string& origin, const toml::node& n) {
+  return origin + ":" + std::to_string(n.source().begin.line);
+}
+
+[[noreturn]] void bad(const std::string& where, const std::string& msg) {
+  throw Error(ErrorCode::kUsage, where + ": " + msg);
+}
+
+std::string get_string(const std::string& origin, const toml::node& n, const std::string& key) {
+  auto v = n.value<std::string>();
+  if (!v) bad(at(origin, n), "'" + key + "' must be a string");
+  return expand_env(*v, at(origin, n));
+}
+
+bool get_bool(const std::string& origin, const toml::node& n, const std::string& key) {
+  auto v = n.value<bool>();
+  if (!v) bad(at(origin, n), "'" + key + "' must be true or false");
+  return *v;
+}
+
+std::int64_t get_int(const std::string& origin, const toml::node& n, const std::string& key,
+                     std::int64_t lo, std::int64_t hi) {
+  auto v = n.value<std::int64_t>();
+  if (!v) bad(at(origin, n), "'" + key + "' must be an integer");
+  if (*v < lo || *v > hi) {
+    bad(at(origin, n), "'" + key + "' = " + std::to_string(*v) + " is out of range " +
+                           std::to_string(lo) + ".." + std::to_string(hi));
+  }
+  return *v;
+}
+
+// "16MiB", "512KiB", "1048576" → bytes.
+std::uint64_t get_size(const std::string& origin, const toml::node& n, const std::string& key) {
+  if (auto i = n.value<std::int64_t>()) {
+    if (*i <= 0) bad(at(origin, n), "'" + key + "' must be positive");
+    return static_cast<std::uint64_t>(*i);
+  }
+  std::string s = get_string(origin, n, key);
+  std::size_t pos = 0;
+  unsigned long long v = 0;
+  try {
+    v = std::stoull(s, &pos);
+  } catch (...) {
+    bad(at(origin, n), "'" + key + "' = \"" + s + "\" is not a size like \"16MiB\"");
+  }
+  std::string unit = s.substr(pos);
+  if (unit == "" || unit == "B") return v;
+  if (unit == "KiB") return v << 10;
+  if (unit == "MiB") return v << 20;
+  if (unit == "GiB") return v << 30;
+  bad(at(origin, n), "'" + key + "': unknown unit '" + unit + "' (use B, KiB, MiB, GiB)");
+}
+
+template <typename F>
+void each_key(const std::string& origin, const toml::table& t, const std::string& section,
+              std::initializer_list<const char*> known, F&& f) {
+  for (const auto& [k, v] : t) {
+    std::string key(k.str());
+    bool ok = false;
+    for (const char* kn : known) ok = ok || key == kn;
+    if (!ok) {
+      std::string list;
+      for (const char* kn : known) list += std::string(list.empty() ? "" : ", ") + kn;
+      bad(at(origin, v), "unknown key '" + (section.empty() ? key : section + "." + key) +
+                             "' (known: " + list + ")");
+    }
+    f(key, v);
+  }
+}
+
+}  // namespace
+
+Config parse_config(const std::string& text, const std::string& origin) {
+  toml::table root;
+  try {
+    root = toml::parse(text, origin);
+  } catch (const toml::parse_error& e) {
+    throw Error(ErrorCode::kUsage, origin + ":" + std::to_string(e.source().begin.line) + ": " +
+                                       std::string(e.description()));
+  }
+  Config c;
+  c.origin = origin;
+  each_key(origin, root, "", {"state_dir", "host", "vault", "keys", "source", "pack"},
+           [&](const std::string& key, const toml::node& v) {
+             if (key == "state_dir") c.state_dir = get_string(origin, v, key);
+             else if (key == "host") c.host = get_string(origin, v, key);
+             else if (key == "vault") {
+               const toml::table* t = v.as_table();
+               if (!t) bad(at(origin, v), "[vault] must be a table");
+               each_key(origin, *t, "vault",
+                        {"url", "ssh_key", "known_hosts", "host_key", "accept_new_host_key",
+                         "connect_timeout"},
+                        [&](const std::string& k, const toml::node& n) {
+                          if (k == "url") c.vault_url = get_string(origin, n, k);
+                          else if (k == "ssh_key") c.ssh.ssh_identity = get_string(origin, n, k);
+                          else if (k == "known_hosts") c.ssh.known_hosts = get_string(origin, n, k);
+                          else if (k == "host_key") {
+                            c.ssh.host_key_fingerprint = get_string(origin, n, k);
+                            if (c.ssh.host_key_fingerprint.rfind("SHA256:", 0) != 0) {
+                              bad(at(origin, n), "'vault.host_key' must look like \"SHA256:...\" "
+                                                 "(as printed by ssh-keygen -lf)");
+                            }
+                          } else if (k == "accept_new_host_key") {
+                            c.ssh.accept_new_host_key = get_bool(origin, n, k);
+                          } else if (k == "connect_timeout") {
+                            c.ssh.connect_timeout_seconds =
+                                static_cast<int>(get_int(origin, n, k, 1, 600));
+                          }
+                        });
+             } else if (key == "keys") {
+               const toml::table* t = v.as_table();
+               if (!t) bad(at(origin, v), "[keys] must be a table");
+               each_key(origin, *t, "keys", {"gnupghome", "archive_keys", "agent_key"},
+                        [&](const std::string& k, const toml::node& n) {
+                          if (k == "gnupghome") c.gnupghome = get_string(origin, n, k);
+                          else if (k == "agent_key") c.agent_key = get_string(origin, n, k);
+                          else if (k == "archive_keys") {
+                            const toml::array* a = n.as_array();
+                            if (!a) bad(at(origin, n), "'keys.archive_keys' must be an array of strings");
+                            for (const auto& e : *a) c.archive_keys.push_back(get_string(origin, e, k));
+                          }
+                        });
+             } else if (key == "pack") {
+               const toml::table* t = v.as_table();
+               if (!t) bad(at(origin, v), "[pack] must be a table");
+               each_key(origin, *t, "pack", {"size", "zstd_level"},
+                        [&](const std::string& k, const toml::node& n) {
+                          if (k == "size") {
+                            c.pack_size = get_size(origin, n, k);
+                            if (c.pack_size < 4096 || c.pack_size > (1u << 30)) {
+                              bad(at(origin, n), "'pack.size' must be between 4KiB and 1GiB");
+                            }
+                          } else if (k == "zstd_level") {
+                            c.zstd_level = static_cast<int>(get_int(origin, n, k, 1, 19));
+                          }
+                        });
+             } else if (key == "source") {
+               const toml::array* a = v.as_array();
+               if (!a) bad(at(origin, v), "sources are written [[source]] (an array of tables)");
+               for (const auto& e : *a) {
+                 const toml::table* t = e.as_table();
+                 if (!t) bad(at(origin, e), "[[source]] must be a table");
+                 SourceConfig s;
+                 each_key(origin, *t, "source", {"root", "layout"},
+                          [&](const std::string& k, const toml::node& n) {
+                            if (k == "root") s.root = get_string(origin, n, k);
+                            else s.layout = get_string(origin, n, k);
+                          });
+                 if (s.root.empty()) bad(at(origin, e), "[[source]] needs 'root'");
+                 if (s.root.front() != '/') bad(at(origin, e), "'source.root' must be an absolute path");
+                 while (s.root.size() > 1 && s.root.back() == '/') s.root.pop_back();
+                 c.sources.push_back(std::move(s));
+               }
+             }
+           });
+  if (c.state_dir.empty()) throw Error(ErrorCode::kUsage, origin + ": 'state_dir' is required");
+  if (c.vault_url.empty()) throw Error(ErrorCode::kUsage, origin + ": [vault] 'url' is required");
+  if (c.host.empty()) c.host = local_hostname();
+  return c;
+}
+
+Config load_config(const std::string& path) {
+  if (path.empty()) return parse_config(builtin_config_text(), "<built-in demo config>");
+  std::ifstream in(path);
+  if (!in) throw Error(ErrorCode::kUsage, "cannot read config file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path);
+}
+
+}  // namespace reduit

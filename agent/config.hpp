@@ -1,0 +1,49 @@
+// agent/config.hpp — the reduit TOML configuration (docs/CONFIG.md lists every key).
+//
+// Parsed with toml++ (TOML 1.0). Values may use ${VAR} and ${VAR:-default}
+// environment references. Validation is strict: an unknown key, a wrong type or a
+// bad value is an Error(kUsage) "FILE:LINE: message". Without --config the
+// built-in demo configuration is used (rooted at $REDUIT_HOME, default
+// $HOME/reduit-demo).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "vault/transport.hpp"
+
+namespace reduit {
+
+struct SourceConfig {
+  std::string root;            // directory holding the mailboxes
+  std::string layout = "%d/%n";  // see discover_mailboxes()
+};
+
+struct Config {
+  std::string origin;     // file path, or "<built-in demo config>"
+  std::string state_dir;  // SQLite catalog lives here
+  std::string vault_url;
+  TransportOptions ssh;
+  std::string gnupghome;                  // empty = $GNUPGHOME or ~/.gnupg
+  std::vector<std::string> archive_keys;  // for init: recipients
+  std::string agent_key;                  // for init: signer; pinned thereafter
+  std::vector<SourceConfig> sources;
+  std::uint64_t pack_size = 16u << 20;    // target plaintext bytes per pack (init)
+  int zstd_level = 3;                     // (init)
+  std::string host;                       // recorded in snapshots; default hostname
+};
+
+/// The built-in demo configuration text (before ${} expansion).
+const char* builtin_config_text();
+
+/// Parses TOML text. `origin` names it in error messages.
+Config parse_config(const std::string& text, const std::string& origin);
+
+/// Loads `path`, or the built-in config when `path` is empty.
+Config load_config(const std::string& path);
+
+/// Expands ${VAR} and ${VAR:-default}; an unset VAR without default is kUsage.
+std::string expand_env(const std::string& s, const std::string& where);
+
+}  // namespace reduit

@@ -1,0 +1,92 @@
+// agent/main.cpp — the `reduit` command: parses the command line (CLI11), runs one
+// subcommand, and maps errors to the documented exit codes (docs/CLI.md).
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+
+#include "agent/cli.hpp"
+#include "vault/error.hpp"
+
+#ifndef REDUIT_VERSION
+#define REDUIT_VERSION "dev"
+#endif
+
+namespace reduit::cli {
+
+void print_json(const nlohmann::ordered_json& j) { std::cout << j.dump(2) << std::endl; }
+
+std::string human_bytes(std::uint64_t b) {
+  char buf[64];
+  if (b >= (1ull << 30)) snprintf(buf, sizeof buf, "%.2f GiB", b / double(1ull << 30));
+  else if (b >= (1ull << 20)) snprintf(buf, sizeof buf, "%.1f MiB", b / double(1ull << 20));
+  else if (b >= 1024) snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
+  else snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
+  return buf;
+}
+
+std::string iso_time(std::int64_t ns) {
+  time_t t = static_cast<time_t>(ns / 1000000000);
+  tm tmv;
+  gmtime_r(&t, &tmv);
+  char buf[32];
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+  return buf;
+}
+
+bool want_progress(const Globals& g) { return !g.quiet && !g.json && isatty(2); }
+
+}  // namespace reduit::cli
+
+static const char* kExitCodes = R"(Exit codes:
+  0  success                        1  completed with warnings
+  2  usage or config error          3  vault locked by another process
+  4  vault unreachable (network, SSH auth, host key)
+  5  key problem (missing, unusable, cannot decrypt)
+  6  verification failed (corrupt, tampered or hostile data)
+  7  mail source missing or not a Maildir
+  8  snapshot, mailbox or folder not found
+  9  local I/O error               70 internal error (a bug: please report)
+)";
+
+int main(int argc, char** argv) {
+  using namespace reduit;
+  CLI::App app{"reduit — encrypted, deduplicated backups of Maildir mail to offsite vaults", "reduit"};
+  app.footer(kExitCodes);
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("reduit ") + REDUIT_VERSION);
+  cli::Globals g;
+  app.add_option("-c,--config", g.config_path,
+                 "TOML config file (default: the built-in demo config under $REDUIT_HOME)")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--json", g.json, "print results as JSON on stdout");
+  app.add_flag("-q,--quiet", g.quiet, "no progress output");
+  cli::Runner run;
+  cli::add_init(app, g, run);
+  cli::add_backup(app, g, run);
+  cli::add_snapshots(app, g, run);
+  cli::add_ls(app, g, run);
+  cli::add_restore(app, g, run);
+  cli::add_check(app, g, run);
+  cli::add_catalog(app, g, run);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : exit_status(ErrorCode::kUsage);
+  }
+  try {
+    return run ? run() : 0;
+  } catch (const Error& e) {
+    if (g.json) {
+      cli::print_json({{"error", {{"code", error_code_name(e.code())}, {"exit", exit_status(e.code())},
+                                  {"message", e.what()}}}});
+    }
+    std::fprintf(stderr, "reduit: error: %s\n", e.what());
+    return exit_status(e.code());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "reduit: internal error: %s\n", e.what());
+    return exit_status(ErrorCode::kInternal);
+  }
+}

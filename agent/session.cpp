@@ -1,0 +1,47 @@
+#include "agent/session.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "vault/error.hpp"
+
+namespace reduit {
+
+std::unique_ptr<Repository> open_repository(const Config& cfg, Catalog* catalog,
+                                            const std::string& gnupghome_override) {
+  std::string home = gnupghome_override.empty() ? cfg.gnupghome : gnupghome_override;
+  auto repo = std::make_unique<Repository>(open_transport(cfg.vault_url, cfg.ssh), home,
+                                           cfg.agent_key);
+  if (catalog) {
+    auto cached = catalog->get_meta("vault_config");
+    auto cached_hash = catalog->get_meta("vault_config_sha256");
+    auto cached_url = catalog->get_meta("vault_url");
+    if (cached && cached_hash && cached_url && *cached_url == cfg.vault_url) {
+      Bytes stored;
+      try {
+        stored = repo->transport().get(kConfigName);
+      } catch (const Error& e) {
+        if (e.code() != ErrorCode::kNotFound) throw;
+      }
+      if (!stored.empty() && to_hex(sha256(stored.data(), stored.size())) == *cached_hash) {
+        repo->set_config(decode_config(Bytes(cached->begin(), cached->end())));
+        return repo;
+      }
+    }
+  }
+  repo->load_config();
+  if (catalog) {
+    Bytes stored = repo->transport().get(kConfigName);
+    std::string text = encode_config(repo->config());
+    if (auto old = catalog->get_meta("vault_id"); old && *old != repo->config().vault_id) {
+      // A different vault at this URL: nothing cached about the old one is valid.
+      catalog->reset();
+    }
+    catalog->set_meta("vault_config", text);
+    catalog->set_meta("vault_config_sha256", to_hex(sha256(stored.data(), stored.size())));
+    catalog->set_meta("vault_url", cfg.vault_url);
+    catalog->set_meta("vault_id", repo->config().vault_id);
+  }
+  return repo;
+}
+
+}  // namespace reduit

@@ -1,0 +1,43 @@
+// restore/restore.hpp — restore one mailbox (or one folder of it) from a snapshot.
+//
+// Reads the vault only (works on a fresh host with the vault URL and an archive
+// secret key). Fetches only the packs the selection needs, each once; verifies
+// every pack's SHA-256 name, its OpenPGP signature (the vault's agent key), every
+// blob's HMAC id and every file's SHA-256; writes Maildir with the original file
+// names (info flags included), folder structure, modes and mtimes (to the
+// nanosecond). Messages are written into their folder's tmp/ and renamed into
+// cur/ or new/; other files through a temporary name beside them.
+//
+// Safety: every folder name and entry path of the selection is checked before
+// anything is written (check_relative_path); the destination must not exist or be
+// an empty directory, and nothing is ever written outside it.
+// Errors: kNotFound (snapshot/mailbox/folder), kUsage (destination not empty),
+// kVerify (corrupt or hostile data), kKey (no key can decrypt), kIo.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "vault/repository.hpp"
+
+namespace reduit {
+
+struct RestoreRequest {
+  std::string snapshot = "latest";
+  std::string mailbox;
+  std::string folder;  // "" = the whole mailbox; else this folder and its subfolders
+  std::string dest;
+  bool progress = false;
+};
+
+struct RestoreStats {
+  std::string snapshot_id;
+  std::string mailbox;
+  std::uint64_t folders = 0, messages = 0, files = 0, dirs = 0, bytes = 0;
+  std::uint64_t packs_fetched = 0, bytes_fetched = 0;
+  double seconds = 0;
+};
+
+RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req);
+
+}  // namespace reduit

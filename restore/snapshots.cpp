@@ -1,0 +1,116 @@
+#include "restore/snapshots.hpp"
+
+#include <algorithm>
+
+#include "vault/error.hpp"
+
+namespace reduit {
+
+std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache) {
+  std::map<std::string, std::string> cached;
+  if (cache) {
+    for (auto& [id, json] : cache->snapshot_rows()) cached[id] = json;
+  }
+  std::vector<SnapshotRef> out;
+  std::vector<std::string> ids;
+  for (const Hash& h : repo.list_objects("snapshots")) {
+    std::string id = to_hex(h);
+    ids.push_back(id);
+    Bytes plain;
+    if (auto it = cached.find(id); it != cached.end()) {
+      plain.assign(it->second.begin(), it->second.end());
+    } else {
+      plain = repo.get_object("snapshots", h);
+    }
+    SnapshotRef r{id, decode_snapshot(plain)};
+    if (cache && !cached.count(id)) cache->add_snapshot(id, r.snap, std::string(plain.begin(), plain.end()));
+    out.push_back(std::move(r));
+  }
+  if (cache) cache->remove_snapshots_not_in(ids);
+  std::sort(out.begin(), out.end(), [](const SnapshotRef& a, const SnapshotRef& b) {
+    return a.snap.time_ns != b.snap.time_ns ? a.snap.time_ns < b.snap.time_ns : a.id < b.id;
+  });
+  return out;
+}
+
+SnapshotRef find_snapshot(const std::vector<SnapshotRef>& all, const std::string& spec) {
+  if (all.empty()) throw Error(ErrorCode::kNotFound, "the vault has no snapshots yet");
+  if (spec == "latest") return all.back();
+  if (spec.size() < 4) throw Error(ErrorCode::kUsage, "snapshot id '" + spec + "' is too short (give at least 4 hex digits, or 'latest')");
+  const SnapshotRef* found = nullptr;
+  for (const auto& s : all) {
+    if (s.id.rfind(spec, 0) == 0) {
+      if (found) throw Error(ErrorCode::kUsage, "snapshot id '" + spec + "' is ambiguous; give more digits");
+      found = &s;
+    }
+  }
+  if (!found) throw Error(ErrorCode::kNotFound, "no snapshot '" + spec + "' in the vault (see 'reduit snapshots')");
+  return *found;
+}
+
+const SnapshotMailbox& find_mailbox(const SnapshotRef& s, const std::string& name) {
+  for (const auto& m : s.snap.mailboxes) {
+    if (m.name == name) return m;
+  }
+  std::string names;
+  for (const auto& m : s.snap.mailboxes) {
+    if (names.size() > 200) {
+      names += ", …";
+      break;
+    }
+    names += (names.empty() ? "" : ", ") + m.name;
+  }
+  throw Error(ErrorCode::kNotFound, "snapshot " + s.id.substr(0, 8) + " has no mailbox '" + name +
+                                        "' (it has: " + names + ")");
+}
+
+BlobIndex::BlobIndex(std::vector<IndexPack> packs) {
+  for (IndexPack& p : packs) {
+    for (const PackEntry& e : p.blobs) {
+      blobs_.push_back(IndexedBlob{e.id, p.id, e.type, e.offset, e.length});
+    }
+    p.blobs.clear();
+    p.blobs.shrink_to_fit();
+    packs_[p.id] = std::move(p);
+  }
+  std::sort(blobs_.begin(), blobs_.end(),
+            [](const IndexedBlob& a, const IndexedBlob& b) { return a.id < b.id; });
+}
+
+std::span<const IndexedBlob> BlobIndex::find(const Hash& id) const {
+  auto lo = std::lower_bound(blobs_.begin(), blobs_.end(), id,
+                             [](const IndexedBlob& b, const Hash& h) { return b.id < h; });
+  auto hi = lo;
+  while (hi != blobs_.end() && hi->id == id) ++hi;
+  return {lo, hi};
+}
+
+Tree TreeLoader::load(const Hash& tree_id) {
+  auto locs = index_.find(tree_id);
+  if (locs.empty()) {
+    throw Error(ErrorCode::kNotFound, "tree " + to_hex(tree_id) + " is not in any index of the vault");
+  }
+  std::string last_error;
+  for (const IndexedBlob& loc : locs) {
+    try {
+      auto it = packs_.find(loc.pack);
+      if (it == packs_.end()) {
+        LoadedPack p = repo_.load_pack(loc.pack);
+        bytes_fetched_ += index_.packs().count(loc.pack) ? index_.packs().at(loc.pack).size : 0;
+        it = packs_.emplace(loc.pack, std::move(p)).first;
+      }
+      for (const PackEntry& e : it->second.entries) {
+        if (e.id == tree_id && e.type == BlobType::kTree) {
+          std::string_view v = repo_.blob_bytes(it->second, e);
+          return decode_tree(Bytes(v.begin(), v.end()));
+        }
+      }
+      last_error = "pack " + to_hex(loc.pack) + " does not hold tree " + to_hex(tree_id);
+    } catch (const Error& e) {
+      last_error = e.what();
+    }
+  }
+  throw Error(ErrorCode::kVerify, "cannot load tree " + to_hex(tree_id) + ": " + last_error);
+}
+
+}  // namespace reduit

@@ -1,0 +1,64 @@
+// restore/snapshots.hpp — reading snapshots and trees back from a vault.
+//
+// Everything here reads the vault itself (never the catalog's stat cache), so it
+// works on a fresh host given the vault URL and a key that can open metadata (the
+// agent key or an archive key).
+#pragma once
+
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "vault/catalog.hpp"
+#include "vault/repository.hpp"
+
+namespace reduit {
+
+struct SnapshotRef {
+  std::string id;  // 64 hex digits
+  Snapshot snap;
+};
+
+/// Every snapshot in the vault, oldest first. `cache` (optional) avoids decrypting
+/// snapshots already decoded once; it is also brought up to date.
+std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache);
+
+/// Resolves "latest" or a unique hex prefix (at least 4 digits). Throws kNotFound
+/// when none matches, kUsage when a prefix is ambiguous.
+SnapshotRef find_snapshot(const std::vector<SnapshotRef>& all, const std::string& spec);
+
+/// Finds a mailbox by exact name; kNotFound lists the names that exist.
+const SnapshotMailbox& find_mailbox(const SnapshotRef& s, const std::string& name);
+
+/// Every blob location named by the vault's index objects, sorted by blob id.
+class BlobIndex {
+ public:
+  explicit BlobIndex(std::vector<IndexPack> packs);
+  /// All known locations of `id` (several after a re-upload), possibly none.
+  std::span<const IndexedBlob> find(const Hash& id) const;
+  const std::map<Hash, IndexPack>& packs() const { return packs_; }
+
+ private:
+  std::vector<IndexedBlob> blobs_;
+  std::map<Hash, IndexPack> packs_;  // blobs vectors emptied (kept in blobs_)
+};
+
+/// Loads trees through their metadata packs, keeping each pack once.
+class TreeLoader {
+ public:
+  TreeLoader(Repository& repo, const BlobIndex& index) : repo_(repo), index_(index) {}
+  /// Throws kNotFound when no index names the tree, kVerify when corrupt.
+  Tree load(const Hash& tree_id);
+  std::uint64_t bytes_fetched() const { return bytes_fetched_; }
+  std::uint64_t packs_fetched() const { return packs_.size(); }
+
+ private:
+  Repository& repo_;
+  const BlobIndex& index_;
+  std::map<Hash, LoadedPack> packs_;
+  std::uint64_t bytes_fetched_ = 0;
+};
+
+}  // namespace reduit

@@ -1,0 +1,395 @@
+#include "vault/catalog.hpp"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "vault/error.hpp"
+
+namespace reduit {
+
+namespace {
+
+const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS packs(id BLOB PRIMARY KEY, size INTEGER NOT NULL, kind INTEGER NOT NULL,
+  indexed INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs(id BLOB PRIMARY KEY, pack BLOB NOT NULL, type INTEGER NOT NULL,
+  offset INTEGER NOT NULL, length INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blobs_pack ON blobs(pack);
+CREATE TABLE IF NOT EXISTS files(folder TEXT NOT NULL, key TEXT NOT NULL, path TEXT NOT NULL,
+  dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, mode INTEGER,
+  sha256 BLOB, header BLOB, body BLOB, blob BLOB, PRIMARY KEY(folder, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots(id TEXT PRIMARY KEY, time_ns INTEGER NOT NULL, host TEXT,
+  json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS messages(sha256 BLOB PRIMARY KEY, message_id TEXT, date TEXT,
+  from_addr TEXT, to_addr TEXT, subject TEXT) WITHOUT ROWID;
+)sql";
+
+const char* kStagingSchema = R"sql(
+CREATE TEMP TABLE IF NOT EXISTS run_files(folder TEXT NOT NULL, key TEXT NOT NULL, path TEXT NOT NULL,
+  dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, mode INTEGER,
+  sha256 BLOB, header BLOB, body BLOB, blob BLOB, PRIMARY KEY(folder, key)) WITHOUT ROWID;
+CREATE TEMP TABLE IF NOT EXISTS run_messages(sha256 BLOB PRIMARY KEY, message_id TEXT, date TEXT,
+  from_addr TEXT, to_addr TEXT, subject TEXT) WITHOUT ROWID;
+)sql";
+
+void bind_hash(SQLite::Statement& q, int i, const Hash& h) { q.bind(i, h.data(), 32); }
+void bind_opt(SQLite::Statement& q, int i, const std::optional<Hash>& h) {
+  if (h) bind_hash(q, i, *h);
+  else q.bind(i);
+}
+Hash col_hash(const SQLite::Column& c) {
+  Hash h{};
+  if (c.getBytes() == 32) std::memcpy(h.data(), c.getBlob(), 32);
+  return h;
+}
+std::optional<Hash> col_opt(const SQLite::Column& c) {
+  if (c.isNull() || c.getBytes() != 32) return std::nullopt;
+  return col_hash(c);
+}
+
+template <typename F>
+auto guarded(const std::string& path, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const SQLite::Exception& e) {
+    throw Error(ErrorCode::kIo, "catalog " + path + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+Catalog::Catalog(const std::string& state_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(state_dir, ec);
+  if (ec) throw Error(ErrorCode::kIo, "cannot create state dir " + state_dir + ": " + ec.message());
+  path_ = state_dir + "/catalog.sqlite";
+  guarded(path_, [&] {
+    db_ = std::make_unique<SQLite::Database>(path_, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    db_->setBusyTimeout(60000);
+    db_->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=FILE;");
+    db_->exec(kSchema);
+    db_->exec(kStagingSchema);
+    q_has_blob_ = std::make_unique<SQLite::Statement>(*db_, "SELECT 1 FROM blobs WHERE id=?");
+    q_find_blob_ = std::make_unique<SQLite::Statement>(
+        *db_, "SELECT pack, type, offset, length FROM blobs WHERE id=?");
+    q_find_file_ = std::make_unique<SQLite::Statement>(
+        *db_,
+        "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, header, body, blob "
+        "FROM main.files WHERE folder=? AND key=?");
+    q_stage_file_ = std::make_unique<SQLite::Statement>(
+        *db_, "INSERT OR REPLACE INTO temp.run_files VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    q_has_message_ = std::make_unique<SQLite::Statement>(*db_, "SELECT 1 FROM main.messages WHERE sha256=? UNION ALL SELECT 1 FROM temp.run_messages WHERE sha256=?");
+    return 0;
+  });
+}
+
+Catalog::~Catalog() {
+  try {
+    staging_.reset();  // rolls back an unfinished staging transaction (temp table only)
+  } catch (...) {
+  }
+}
+
+std::optional<std::string> Catalog::get_meta(const std::string& key) {
+  return guarded(path_, [&]() -> std::optional<std::string> {
+    SQLite::Statement q(*db_, "SELECT value FROM meta WHERE key=?");
+    q.bind(1, key);
+    if (q.executeStep()) return q.getColumn(0).getString();
+    return std::nullopt;
+  });
+}
+
+void Catalog::set_meta(const std::string& key, const std::string& value) {
+  guarded(path_, [&] {
+    SQLite::Statement q(*db_, "INSERT OR REPLACE INTO meta VALUES(?,?)");
+    q.bind(1, key);
+    q.bind(2, value);
+    q.exec();
+    return 0;
+  });
+}
+
+bool Catalog::has_blob(const Hash& id) {
+  return guarded(path_, [&] {
+    q_has_blob_->reset();
+    bind_hash(*q_has_blob_, 1, id);
+    return q_has_blob_->executeStep();
+  });
+}
+
+std::optional<BlobLocation> Catalog::find_blob(const Hash& id) {
+  return guarded(path_, [&]() -> std::optional<BlobLocation> {
+    q_find_blob_->reset();
+    bind_hash(*q_find_blob_, 1, id);
+    if (!q_find_blob_->executeStep()) return std::nullopt;
+    return BlobLocation{col_hash(q_find_blob_->getColumn(0)),
+                        static_cast<BlobType>(q_find_blob_->getColumn(1).getInt()),
+                        static_cast<std::uint64_t>(q_find_blob_->getColumn(2).getInt64()),
+                        static_cast<std::uint64_t>(q_find_blob_->getColumn(3).getInt64())};
+  });
+}
+
+void Catalog::add_pack(const IndexPack& pack, bool indexed) {
+  guarded(path_, [&] {
+    SQLite::Transaction txn(*db_);
+    SQLite::Statement qp(*db_, "INSERT OR REPLACE INTO packs VALUES(?,?,?,?)");
+    bind_hash(qp, 1, pack.id);
+    qp.bind(2, static_cast<std::int64_t>(pack.size));
+    qp.bind(3, static_cast<int>(pack.kind));
+    qp.bind(4, indexed ? 1 : 0);
+    qp.exec();
+    SQLite::Statement qb(*db_, "INSERT OR REPLACE INTO blobs VALUES(?,?,?,?,?)");
+    for (const PackEntry& e : pack.blobs) {
+      qb.reset();
+      bind_hash(qb, 1, e.id);
+      bind_hash(qb, 2, pack.id);
+      qb.bind(3, static_cast<int>(e.type));
+      qb.bind(4, static_cast<std::int64_t>(e.offset));
+      qb.bind(5, static_cast<std::int64_t>(e.length));
+      qb.exec();
+    }
+    txn.commit();
+    return 0;
+  });
+}
+
+std::vector<Hash> Catalog::pack_ids() {
+  return guarded(path_, [&] {
+    std::vector<Hash> out;
+    SQLite::Statement q(*db_, "SELECT id FROM packs");
+    while (q.executeStep()) out.push_back(col_hash(q.getColumn(0)));
+    return out;
+  });
+}
+
+std::vector<IndexPack> Catalog::unindexed_packs() {
+  return guarded(path_, [&] {
+    std::vector<IndexPack> out;
+    SQLite::Statement q(*db_, "SELECT id, size, kind FROM packs WHERE indexed=0 ORDER BY id");
+    SQLite::Statement qb(*db_,
+                         "SELECT id, type, offset, length FROM blobs WHERE pack=? ORDER BY offset");
+    while (q.executeStep()) {
+      IndexPack p;
+      p.id = col_hash(q.getColumn(0));
+      p.size = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
+      p.kind = static_cast<PackKind>(q.getColumn(2).getInt());
+      qb.reset();
+      bind_hash(qb, 1, p.id);
+      while (qb.executeStep()) {
+        p.blobs.push_back(PackEntry{static_cast<BlobType>(qb.getColumn(1).getInt()),
+                                    col_hash(qb.getColumn(0)),
+                                    static_cast<std::uint64_t>(qb.getColumn(2).getInt64()),
+                                    static_cast<std::uint64_t>(qb.getColumn(3).getInt64())});
+      }
+      out.push_back(std::move(p));
+    }
+    return out;
+  });
+}
+
+void Catalog::mark_indexed(const std::vector<Hash>& packs) {
+  guarded(path_, [&] {
+    SQLite::Transaction txn(*db_);
+    SQLite::Statement q(*db_, "UPDATE packs SET indexed=1 WHERE id=?");
+    for (const Hash& h : packs) {
+      q.reset();
+      bind_hash(q, 1, h);
+      q.exec();
+    }
+    txn.commit();
+    return 0;
+  });
+}
+
+std::size_t Catalog::forget_packs(const std::vector<Hash>& packs) {
+  if (packs.empty()) return 0;
+  return guarded(path_, [&] {
+    SQLite::Transaction txn(*db_);
+    SQLite::Statement qb(*db_, "DELETE FROM blobs WHERE pack=?");
+    SQLite::Statement qp(*db_, "DELETE FROM packs WHERE id=?");
+    for (const Hash& h : packs) {
+      qb.reset();
+      bind_hash(qb, 1, h);
+      qb.exec();
+      qp.reset();
+      bind_hash(qp, 1, h);
+      qp.exec();
+    }
+    db_->exec("DELETE FROM main.files");
+    txn.commit();
+    return packs.size();
+  });
+}
+
+std::optional<CachedFile> Catalog::find_file(const std::string& folder_key, const std::string& key) {
+  return guarded(path_, [&]() -> std::optional<CachedFile> {
+    q_find_file_->reset();
+    q_find_file_->bind(1, folder_key);
+    q_find_file_->bind(2, key);
+    if (!q_find_file_->executeStep()) return std::nullopt;
+    CachedFile f;
+    f.path = q_find_file_->getColumn(0).getString();
+    f.dev = static_cast<std::uint64_t>(q_find_file_->getColumn(1).getInt64());
+    f.ino = static_cast<std::uint64_t>(q_find_file_->getColumn(2).getInt64());
+    f.size = static_cast<std::uint64_t>(q_find_file_->getColumn(3).getInt64());
+    f.mtime_ns = q_find_file_->getColumn(4).getInt64();
+    f.ctime_ns = q_find_file_->getColumn(5).getInt64();
+    f.mode = static_cast<std::uint32_t>(q_find_file_->getColumn(6).getInt());
+    f.sha256 = col_hash(q_find_file_->getColumn(7));
+    f.header = col_opt(q_find_file_->getColumn(8));
+    f.body = col_opt(q_find_file_->getColumn(9));
+    f.blob = col_opt(q_find_file_->getColumn(10));
+    return f;
+  });
+}
+
+void Catalog::begin_staging() {
+  guarded(path_, [&] {
+    db_->exec("DELETE FROM temp.run_files; DELETE FROM temp.run_messages;");
+    staging_ = std::make_unique<SQLite::Transaction>(*db_);
+    staged_in_txn_ = 0;
+    return 0;
+  });
+}
+
+void Catalog::flush_staging() {
+  guarded(path_, [&] {
+    if (staging_) {
+      staging_->commit();
+      staging_ = std::make_unique<SQLite::Transaction>(*db_);
+      staged_in_txn_ = 0;
+    }
+    return 0;
+  });
+}
+
+void Catalog::end_staging() {
+  guarded(path_, [&] {
+    if (staging_) {
+      staging_->commit();
+      staging_.reset();
+    }
+    return 0;
+  });
+}
+
+void Catalog::stage_file(const std::string& folder_key, const std::string& key, const CachedFile& f) {
+  guarded(path_, [&] {
+    auto& q = *q_stage_file_;
+    q.reset();
+    q.bind(1, folder_key);
+    q.bind(2, key);
+    q.bind(3, f.path);
+    q.bind(4, static_cast<std::int64_t>(f.dev));
+    q.bind(5, static_cast<std::int64_t>(f.ino));
+    q.bind(6, static_cast<std::int64_t>(f.size));
+    q.bind(7, f.mtime_ns);
+    q.bind(8, f.ctime_ns);
+    q.bind(9, static_cast<int>(f.mode));
+    bind_hash(q, 10, f.sha256);
+    bind_opt(q, 11, f.header);
+    bind_opt(q, 12, f.body);
+    bind_opt(q, 13, f.blob);
+    q.exec();
+    return 0;
+  });
+  if (++staged_in_txn_ >= 4096) flush_staging();
+}
+
+void Catalog::commit_files() {
+  guarded(path_, [&] {
+    if (staging_) {
+      staging_->commit();
+      staging_.reset();
+    }
+    SQLite::Transaction txn(*db_);
+    db_->exec("DELETE FROM main.files");
+    db_->exec("INSERT INTO main.files SELECT * FROM temp.run_files");
+    db_->exec("INSERT OR IGNORE INTO main.messages SELECT * FROM temp.run_messages");
+    txn.commit();
+    db_->exec("DELETE FROM temp.run_files; DELETE FROM temp.run_messages;");
+    return 0;
+  });
+}
+
+void Catalog::clear_files() {
+  guarded(path_, [&] { return db_->exec("DELETE FROM main.files"); });
+}
+
+void Catalog::add_snapshot(const std::string& id, const Snapshot& s, const std::string& json) {
+  guarded(path_, [&] {
+    SQLite::Statement q(*db_, "INSERT OR REPLACE INTO snapshots VALUES(?,?,?,?)");
+    q.bind(1, id);
+    q.bind(2, s.time_ns);
+    q.bind(3, s.host);
+    q.bind(4, json);
+    q.exec();
+    return 0;
+  });
+}
+
+std::vector<std::pair<std::string, std::string>> Catalog::snapshot_rows() {
+  return guarded(path_, [&] {
+    std::vector<std::pair<std::string, std::string>> out;
+    SQLite::Statement q(*db_, "SELECT id, json FROM snapshots ORDER BY time_ns, id");
+    while (q.executeStep()) out.emplace_back(q.getColumn(0).getString(), q.getColumn(1).getString());
+    return out;
+  });
+}
+
+void Catalog::remove_snapshots_not_in(const std::vector<std::string>& ids) {
+  guarded(path_, [&] {
+    SQLite::Transaction txn(*db_);
+    db_->exec("CREATE TEMP TABLE IF NOT EXISTS keep_ids(id TEXT PRIMARY KEY)");
+    db_->exec("DELETE FROM temp.keep_ids");
+    SQLite::Statement q(*db_, "INSERT OR IGNORE INTO temp.keep_ids VALUES(?)");
+    for (const auto& id : ids) {
+      q.reset();
+      q.bind(1, id);
+      q.exec();
+    }
+    db_->exec("DELETE FROM snapshots WHERE id NOT IN (SELECT id FROM temp.keep_ids)");
+    txn.commit();
+    return 0;
+  });
+}
+
+bool Catalog::has_message(const Hash& sha) {
+  return guarded(path_, [&] {
+    q_has_message_->reset();
+    bind_hash(*q_has_message_, 1, sha);
+    bind_hash(*q_has_message_, 2, sha);
+    return q_has_message_->executeStep();
+  });
+}
+
+void Catalog::add_message(const Hash& sha, const std::string& message_id, const std::string& date,
+                          const std::string& from, const std::string& to,
+                          const std::string& subject) {
+  guarded(path_, [&] {
+    SQLite::Statement q(*db_, "INSERT OR IGNORE INTO temp.run_messages VALUES(?,?,?,?,?,?)");
+    bind_hash(q, 1, sha);
+    q.bind(2, message_id);
+    q.bind(3, date);
+    q.bind(4, from);
+    q.bind(5, to);
+    q.bind(6, subject);
+    q.exec();
+    return 0;
+  });
+}
+
+void Catalog::reset() {
+  guarded(path_, [&] {
+    db_->exec(
+        "BEGIN; DELETE FROM meta; DELETE FROM packs; DELETE FROM blobs; DELETE FROM main.files; "
+        "DELETE FROM snapshots; COMMIT;");
+    return 0;
+  });
+}
+
+}  // namespace reduit

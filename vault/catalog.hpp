@@ -1,0 +1,105 @@
+// vault/catalog.hpp — the local SQLite catalog (state_dir/catalog.sqlite).
+//
+// Plaintext local state that makes the nightly run cheap and resumable:
+//   meta       vault url, vault id, id key (copied from the vault config)
+//   packs      every pack known to be in the vault; indexed=0 means "uploaded and
+//              journaled, not yet in an index object" (the resume journal)
+//   blobs      blob id → pack, offset, length, type (dedup lookups)
+//   files      stat cache: (folder key, unique name) → dev, ino, size, mtime, ctime,
+//              blob ids, sha256 — unchanged stat means no read
+//   snapshots  snapshot object id → decoded JSON (cache of the vault's snapshots)
+//   messages   header metadata per message sha256 (Message-ID, Date, From, To,
+//              Subject; RFC 2047 decoded) for search and reports
+// The catalog is a cache: `reduit catalog rebuild` recreates all of it but the file
+// cache from the vault. WAL mode. One Catalog object per thread; the backup's
+// upload thread opens its own to write the journal.
+// Errors: SQLite failures become Error(kIo) naming the catalog file.
+#pragma once
+
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "vault/format.hpp"
+
+namespace reduit {
+
+struct CachedFile {
+  std::string path;  // relative to the folder, as last seen
+  std::uint64_t dev = 0, ino = 0, size = 0;
+  std::int64_t mtime_ns = 0, ctime_ns = 0;
+  std::uint32_t mode = 0;
+  Hash sha256{};
+  std::optional<Hash> header, body, blob;
+};
+
+struct BlobLocation {
+  Hash pack;
+  BlobType type;
+  std::uint64_t offset, length;
+};
+
+class Catalog {
+ public:
+  /// Opens (creating when absent) `state_dir`/catalog.sqlite; creates state_dir.
+  explicit Catalog(const std::string& state_dir);
+  ~Catalog();
+  Catalog(const Catalog&) = delete;
+  Catalog& operator=(const Catalog&) = delete;
+
+  const std::string& path() const { return path_; }
+  SQLite::Database& db() { return *db_; }
+
+  std::optional<std::string> get_meta(const std::string& key);
+  void set_meta(const std::string& key, const std::string& value);
+
+  // Blobs and packs.
+  bool has_blob(const Hash& id);
+  std::optional<BlobLocation> find_blob(const Hash& id);
+  /// Records an uploaded pack and its blobs in one transaction (the journal).
+  void add_pack(const IndexPack& pack, bool indexed);
+  std::vector<Hash> pack_ids();
+  /// Packs uploaded but not yet covered by an index object, with their blobs.
+  std::vector<IndexPack> unindexed_packs();
+  void mark_indexed(const std::vector<Hash>& packs);
+  /// Forgets packs (and their blobs) that are gone from the vault, and drops the
+  /// whole file cache so every file is read and re-hashed once. Returns how many
+  /// packs were forgotten.
+  std::size_t forget_packs(const std::vector<Hash>& packs);
+
+  // File cache.
+  std::optional<CachedFile> find_file(const std::string& folder_key, const std::string& key);
+  /// Stages a row for this run in a TEMP table; commit_files() replaces the cache.
+  void stage_file(const std::string& folder_key, const std::string& key, const CachedFile& f);
+  void begin_staging();
+  void flush_staging();  // commits the staging transaction (call every few thousand rows)
+  void end_staging();    // commits and closes the staging transaction
+  void commit_files();   // atomically: files := staged rows
+  void clear_files();
+
+  // Snapshots.
+  void add_snapshot(const std::string& id, const Snapshot& s, const std::string& json);
+  std::vector<std::pair<std::string, std::string>> snapshot_rows();  // (id, json) by time
+  void remove_snapshots_not_in(const std::vector<std::string>& ids);
+
+  // Message metadata (staged with the file cache, committed by commit_files()).
+  bool has_message(const Hash& sha256);
+  void add_message(const Hash& sha256, const std::string& message_id, const std::string& date,
+                   const std::string& from, const std::string& to, const std::string& subject);
+
+  /// Empties every table (for catalog rebuild).
+  void reset();
+
+ private:
+  std::string path_;
+  std::unique_ptr<SQLite::Database> db_;
+  std::unique_ptr<SQLite::Statement> q_has_blob_, q_find_blob_, q_find_file_, q_stage_file_,
+      q_has_message_;
+  std::unique_ptr<SQLite::Transaction> staging_;
+  std::size_t staged_in_txn_ = 0;
+};
+
+}  // namespace reduit

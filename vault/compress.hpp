@@ -1,0 +1,16 @@
+// vault/compress.hpp — zstd (RFC 8878) frames for packs and metadata objects.
+#pragma once
+
+#include "vault/transport.hpp"  // Bytes
+
+namespace reduit {
+
+/// One zstd frame holding `data`, content size recorded in the frame header.
+/// `level` 1..19 (reduit default 3; PLATFORM.md has ratios and speeds on mail).
+Bytes zstd_compress(const Bytes& data, int level);
+
+/// Decompresses one frame. `max_size` bounds the output (defends against a
+/// hostile frame claiming terabytes). Throws Error(kVerify) on a corrupt frame.
+Bytes zstd_decompress(const Bytes& frame, std::size_t max_size = std::size_t(1) << 32);
+
+}  // namespace reduit

@@ -1,0 +1,380 @@
+#include "vault/format.hpp"
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "vault/error.hpp"
+
+namespace reduit {
+
+using json = nlohmann::ordered_json;
+
+namespace {
+
+constexpr char kPackMagic[8] = {'R', 'D', 'P', 'A', 'C', 'K', '0', '1'};
+constexpr char kIndexMagic[8] = {'R', 'D', 'I', 'N', 'D', 'X', '0', '1'};
+constexpr std::size_t kPackEntrySize = 1 + 32 + 8 + 8;
+constexpr std::size_t kPackFooterSize = 8 + 8;  // entry count (u64 LE) + magic
+
+void put_u64(Bytes& b, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) b.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+}
+std::uint64_t get_u64(const std::uint8_t* p) {
+  std::uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = v << 8 | p[i];
+  return v;
+}
+
+[[noreturn]] void malformed(const std::string& what) {
+  throw Error(ErrorCode::kVerify, "malformed " + what);
+}
+
+BlobType blob_type_from(std::uint8_t v, const char* what) {
+  if (v < 1 || v > 4) malformed(std::string(what) + ": unknown blob type " + std::to_string(v));
+  return static_cast<BlobType>(v);
+}
+
+class Reader {
+ public:
+  Reader(const Bytes& b, const char* what) : b_(b), what_(what) {}
+  const std::uint8_t* take(std::size_t n) {
+    if (b_.size() - pos_ < n) malformed(std::string(what_) + ": truncated");
+    const std::uint8_t* p = b_.data() + pos_;
+    pos_ += n;
+    return p;
+  }
+  std::uint64_t u64() { return get_u64(take(8)); }
+  std::uint8_t u8() { return *take(1); }
+  Hash hash() {
+    Hash h;
+    std::memcpy(h.data(), take(32), 32);
+    return h;
+  }
+  bool done() const { return pos_ == b_.size(); }
+
+ private:
+  const Bytes& b_;
+  const char* what_;
+  std::size_t pos_ = 0;
+};
+
+json parse_json(const Bytes& data, const char* what) {
+  json j = json::parse(data.begin(), data.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) malformed(std::string(what) + ": not a JSON object");
+  return j;
+}
+
+// Typed field access with a clear error instead of nlohmann's exception text.
+template <typename T>
+T field(const json& j, const char* key, const char* what) {
+  auto it = j.find(key);
+  if (it == j.end()) malformed(std::string(what) + ": missing \"" + key + "\"");
+  try {
+    return it->get<T>();
+  } catch (const std::exception&) {
+    malformed(std::string(what) + ": field \"" + key + "\" has the wrong type");
+  }
+}
+
+std::optional<Hash> opt_hash(const json& j, const char* key, const char* what) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  if (!it->is_string()) malformed(std::string(what) + ": field \"" + key + "\" is not a string");
+  return hash_from_hex(it->get<std::string>(), what);
+}
+
+const char* kind_name(EntryKind k) {
+  switch (k) {
+    case EntryKind::kMessage: return "message";
+    case EntryKind::kFile: return "file";
+    case EntryKind::kDir: return "dir";
+  }
+  return "file";
+}
+
+}  // namespace
+
+const char* blob_type_name(BlobType t) {
+  switch (t) {
+    case BlobType::kHeader: return "header";
+    case BlobType::kBody: return "body";
+    case BlobType::kFile: return "file";
+    case BlobType::kTree: return "tree";
+  }
+  return "?";
+}
+
+// ---- packs -----------------------------------------------------------------
+
+void PackWriter::add(BlobType type, const Hash& id, const void* data, std::size_t size) {
+  if (data_.empty()) data_.insert(data_.end(), kPackMagic, kPackMagic + 8);
+  entries_.push_back(PackEntry{type, id, data_.size(), size});
+  const auto* p = static_cast<const std::uint8_t*>(data);
+  data_.insert(data_.end(), p, p + size);
+}
+
+Bytes PackWriter::finish() {
+  if (data_.empty()) data_.insert(data_.end(), kPackMagic, kPackMagic + 8);
+  Bytes out = std::move(data_);
+  out.reserve(out.size() + entries_.size() * kPackEntrySize + kPackFooterSize);
+  for (const PackEntry& e : entries_) {
+    out.push_back(static_cast<std::uint8_t>(e.type));
+    out.insert(out.end(), e.id.begin(), e.id.end());
+    put_u64(out, e.offset);
+    put_u64(out, e.length);
+  }
+  put_u64(out, entries_.size());
+  out.insert(out.end(), kPackMagic, kPackMagic + 8);
+  entries_.clear();
+  data_ = Bytes();
+  return out;
+}
+
+std::vector<PackEntry> parse_pack(const Bytes& b) {
+  if (b.size() < 8 + kPackFooterSize || std::memcmp(b.data(), kPackMagic, 8) != 0 ||
+      std::memcmp(b.data() + b.size() - 8, kPackMagic, 8) != 0) {
+    malformed("pack: bad magic");
+  }
+  std::uint64_t count = get_u64(b.data() + b.size() - kPackFooterSize);
+  std::uint64_t avail = b.size() - 8 - kPackFooterSize;
+  if (count > avail / kPackEntrySize) malformed("pack: entry count exceeds pack size");
+  std::uint64_t table = b.size() - kPackFooterSize - count * kPackEntrySize;
+  std::vector<PackEntry> entries;
+  entries.reserve(count);
+  const std::uint8_t* p = b.data() + table;
+  for (std::uint64_t i = 0; i < count; ++i, p += kPackEntrySize) {
+    PackEntry e;
+    e.type = blob_type_from(p[0], "pack");
+    std::memcpy(e.id.data(), p + 1, 32);
+    e.offset = get_u64(p + 33);
+    e.length = get_u64(p + 41);
+    if (e.offset < 8 || e.offset > table || e.length > table - e.offset) {
+      malformed("pack: blob " + to_hex(e.id) + " lies outside the blob area");
+    }
+    entries.push_back(e);
+  }
+  return entries;
+}
+
+// ---- index -----------------------------------------------------------------
+
+Bytes encode_index(const std::vector<IndexPack>& packs) {
+  Bytes b(kIndexMagic, kIndexMagic + 8);
+  put_u64(b, packs.size());
+  for (const IndexPack& p : packs) {
+    b.insert(b.end(), p.id.begin(), p.id.end());
+    put_u64(b, p.size);
+    b.push_back(static_cast<std::uint8_t>(p.kind));
+    put_u64(b, p.blobs.size());
+    for (const PackEntry& e : p.blobs) {
+      b.push_back(static_cast<std::uint8_t>(e.type));
+      b.insert(b.end(), e.id.begin(), e.id.end());
+      put_u64(b, e.offset);
+      put_u64(b, e.length);
+    }
+  }
+  return b;
+}
+
+std::vector<IndexPack> decode_index(const Bytes& data) {
+  Reader r(data, "index");
+  if (std::memcmp(r.take(8), kIndexMagic, 8) != 0) malformed("index: bad magic");
+  std::uint64_t n = r.u64();
+  if (n > data.size() / (32 + 8 + 1 + 8)) malformed("index: pack count exceeds size");
+  std::vector<IndexPack> packs(n);
+  for (IndexPack& p : packs) {
+    p.id = r.hash();
+    p.size = r.u64();
+    std::uint8_t kind = r.u8();
+    if (kind != 1 && kind != 2) malformed("index: unknown pack kind");
+    p.kind = static_cast<PackKind>(kind);
+    std::uint64_t m = r.u64();
+    if (m > data.size() / kPackEntrySize) malformed("index: blob count exceeds size");
+    p.blobs.resize(m);
+    for (PackEntry& e : p.blobs) {
+      e.type = blob_type_from(r.u8(), "index");
+      e.id = r.hash();
+      e.offset = r.u64();
+      e.length = r.u64();
+    }
+  }
+  if (!r.done()) malformed("index: trailing bytes");
+  return packs;
+}
+
+// ---- trees -----------------------------------------------------------------
+
+std::string encode_tree(const Tree& tree) {
+  json entries = json::array();
+  for (const TreeEntry& e : tree.entries) {
+    json j;
+    j["path"] = e.path;
+    j["kind"] = kind_name(e.kind);
+    j["mode"] = e.mode;
+    j["mtime_ns"] = e.mtime_ns;
+    if (e.kind != EntryKind::kDir) {
+      j["size"] = e.size;
+      j["sha256"] = to_hex(e.sha256);
+    }
+    if (e.header) j["header"] = to_hex(*e.header);
+    if (e.body) j["body"] = to_hex(*e.body);
+    if (e.blob) j["blob"] = to_hex(*e.blob);
+    entries.push_back(std::move(j));
+  }
+  json t;
+  t["version"] = 1;
+  t["entries"] = std::move(entries);
+  return t.dump();
+}
+
+Tree decode_tree(const Bytes& data) {
+  json t = parse_json(data, "tree");
+  if (field<int>(t, "version", "tree") != 1) malformed("tree: unsupported version");
+  const json& entries = t["entries"];
+  if (!entries.is_array()) malformed("tree: entries is not an array");
+  Tree tree;
+  tree.entries.reserve(entries.size());
+  for (const json& j : entries) {
+    if (!j.is_object()) malformed("tree: entry is not an object");
+    TreeEntry e;
+    e.path = field<std::string>(j, "path", "tree");
+    std::string kind = field<std::string>(j, "kind", "tree");
+    if (kind == "message") e.kind = EntryKind::kMessage;
+    else if (kind == "file") e.kind = EntryKind::kFile;
+    else if (kind == "dir") e.kind = EntryKind::kDir;
+    else malformed("tree: unknown entry kind '" + kind + "'");
+    e.mode = field<std::uint32_t>(j, "mode", "tree") & 07777;
+    e.mtime_ns = field<std::int64_t>(j, "mtime_ns", "tree");
+    if (e.kind != EntryKind::kDir) {
+      e.size = field<std::uint64_t>(j, "size", "tree");
+      e.sha256 = hash_from_hex(field<std::string>(j, "sha256", "tree"), "tree sha256");
+    }
+    e.header = opt_hash(j, "header", "tree header id");
+    e.body = opt_hash(j, "body", "tree body id");
+    e.blob = opt_hash(j, "blob", "tree blob id");
+    if (e.kind == EntryKind::kMessage && !e.header) malformed("tree: message without header");
+    tree.entries.push_back(std::move(e));
+  }
+  return tree;
+}
+
+// ---- snapshots -------------------------------------------------------------
+
+std::string encode_snapshot(const Snapshot& s) {
+  json mailboxes = json::array();
+  for (const SnapshotMailbox& m : s.mailboxes) {
+    json folders = json::array();
+    for (const SnapshotFolder& f : m.folders) {
+      folders.push_back(json{{"name", f.name},
+                             {"tree", to_hex(f.tree)},
+                             {"messages", f.messages},
+                             {"bytes", f.bytes}});
+    }
+    mailboxes.push_back(
+        json{{"name", m.name}, {"source", m.source}, {"path", m.path}, {"folders", folders}});
+  }
+  json j{{"version", 1},
+         {"time_ns", s.time_ns},
+         {"host", s.host},
+         {"reduit_version", s.reduit_version},
+         {"tags", s.tags},
+         {"messages", s.messages},
+         {"bytes", s.bytes},
+         {"mailboxes", mailboxes}};
+  return j.dump();
+}
+
+Snapshot decode_snapshot(const Bytes& data) {
+  json j = parse_json(data, "snapshot");
+  if (field<int>(j, "version", "snapshot") != 1) malformed("snapshot: unsupported version");
+  Snapshot s;
+  s.time_ns = field<std::int64_t>(j, "time_ns", "snapshot");
+  s.host = field<std::string>(j, "host", "snapshot");
+  s.reduit_version = field<std::string>(j, "reduit_version", "snapshot");
+  s.tags = field<std::vector<std::string>>(j, "tags", "snapshot");
+  s.messages = field<std::uint64_t>(j, "messages", "snapshot");
+  s.bytes = field<std::uint64_t>(j, "bytes", "snapshot");
+  const json& mbs = j["mailboxes"];
+  if (!mbs.is_array()) malformed("snapshot: mailboxes is not an array");
+  for (const json& m : mbs) {
+    SnapshotMailbox mb;
+    mb.name = field<std::string>(m, "name", "snapshot mailbox");
+    mb.source = field<std::string>(m, "source", "snapshot mailbox");
+    mb.path = field<std::string>(m, "path", "snapshot mailbox");
+    const json& fs = m["folders"];
+    if (!fs.is_array()) malformed("snapshot: folders is not an array");
+    for (const json& f : fs) {
+      SnapshotFolder sf;
+      sf.name = field<std::string>(f, "name", "snapshot folder");
+      sf.tree = hash_from_hex(field<std::string>(f, "tree", "snapshot folder"), "tree id");
+      sf.messages = field<std::uint64_t>(f, "messages", "snapshot folder");
+      sf.bytes = field<std::uint64_t>(f, "bytes", "snapshot folder");
+      mb.folders.push_back(std::move(sf));
+    }
+    s.mailboxes.push_back(std::move(mb));
+  }
+  return s;
+}
+
+// ---- config ----------------------------------------------------------------
+
+std::string encode_config(const VaultConfig& c) {
+  json j{{"version", c.version},
+         {"vault_id", c.vault_id},
+         {"id_key", to_hex(c.id_key)},
+         {"archive_keys", c.archive_keys},
+         {"agent_key", c.agent_key},
+         {"agent_public_key", c.agent_public_key},
+         {"pack_size", c.pack_size},
+         {"zstd_level", c.zstd_level},
+         {"created_ns", c.created_ns}};
+  return j.dump();
+}
+
+VaultConfig decode_config(const Bytes& data) {
+  json j = parse_json(data, "vault config");
+  VaultConfig c;
+  c.version = field<int>(j, "version", "vault config");
+  if (c.version != 1) malformed("vault config: unsupported version " + std::to_string(c.version));
+  c.vault_id = field<std::string>(j, "vault_id", "vault config");
+  c.id_key = hash_from_hex(field<std::string>(j, "id_key", "vault config"), "id key");
+  c.archive_keys = field<std::vector<std::string>>(j, "archive_keys", "vault config");
+  c.agent_key = field<std::string>(j, "agent_key", "vault config");
+  c.agent_public_key = field<std::string>(j, "agent_public_key", "vault config");
+  c.pack_size = field<std::uint64_t>(j, "pack_size", "vault config");
+  c.zstd_level = field<int>(j, "zstd_level", "vault config");
+  c.created_ns = field<std::int64_t>(j, "created_ns", "vault config");
+  if (c.archive_keys.empty()) malformed("vault config: no archive keys");
+  if (c.pack_size < 4096 || c.pack_size > (1u << 30)) malformed("vault config: pack_size out of range");
+  return c;
+}
+
+// ---- names -----------------------------------------------------------------
+
+std::string pack_name(const Hash& id) {
+  std::string h = to_hex(id);
+  return "packs/" + h.substr(0, 2) + "/" + h;
+}
+std::string index_name(const Hash& id) { return "index/" + to_hex(id); }
+std::string snapshot_name(const Hash& id) { return "snapshots/" + to_hex(id); }
+
+void check_relative_path(const std::string& p, const char* what) {
+  auto refuse = [&](const char* why) {
+    throw Error(ErrorCode::kVerify, std::string("refusing unsafe ") + what + " '" + p + "': " + why);
+  };
+  if (p.empty()) refuse("empty");
+  if (p.front() == '/') refuse("absolute path");
+  if (p.find('\0') != std::string::npos) refuse("contains NUL");
+  if (p.find('\\') != std::string::npos) refuse("contains a backslash");
+  std::size_t start = 0;
+  while (true) {
+    std::size_t slash = p.find('/', start);
+    std::string comp = p.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (comp.empty()) refuse("empty path component");
+    if (comp == "." || comp == "..") refuse("'.' or '..' component");
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+}
+
+}  // namespace reduit

@@ -1,0 +1,155 @@
+// vault/format.hpp — the vault's object encodings (normative spec: docs/FORMAT.md).
+//
+// Plaintext shapes only: this file knows nothing about encryption or transport.
+//   pack      = blobs back to back, then a table of entries, then a fixed footer
+//   index     = binary list of packs and the blobs in each
+//   tree      = JSON manifest of one Maildir folder (a blob of type kTree)
+//   snapshot  = JSON: time, host, mailboxes → folders → tree ids
+//   config    = JSON: vault id, id key, keys, pack parameters
+// Every decoder validates bounds and throws Error(kVerify) on malformed input; none
+// trusts a length or offset it read.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "vault/hash.hpp"
+#include "vault/transport.hpp"
+
+namespace reduit {
+
+enum class BlobType : std::uint8_t { kHeader = 1, kBody = 2, kFile = 3, kTree = 4 };
+enum class PackKind : std::uint8_t { kData = 1, kMetadata = 2 };
+
+const char* blob_type_name(BlobType t);
+
+// ---- packs -----------------------------------------------------------------
+
+struct PackEntry {
+  BlobType type;
+  Hash id;               // HMAC-SHA256(id key, blob plaintext)
+  std::uint64_t offset;  // within the pack plaintext
+  std::uint64_t length;  // bytes
+};
+
+/// Accumulates blobs into one pack plaintext (FORMAT.md §Pack).
+class PackWriter {
+ public:
+  explicit PackWriter(PackKind kind) : kind_(kind) { data_.reserve(1 << 20); }
+  void add(BlobType type, const Hash& id, const void* data, std::size_t size);
+  std::size_t size() const { return data_.size(); }
+  std::size_t count() const { return entries_.size(); }
+  bool empty() const { return entries_.empty(); }
+  PackKind kind() const { return kind_; }
+  const std::vector<PackEntry>& entries() const { return entries_; }
+  /// Appends the entry table and footer; returns the plaintext. The writer is
+  /// left empty.
+  Bytes finish();
+
+ private:
+  PackKind kind_;
+  Bytes data_;
+  std::vector<PackEntry> entries_;
+};
+
+/// Parses a pack plaintext's table; every entry is bounds-checked against the
+/// blob area. Throws kVerify when malformed.
+std::vector<PackEntry> parse_pack(const Bytes& plaintext);
+
+// ---- index -----------------------------------------------------------------
+
+struct IndexPack {
+  Hash id;                 // SHA-256 of the stored pack bytes = its name
+  std::uint64_t size = 0;  // stored bytes
+  PackKind kind = PackKind::kData;
+  std::vector<PackEntry> blobs;
+};
+
+Bytes encode_index(const std::vector<IndexPack>& packs);
+std::vector<IndexPack> decode_index(const Bytes& data);
+
+// ---- trees (one per Maildir folder) ----------------------------------------
+
+enum class EntryKind { kMessage, kFile, kDir };
+
+struct TreeEntry {
+  EntryKind kind = EntryKind::kFile;
+  std::string path;            // relative to the folder, '/'-separated
+  std::uint32_t mode = 0;      // permission bits (07777)
+  std::int64_t mtime_ns = 0;   // nanoseconds since the epoch
+  std::uint64_t size = 0;      // file bytes (0 for dirs)
+  Hash sha256{};               // of the whole file (messages and files)
+  std::optional<Hash> header;  // message: header block blob (kHeader)
+  std::optional<Hash> body;    // message: body blob (kBody), absent when empty
+  std::optional<Hash> blob;    // file: content blob (kFile), absent when empty
+};
+
+struct Tree {
+  std::vector<TreeEntry> entries;  // sorted by path
+};
+
+/// Deterministic JSON (same tree → same bytes → same id).
+std::string encode_tree(const Tree& tree);
+Tree decode_tree(const Bytes& data);
+
+// ---- snapshots -------------------------------------------------------------
+
+struct SnapshotFolder {
+  std::string name;  // relative to the mailbox root; "" = the root (INBOX)
+  Hash tree;
+  std::uint64_t messages = 0;
+  std::uint64_t bytes = 0;
+};
+
+struct SnapshotMailbox {
+  std::string name;    // e.g. "alice@example.ch"
+  std::string source;  // the configured root it was found under
+  std::string path;    // relative to that root
+  std::vector<SnapshotFolder> folders;
+};
+
+struct Snapshot {
+  std::int64_t time_ns = 0;  // start of the backup, UTC
+  std::string host;
+  std::string reduit_version;
+  std::vector<std::string> tags;
+  std::vector<SnapshotMailbox> mailboxes;
+  std::uint64_t messages = 0;
+  std::uint64_t bytes = 0;
+};
+
+std::string encode_snapshot(const Snapshot& s);
+Snapshot decode_snapshot(const Bytes& data);
+
+// ---- vault config ----------------------------------------------------------
+
+struct VaultConfig {
+  int version = 1;
+  std::string vault_id;                   // 32 hex
+  Hash id_key{};                          // secret HMAC key for blob ids
+  std::vector<std::string> archive_keys;  // fingerprints (recipients of everything)
+  std::string agent_key;                  // fingerprint (signer; recipient of metadata)
+  std::string agent_public_key;           // armored, so a fresh host can verify
+  std::uint64_t pack_size = 16u << 20;    // target plaintext bytes per pack
+  int zstd_level = 3;
+  std::int64_t created_ns = 0;
+};
+
+std::string encode_config(const VaultConfig& c);
+VaultConfig decode_config(const Bytes& data);
+
+// ---- object names ----------------------------------------------------------
+
+std::string pack_name(const Hash& id);      // "packs/ab/ab12…"
+std::string index_name(const Hash& id);     // "index/ab12…"
+std::string snapshot_name(const Hash& id);  // "snapshots/ab12…"
+inline constexpr const char* kConfigName = "config";
+inline constexpr const char* kLeaseName = "locks/lease";
+
+/// Throws kVerify unless `p` is a safe relative path: no leading '/', no empty,
+/// "." or ".." component, no NUL or backslash. `what` names it in the message.
+void check_relative_path(const std::string& p, const char* what);
+
+}  // namespace reduit

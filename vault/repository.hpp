@@ -1,0 +1,129 @@
+// vault/repository.hpp — a vault opened with keys: sealed objects, packs, indexes,
+// snapshots and the lease lock (docs/FORMAT.md is the normative description).
+//
+// Sealing = zstd (level from the vault config) then ONE OpenPGP message, encrypted
+// to the archive keys (data packs) or to the archive keys and the agent key
+// (metadata: trees, indexes, snapshots, config), always signed by the agent key.
+// Opening verifies, in this order: the SHA-256 of the stored bytes against the
+// object's name, the OpenPGP signature (must be the vault's agent key), then the
+// decoded structure; blob contents are checked against their HMAC ids by callers
+// via blob_bytes().
+//
+// Not thread-safe; the backup's upload thread opens its own Repository.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "vault/crypto.hpp"
+#include "vault/format.hpp"
+#include "vault/transport.hpp"
+
+namespace reduit {
+
+struct LoadedPack {
+  Hash id;
+  Bytes plaintext;
+  std::vector<PackEntry> entries;
+};
+
+/// Location of a blob as given by the vault's index objects.
+struct IndexedBlob {
+  Hash id;
+  Hash pack;
+  BlobType type;
+  std::uint64_t offset, length;
+};
+
+class Repository {
+ public:
+  /// `gnupghome` selects the keyring (agent key for backups; an archive secret key
+  /// for restores). `pinned_agent_key`: when non-empty the vault's agent key must
+  /// equal it (protects a fresh-host restore against a substituted vault config).
+  Repository(std::unique_ptr<Transport> transport, const std::string& gnupghome,
+             const std::string& pinned_agent_key = "");
+  ~Repository();
+
+  /// Writes a new vault config (refuses when one exists: kUsage). Resolves the key
+  /// specs; the agent secret key must be present; archive keys need only their
+  /// public halves. Returns the config written.
+  VaultConfig init(const std::vector<std::string>& archive_key_specs,
+                   const std::string& agent_key_spec, std::uint64_t pack_size, int zstd_level);
+
+  /// Reads, decrypts and verifies the vault config (imports the agent's public key
+  /// from it when the keyring lacks it). Throws kNotFound when the vault has none
+  /// ("run reduit init"), kKey when no usable secret key can read it.
+  const VaultConfig& load_config();
+  /// Uses an already known config (from the catalog) without a vault round trip.
+  void set_config(const VaultConfig& c) { config_ = c; have_config_ = true; }
+  const VaultConfig& config() const;
+
+  Transport& transport() { return *transport_; }
+  Crypto& crypto() { return *crypto_; }
+
+  /// zstd + encrypt + sign. `kind` selects the recipients.
+  Bytes seal(const Bytes& plaintext, PackKind kind);
+  /// Verifies signature (agent key), decrypts, decompresses.
+  Bytes open(const Bytes& stored, const std::string& what);
+
+  /// Seals and stores a metadata object at prefix/<sha256 of stored bytes>.
+  Hash put_object(const std::string& prefix, const Bytes& plaintext);
+  /// Fetches prefix/<id>, checks its SHA-256 against the name, opens it.
+  Bytes get_object(const std::string& prefix, const Hash& id);
+
+  /// Every pack in the vault: id → stored size. Verifies names are 64 hex digits.
+  std::map<Hash, std::uint64_t> list_packs();
+  std::vector<Hash> list_objects(const std::string& prefix);
+
+  /// All index objects merged (sorted by blob id; duplicates kept, newest index
+  /// first is not guaranteed — callers try every location).
+  std::vector<IndexPack> load_indexes();
+
+  /// Fetches a pack, verifies its hash and signature, decrypts and parses it.
+  LoadedPack load_pack(const Hash& id);
+  /// The bytes of `entry` in `pack`, checked against the entry's HMAC id.
+  std::string_view blob_bytes(const LoadedPack& pack, const PackEntry& entry) const;
+
+  Hash blob_id(const void* data, std::size_t size) const {
+    return hmac_sha256(config().id_key, data, size);
+  }
+
+ private:
+  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<Crypto> crypto_;
+  std::string pinned_agent_key_;
+  VaultConfig config_;
+  bool have_config_ = false;
+};
+
+/// A lease lock on a vault (locks/lease): owner host, pid, start, renewed time.
+/// Taken with put_exclusive; renewed by the holder; a lease whose holder is gone
+/// (same host and pid not alive) or that was not renewed for `ttl_seconds` is stale
+/// and is broken by renaming it aside (only one breaker can win the rename).
+class Lease {
+ public:
+  /// Throws Error(kLockHeld) naming the holder when a live lease exists.
+  Lease(Transport& transport, const std::string& purpose, int ttl_seconds = 900);
+  ~Lease();  // releases (best effort)
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+  /// Rewrites the lease with a fresh renewed time when more than ttl/3 has passed.
+  void renew_if_due();
+  void release();
+  bool broke_stale() const { return broke_stale_; }
+
+ private:
+  Bytes encode(std::int64_t renewed) const;
+  Transport& transport_;
+  std::string purpose_, nonce_, host_;
+  int ttl_seconds_;
+  std::int64_t started_, last_renew_;
+  bool held_ = false, broke_stale_ = false;
+};
+
+std::int64_t now_ns();
+std::string local_hostname();
+
+}  // namespace reduit
