@@ -52,11 +52,11 @@ std::optional<Hash> col_opt(const SQLite::Column& c) {
 }
 
 template <typename F>
-auto guarded(const std::string& path, F&& f) -> decltype(f()) {
+auto guarded(const std::string& path, const char* op, F&& f) -> decltype(f()) {
   try {
     return f();
   } catch (const SQLite::Exception& e) {
-    throw Error(ErrorCode::kIo, "catalog " + path + ": " + e.what());
+    throw Error(ErrorCode::kIo, "catalog " + path + " (" + op + "): " + e.what());
   }
 }
 
@@ -67,7 +67,7 @@ Catalog::Catalog(const std::string& state_dir) {
   std::filesystem::create_directories(state_dir, ec);
   if (ec) throw Error(ErrorCode::kIo, "cannot create state dir " + state_dir + ": " + ec.message());
   path_ = state_dir + "/catalog.sqlite";
-  guarded(path_, [&] {
+  guarded(path_, __func__, [&] {
     db_ = std::make_unique<SQLite::Database>(path_, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
     db_->setBusyTimeout(60000);
     db_->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=FILE;");
@@ -95,7 +95,7 @@ Catalog::~Catalog() {
 }
 
 std::optional<std::string> Catalog::get_meta(const std::string& key) {
-  return guarded(path_, [&]() -> std::optional<std::string> {
+  return guarded(path_, __func__, [&]() -> std::optional<std::string> {
     SQLite::Statement q(*db_, "SELECT value FROM meta WHERE key=?");
     q.bind(1, key);
     if (q.executeStep()) return q.getColumn(0).getString();
@@ -104,7 +104,7 @@ std::optional<std::string> Catalog::get_meta(const std::string& key) {
 }
 
 void Catalog::set_meta(const std::string& key, const std::string& value) {
-  guarded(path_, [&] {
+  guarded(path_, __func__, [&] {
     SQLite::Statement q(*db_, "INSERT OR REPLACE INTO meta VALUES(?,?)");
     q.bind(1, key);
     q.bind(2, value);
@@ -114,27 +114,31 @@ void Catalog::set_meta(const std::string& key, const std::string& value) {
 }
 
 bool Catalog::has_blob(const Hash& id) {
-  return guarded(path_, [&] {
+  return guarded(path_, __func__, [&] {
     q_has_blob_->reset();
     bind_hash(*q_has_blob_, 1, id);
-    return q_has_blob_->executeStep();
+    bool found = q_has_blob_->executeStep();
+    q_has_blob_->reset();  // an active statement would pin a read snapshot
+    return found;
   });
 }
 
 std::optional<BlobLocation> Catalog::find_blob(const Hash& id) {
-  return guarded(path_, [&]() -> std::optional<BlobLocation> {
+  return guarded(path_, __func__, [&]() -> std::optional<BlobLocation> {
     q_find_blob_->reset();
     bind_hash(*q_find_blob_, 1, id);
     if (!q_find_blob_->executeStep()) return std::nullopt;
-    return BlobLocation{col_hash(q_find_blob_->getColumn(0)),
-                        static_cast<BlobType>(q_find_blob_->getColumn(1).getInt()),
-                        static_cast<std::uint64_t>(q_find_blob_->getColumn(2).getInt64()),
-                        static_cast<std::uint64_t>(q_find_blob_->getColumn(3).getInt64())};
+    BlobLocation loc{col_hash(q_find_blob_->getColumn(0)),
+                     static_cast<BlobType>(q_find_blob_->getColumn(1).getInt()),
+                     static_cast<std::uint64_t>(q_find_blob_->getColumn(2).getInt64()),
+                     static_cast<std::uint64_t>(q_find_blob_->getColumn(3).getInt64())};
+    q_find_blob_->reset();
+    return loc;
   });
 }
 
 void Catalog::add_pack(const IndexPack& pack, bool indexed) {
-  guarded(path_, [&] {
+  guarded(path_, __func__, [&] {
     SQLite::Transaction txn(*db_);
     SQLite::Statement qp(*db_, "INSERT OR REPLACE INTO packs VALUES(?,?,?,?)");
     bind_hash(qp, 1, pack.id);
@@ -158,7 +162,7 @@ void Catalog::add_pack(const IndexPack& pack, bool indexed) {
 }
 
 std::vector<Hash> Catalog::pack_ids() {
-  return guarded(path_, [&] {
+  return guarded(path_, __func__, [&] {
     std::vector<Hash> out;
     SQLite::Statement q(*db_, "SELECT id FROM packs");
     while (q.executeStep()) out.push_back(col_hash(q.getColumn(0)));
@@ -167,7 +171,7 @@ std::vector<Hash> Catalog::pack_ids() {
 }
 
 std::vector<IndexPack> Catalog::unindexed_packs() {
-  return guarded(path_, [&] {
+  return guarded(path_, __func__, [&] {
     std::vector<IndexPack> out;
     SQLite::Statement q(*db_, "SELECT id, size, kind FROM packs WHERE indexed=0 ORDER BY id");
     SQLite::Statement qb(*db_,
@@ -192,7 +196,7 @@ std::vector<IndexPack> Catalog::unindexed_packs() {
 }
 
 void Catalog::mark_indexed(const std::vector<Hash>& packs) {
-  guarded(path_, [&] {
+  guarded(path_, __func__, [&] {
     SQLite::Transaction txn(*db_);
     SQLite::Statement q(*db_, "UPDATE packs SET indexed=1 WHERE id=?");
     for (const Hash& h : packs) {
@@ -207,7 +211,7 @@ void Catalog::mark_indexed(const std::vector<Hash>& packs) {
 
 std::size_t Catalog::forget_packs(const std::vector<Hash>& packs) {
   if (packs.empty()) return 0;
-  return guarded(path_, [&] {
+  return guarded(path_, __func__, [&] {
     SQLite::Transaction txn(*db_);
     SQLite::Statement qb(*db_, "DELETE FROM blobs WHERE pack=?");
     SQLite::Statement qp(*db_, "DELETE FROM packs WHERE id=?");
@@ -226,7 +230,7 @@ std::size_t Catalog::forget_packs(const std::vector<Hash>& packs) {
 }
 
 std::optional<CachedFile> Catalog::find_file(const std::string& folder_key, const std::string& key) {
-  return guarded(path_, [&]() -> std::optional<CachedFile> {
+  return guarded(path_, __func__, [&]() -> std::optional<CachedFile> {
     q_find_file_->reset();
     q_find_file_->bind(1, folder_key);
     q_find_file_->bind(2, key);
@@ -243,12 +247,13 @@ std::optional<CachedFile> Catalog::find_file(const std::string& folder_key, cons
     f.header = col_opt(q_find_file_->getColumn(8));
     f.body = col_opt(q_find_file_->getColumn(9));
     f.blob = col_opt(q_find_file_->getColumn(10));
+    q_find_file_->reset();
     return f;
   });
 }
 
 void Catalog::begin_staging() {
-  guarded(path_, [&] {
+  guarded(path_, __func__, [&] {
     db_->exec("DELETE FROM temp.run_files; DELETE FROM temp.run_messages;");
     staging_ = std::make_unique<SQLite::Transaction>(*db_);
     staged_in_txn_ = 0;
@@ -257,7 +262,7 @@ void Catalog::begin_staging() {
 }
 
 void Catalog::flush_staging() {
-  guarded(path_, [&] {
+  guarded(path_, __func__, [&] {
     if (staging_) {
       staging_->commit();
       staging_ = std::make_unique<SQLite::Transaction>(*db_);
@@ -268,7 +273,7 @@ void Catalog::flush_staging() {
 }
 
 void Catalog::end_staging() {
-  guarded(path_, [&] {
+  guarded(path_, __func__, [&] {
     if (staging_) {
       staging_->commit();
       staging_.reset();
@@ -278,7 +283,7 @@ void Catalog::end_staging() {
 }
 
 void Catalog::stage_file(const std::string& folder_key, const std::string& key, const CachedFile& f) {
-  guarded(path_, [&] {
+  guarded(path_, __func__, [&] {
     auto& q = *q_stage_file_;
     q.reset();
     q.bind(1, folder_key);
@@ -301,7 +306,7 @@ void Catalog::stage_file(const std::string& folder_key, const std::string& key, 
 }
 
 void Catalog::commit_files() {
-  guarded(path_, [&] {
+  guarded(path_, __func__, [&] {
     if (staging_) {
       staging_->commit();
       staging_.reset();
@@ -317,11 +322,11 @@ void Catalog::commit_files() {
 }
 
 void Catalog::clear_files() {
-  guarded(path_, [&] { return db_->exec("DELETE FROM main.files"); });
+  guarded(path_, __func__, [&] { return db_->exec("DELETE FROM main.files"); });
 }
 
 void Catalog::add_snapshot(const std::string& id, const Snapshot& s, const std::string& json) {
-  guarded(path_, [&] {
+  guarded(path_, __func__, [&] {
     SQLite::Statement q(*db_, "INSERT OR REPLACE INTO snapshots VALUES(?,?,?,?)");
     q.bind(1, id);
     q.bind(2, s.time_ns);
@@ -333,7 +338,7 @@ void Catalog::add_snapshot(const std::string& id, const Snapshot& s, const std::
 }
 
 std::vector<std::pair<std::string, std::string>> Catalog::snapshot_rows() {
-  return guarded(path_, [&] {
+  return guarded(path_, __func__, [&] {
     std::vector<std::pair<std::string, std::string>> out;
     SQLite::Statement q(*db_, "SELECT id, json FROM snapshots ORDER BY time_ns, id");
     while (q.executeStep()) out.emplace_back(q.getColumn(0).getString(), q.getColumn(1).getString());
@@ -342,7 +347,7 @@ std::vector<std::pair<std::string, std::string>> Catalog::snapshot_rows() {
 }
 
 void Catalog::remove_snapshots_not_in(const std::vector<std::string>& ids) {
-  guarded(path_, [&] {
+  guarded(path_, __func__, [&] {
     SQLite::Transaction txn(*db_);
     db_->exec("CREATE TEMP TABLE IF NOT EXISTS keep_ids(id TEXT PRIMARY KEY)");
     db_->exec("DELETE FROM temp.keep_ids");
@@ -359,18 +364,20 @@ void Catalog::remove_snapshots_not_in(const std::vector<std::string>& ids) {
 }
 
 bool Catalog::has_message(const Hash& sha) {
-  return guarded(path_, [&] {
+  return guarded(path_, __func__, [&] {
     q_has_message_->reset();
     bind_hash(*q_has_message_, 1, sha);
     bind_hash(*q_has_message_, 2, sha);
-    return q_has_message_->executeStep();
+    bool found = q_has_message_->executeStep();
+    q_has_message_->reset();
+    return found;
   });
 }
 
 void Catalog::add_message(const Hash& sha, const std::string& message_id, const std::string& date,
                           const std::string& from, const std::string& to,
                           const std::string& subject) {
-  guarded(path_, [&] {
+  guarded(path_, __func__, [&] {
     SQLite::Statement q(*db_, "INSERT OR IGNORE INTO temp.run_messages VALUES(?,?,?,?,?,?)");
     bind_hash(q, 1, sha);
     q.bind(2, message_id);
@@ -384,7 +391,7 @@ void Catalog::add_message(const Hash& sha, const std::string& message_id, const 
 }
 
 void Catalog::reset() {
-  guarded(path_, [&] {
+  guarded(path_, __func__, [&] {
     db_->exec(
         "BEGIN; DELETE FROM meta; DELETE FROM packs; DELETE FROM blobs; DELETE FROM main.files; "
         "DELETE FROM snapshots; COMMIT;");

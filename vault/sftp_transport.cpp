@@ -584,8 +584,9 @@ class SftpTransport final : public Transport {
     int first_error = SSH_FX_OK;
     std::uint64_t offset = 0;
     std::string packet;
-    while (offset < data.size() || !in_flight.empty()) {
-      if (offset < data.size() && in_flight.size() < kWriteDepth && first_error == SSH_FX_OK) {
+    for (;;) {
+      const bool more = offset < data.size() && first_error == SSH_FX_OK;
+      if (more && in_flight.size() < kWriteDepth) {
         const std::size_t len = std::min<std::size_t>(kWriteChunk, data.size() - offset);
         const std::uint32_t id = next_id();
         packet.clear();
@@ -600,17 +601,13 @@ class SftpTransport final : public Transport {
         offset += len;
         continue;
       }
-      if (offset < data.size() && first_error == SSH_FX_OK) {
-        // window full: wait for the oldest reply before sending more
-      } else if (in_flight.empty()) {
-        break;
-      }
+      if (in_flight.empty()) break;
+      // Window full, or everything sent: collect a reply (after an error, drain all
+      // before the session is used again).
       std::uint32_t id = 0;
       const int st = read_status_reply(&id, "writing " + path);
       auto it = std::find(in_flight.begin(), in_flight.end(), id);
-      if (it == in_flight.end()) {
-        throw Error(ErrorCode::kIo, "unexpected SFTP reply while writing " + path + " on " + url_);
-      }
+      if (it == in_flight.end()) desync("writing " + path);
       in_flight.erase(it);
       if (st != SSH_FX_OK && first_error == SSH_FX_OK) first_error = st;
     }
@@ -727,6 +724,14 @@ class SftpTransport final : public Transport {
 
   std::uint32_t next_id() { return ++sftp_->id_counter; }  // as sftp_get_new_id() does
 
+  // Replies may still be queued in the channel: the SFTP stream can no longer be
+  // trusted, so drop the connection (later calls then fail with kUnreachable too).
+  [[noreturn]] void desync(const std::string& what) {
+    ssh_disconnect(session());
+    throw Error(ErrorCode::kUnreachable, "unexpected or missing SFTP reply from vault " + url_ +
+                                             " while " + what + "; the connection was closed");
+  }
+
   // `packet` starts with a 4-byte placeholder for the length.
   void send_packet(std::string& packet, const std::string& what) {
     const std::uint32_t len = static_cast<std::uint32_t>(packet.size() - 4);
@@ -746,9 +751,7 @@ class SftpTransport final : public Transport {
       if (n < 0) lost(what);
       if (n == 0) {
         if (!alive()) lost(what);
-        if (std::chrono::steady_clock::now() > deadline) {
-          throw Error(ErrorCode::kUnreachable, "no answer from vault " + url_ + " while " + what);
-        }
+        if (std::chrono::steady_clock::now() > deadline) desync(what + " (no answer in time)");
         continue;
       }
       dst += n;
@@ -762,15 +765,14 @@ class SftpTransport final : public Transport {
     char header[4];
     read_exact(header, 4, what);
     const std::uint32_t len = get_u32(std::string(header, 4), 0);
-    if (len < 9 || len > 256 * 1024) lost(what + " (malformed SFTP reply)");
+    if (len < 9 || len > 256 * 1024) desync(what);
     std::string body(len, '\0');
     read_exact(body.data(), len, what);
     const auto type = static_cast<std::uint8_t>(body[0]);
     *id = get_u32(body, 1);
     if (type != kFxpStatus) {
       if (type == kFxpExtendedReply) return SSH_FX_OK;
-      throw Error(ErrorCode::kIo, "unexpected SFTP reply type " + std::to_string(type) +
-                                      " while " + what + " on " + url_);
+      desync(what);
     }
     return static_cast<int>(get_u32(body, 5));
   }
@@ -789,9 +791,7 @@ class SftpTransport final : public Transport {
     send_packet(packet, what);
     std::uint32_t reply_id = 0;
     const int st = read_status_reply(&reply_id, what);
-    if (reply_id != id) {
-      throw Error(ErrorCode::kIo, "unexpected SFTP reply while " + what + " on " + url_);
-    }
+    if (reply_id != id) desync(what);
     return st;
   }
 
