@@ -14,7 +14,7 @@ CheckReport check_vault(Repository& repo, bool read_data, bool progress) {
     r.problems.push_back({obj, what, std::move(mbs)});
   };
 
-  std::map<Hash, std::uint64_t> packs = repo.list_packs();
+  std::map<Hash, std::uint64_t> packs = repo.list_packs(/*with_sizes=*/true);
   r.packs = packs.size();
   r.incomplete_uploads = repo.transport().list("tmp").size();
 

@@ -258,7 +258,7 @@ TEST(MainJob, KilledBackupLeavesACheckableVaultAndResendsAtMostOnePack) {
   for (const auto& [id, n] : seen) EXPECT_EQ(n, 1) << "blob stored twice: " << reduit::to_hex(id);
   std::uint64_t resent_bytes = 0;
   int resent_packs = 0;
-  for (const auto& [id, size] : repo.list_packs()) {
+  for (const auto& [id, size] : repo.list_packs(/*with_sizes=*/true)) {
     if (!indexed_packs.count(id)) {
       ++resent_packs;
       resent_bytes += size;

@@ -16,8 +16,16 @@ constexpr char kIndexMagic[8] = {'R', 'D', 'I', 'N', 'D', 'X', '0', '1'};
 constexpr std::size_t kPackEntrySize = 1 + 32 + 8 + 8;
 constexpr std::size_t kPackFooterSize = 8 + 8;  // entry count (u64 LE) + magic
 
+// resize+memcpy rather than insert(): GCC 12 warns (falsely) on insert of a fixed array.
+void append(Bytes& b, const void* p, std::size_t n) {
+  std::size_t old = b.size();
+  b.resize(old + n);
+  std::memcpy(b.data() + old, p, n);
+}
 void put_u64(Bytes& b, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) b.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+  std::uint8_t le[8];
+  for (int i = 0; i < 8; ++i) le[i] = static_cast<std::uint8_t>(v >> (8 * i));
+  append(b, le, 8);
 }
 std::uint64_t get_u64(const std::uint8_t* p) {
   std::uint64_t v = 0;
@@ -107,24 +115,23 @@ const char* blob_type_name(BlobType t) {
 // ---- packs -----------------------------------------------------------------
 
 void PackWriter::add(BlobType type, const Hash& id, const void* data, std::size_t size) {
-  if (data_.empty()) data_.insert(data_.end(), kPackMagic, kPackMagic + 8);
+  if (data_.empty()) append(data_, kPackMagic, 8);
   entries_.push_back(PackEntry{type, id, data_.size(), size});
-  const auto* p = static_cast<const std::uint8_t*>(data);
-  data_.insert(data_.end(), p, p + size);
+  append(data_, data, size);
 }
 
 Bytes PackWriter::finish() {
-  if (data_.empty()) data_.insert(data_.end(), kPackMagic, kPackMagic + 8);
+  if (data_.empty()) append(data_, kPackMagic, 8);
   Bytes out = std::move(data_);
   out.reserve(out.size() + entries_.size() * kPackEntrySize + kPackFooterSize);
   for (const PackEntry& e : entries_) {
     out.push_back(static_cast<std::uint8_t>(e.type));
-    out.insert(out.end(), e.id.begin(), e.id.end());
+    append(out, e.id.data(), 32);
     put_u64(out, e.offset);
     put_u64(out, e.length);
   }
   put_u64(out, entries_.size());
-  out.insert(out.end(), kPackMagic, kPackMagic + 8);
+  append(out, kPackMagic, 8);
   entries_.clear();
   data_ = Bytes();
   return out;
@@ -159,16 +166,17 @@ std::vector<PackEntry> parse_pack(const Bytes& b) {
 // ---- index -----------------------------------------------------------------
 
 Bytes encode_index(const std::vector<IndexPack>& packs) {
-  Bytes b(kIndexMagic, kIndexMagic + 8);
+  Bytes b;
+  append(b, kIndexMagic, 8);
   put_u64(b, packs.size());
   for (const IndexPack& p : packs) {
-    b.insert(b.end(), p.id.begin(), p.id.end());
+    append(b, p.id.data(), 32);
     put_u64(b, p.size);
     b.push_back(static_cast<std::uint8_t>(p.kind));
     put_u64(b, p.blobs.size());
     for (const PackEntry& e : p.blobs) {
       b.push_back(static_cast<std::uint8_t>(e.type));
-      b.insert(b.end(), e.id.begin(), e.id.end());
+      append(b, e.id.data(), 32);
       put_u64(b, e.offset);
       put_u64(b, e.length);
     }

@@ -152,14 +152,14 @@ std::vector<Hash> Repository::list_objects(const std::string& prefix) {
   return out;
 }
 
-std::map<Hash, std::uint64_t> Repository::list_packs() {
+std::map<Hash, std::uint64_t> Repository::list_packs(bool with_sizes) {
   std::map<Hash, std::uint64_t> out;
   for (const std::string& dir : transport_->list_dirs("packs")) {
     for (const std::string& name : transport_->list(dir)) {
       std::string base = name.substr(name.rfind('/') + 1);
       if (base.size() != 64) continue;
       Hash id = hash_from_hex(base, "pack name");
-      out[id] = transport_->size(name).value_or(0);
+      out[id] = with_sizes ? transport_->size(name).value_or(0) : 0;
     }
   }
   return out;

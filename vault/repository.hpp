@@ -73,8 +73,10 @@ class Repository {
   /// Fetches prefix/<id>, checks its SHA-256 against the name, opens it.
   Bytes get_object(const std::string& prefix, const Hash& id);
 
-  /// Every pack in the vault: id → stored size. Verifies names are 64 hex digits.
-  std::map<Hash, std::uint64_t> list_packs();
+  /// Every pack in the vault: id → stored size. Names that are not 64 hex digits
+  /// are ignored. `with_sizes` = false skips one size query per pack (one round
+  /// trip each over SFTP) and reports 0.
+  std::map<Hash, std::uint64_t> list_packs(bool with_sizes = false);
   std::vector<Hash> list_objects(const std::string& prefix);
 
   /// All index objects merged (sorted by blob id; duplicates kept, newest index
