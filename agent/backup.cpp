@@ -58,8 +58,7 @@ class PackUploader {
   std::vector<IndexPack> take_completed() {
     std::lock_guard<std::mutex> g(mu_);
     if (error_) std::rethrow_exception(error_);
-    std::vector<IndexPack> out(std::make_move_iterator(done_.begin()),
-                               std::make_move_iterator(done_.end()));
+    std::vector<IndexPack> out(std::make_move_iterator(done_.begin()), std::make_move_iterator(done_.end()));
     done_.clear();
     return out;
   }
@@ -182,10 +181,14 @@ std::size_t header_length(const std::string& m) {
 
 std::string fmt_bytes(std::uint64_t b) {
   char buf[64];
-  if (b >= (1ull << 30)) snprintf(buf, sizeof buf, "%.2f GiB", b / double(1ull << 30));
-  else if (b >= (1ull << 20)) snprintf(buf, sizeof buf, "%.1f MiB", b / double(1ull << 20));
-  else if (b >= 1024) snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
-  else snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
+  if (b >= (1ull << 30))
+    snprintf(buf, sizeof buf, "%.2f GiB", b / double(1ull << 30));
+  else if (b >= (1ull << 20))
+    snprintf(buf, sizeof buf, "%.1f MiB", b / double(1ull << 20));
+  else if (b >= 1024)
+    snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
+  else
+    snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
   return buf;
 }
 
@@ -265,8 +268,8 @@ class Backup {
     stats_.messages = snap.messages;
     stats_.bytes = snap.bytes;
     stats_.data_bytes_uploaded = uploader_->data_bytes();
-    stats_.metadata_bytes_uploaded = uploader_->metadata_bytes() +
-                                     (repo_->transport().stats().bytes_written - meta_before);
+    stats_.metadata_bytes_uploaded =
+        uploader_->metadata_bytes() + (repo_->transport().stats().bytes_written - meta_before);
     stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     uploader_.reset();
     return stats_;
@@ -284,8 +287,8 @@ class Backup {
     if (!missing.empty()) {
       stats_.packs_forgotten = catalog_->forget_packs(missing);
       warn(std::to_string(missing.size()) +
-           " pack(s) known to the catalog are missing from the vault (e.g. " +
-           to_hex(missing.front()) + "); their content is read and uploaded again");
+           " pack(s) known to the catalog are missing from the vault (e.g. " + to_hex(missing.front()) +
+           "); their content is read and uploaded again");
     }
   }
 
@@ -329,9 +332,9 @@ class Backup {
     last_progress_ = now;
     progress_shown_ = true;
     fprintf(stderr, "\r\033[K%llu files, %llu read (%s), %llu new blobs (%s), %llu packs",
-            static_cast<unsigned long long>(stats_.files),
-            static_cast<unsigned long long>(stats_.files_read), fmt_bytes(stats_.bytes_read).c_str(),
-            static_cast<unsigned long long>(stats_.blobs_new), fmt_bytes(stats_.bytes_new).c_str(),
+            static_cast<unsigned long long>(stats_.files), static_cast<unsigned long long>(stats_.files_read),
+            fmt_bytes(stats_.bytes_read).c_str(), static_cast<unsigned long long>(stats_.blobs_new),
+            fmt_bytes(stats_.bytes_new).c_str(),
             static_cast<unsigned long long>(stats_.data_packs + stats_.metadata_packs));
   }
 
@@ -361,8 +364,7 @@ class Backup {
       std::optional<CachedFile> cached = catalog_->find_file(folder_key, e.key);
       bool hit = cached && cached->dev == e.dev && cached->ino == e.ino && cached->size == e.size &&
                  cached->mtime_ns == e.mtime_ns &&
-                 (cached->path == e.path ? cached->ctime_ns == e.ctime_ns
-                                         : e.kind == EntryKind::kMessage);
+                 (cached->path == e.path ? cached->ctime_ns == e.ctime_ns : e.kind == EntryKind::kMessage);
       if (hit) {
         cf = *cached;
       } else if (!read_entry(sf, e, cf)) {

@@ -27,12 +27,12 @@ struct BackupOptions {
 struct BackupStats {
   std::string snapshot_id;  // hex SHA-256 of the stored snapshot object
   std::uint64_t mailboxes = 0, folders = 0, messages = 0, files = 0;
-  std::uint64_t bytes = 0;         // size of every file in the snapshot
-  std::uint64_t files_read = 0;    // files whose content was read (stat cache miss)
+  std::uint64_t bytes = 0;       // size of every file in the snapshot
+  std::uint64_t files_read = 0;  // files whose content was read (stat cache miss)
   std::uint64_t bytes_read = 0;
-  std::uint64_t blobs_new = 0;     // blobs added to the vault by this run
+  std::uint64_t blobs_new = 0;          // blobs added to the vault by this run
   std::uint64_t content_blobs_new = 0;  // header/body/file blobs (not trees)
-  std::uint64_t bytes_new = 0;     // plaintext bytes of those blobs
+  std::uint64_t bytes_new = 0;          // plaintext bytes of those blobs
   std::uint64_t trees_new = 0, trees_reused = 0;
   std::uint64_t data_packs = 0, metadata_packs = 0;
   std::uint64_t data_bytes_uploaded = 0;      // stored bytes of data packs

@@ -41,7 +41,8 @@ void add_backup(CLI::App& app, Globals& g, Runner& run) {
         for (const auto& w : s.warnings) std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
         if (!g.quiet) {
           std::printf(
-              "snapshot %s: %llu mailboxes, %llu messages (%s); read %llu files, new %s, uploaded %s in %.1f s\n",
+              "snapshot %s: %llu mailboxes, %llu messages (%s); read %llu files, new %s, uploaded %s in %.1f "
+              "s\n",
               s.snapshot_id.substr(0, 8).c_str(), static_cast<unsigned long long>(s.mailboxes),
               static_cast<unsigned long long>(s.messages), human_bytes(s.bytes).c_str(),
               static_cast<unsigned long long>(s.files_read), human_bytes(s.bytes_new).c_str(),

@@ -26,10 +26,12 @@ void add_catalog(CLI::App& app, Globals& g, Runner& run) {
       }
       auto snaps = list_snapshots(*repo, &catalog);
       if (g.json) {
-        print_json({{"catalog", catalog.path()}, {"packs", packs}, {"blobs", blobs}, {"snapshots", snaps.size()}});
+        print_json(
+            {{"catalog", catalog.path()}, {"packs", packs}, {"blobs", blobs}, {"snapshots", snaps.size()}});
       } else {
         std::printf("rebuilt %s: %llu packs, %llu blobs, %zu snapshots\n", catalog.path().c_str(),
-                    static_cast<unsigned long long>(packs), static_cast<unsigned long long>(blobs), snaps.size());
+                    static_cast<unsigned long long>(packs), static_cast<unsigned long long>(blobs),
+                    snaps.size());
       }
       return 0;
     };

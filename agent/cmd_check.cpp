@@ -22,7 +22,8 @@ void add_check(CLI::App& app, Globals& g, Runner& run) {
       CheckReport r = check_vault(*repo, o->read_data, want_progress(g));
       if (g.json) {
         nlohmann::ordered_json probs = nlohmann::ordered_json::array();
-        for (const auto& p : r.problems) probs.push_back({{"object", p.object}, {"problem", p.problem}, {"mailboxes", p.mailboxes}});
+        for (const auto& p : r.problems)
+          probs.push_back({{"object", p.object}, {"problem", p.problem}, {"mailboxes", p.mailboxes}});
         print_json({{"ok", r.ok()},
                     {"snapshots", r.snapshots},
                     {"indexes", r.indexes},
@@ -46,12 +47,17 @@ void add_check(CLI::App& app, Globals& g, Runner& run) {
                     r.ok() ? "ok" : "FAILED", static_cast<unsigned long long>(r.snapshots),
                     static_cast<unsigned long long>(r.packs), static_cast<unsigned long long>(r.trees),
                     static_cast<unsigned long long>(r.blobs_referenced),
-                    o->read_data ? (", read " + std::to_string(r.packs_read) + " packs (" + human_bytes(r.bytes_read) + ")").c_str() : "",
+                    o->read_data ? (", read " + std::to_string(r.packs_read) + " packs (" +
+                                    human_bytes(r.bytes_read) + ")")
+                                       .c_str()
+                                 : "",
                     r.problems.size());
         if (r.unreferenced_packs || r.incomplete_uploads) {
-          std::printf("note: %llu pack(s) in no index and %llu incomplete upload(s) from interrupted runs (harmless)\n",
-                      static_cast<unsigned long long>(r.unreferenced_packs),
-                      static_cast<unsigned long long>(r.incomplete_uploads));
+          std::printf(
+              "note: %llu pack(s) in no index and %llu incomplete upload(s) from interrupted runs "
+              "(harmless)\n",
+              static_cast<unsigned long long>(r.unreferenced_packs),
+              static_cast<unsigned long long>(r.incomplete_uploads));
         }
       }
       return r.ok() ? 0 : exit_status(ErrorCode::kVerify);

@@ -14,7 +14,8 @@ void add_init(CLI::App& app, Globals& g, Runner& run) {
     std::vector<std::string> recipients;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("--vault", o->vault, "vault URL: file:///path or sftp://user@host:port/path (default: config)");
+  cmd->add_option("--vault", o->vault,
+                  "vault URL: file:///path or sftp://user@host:port/path (default: config)");
   cmd->add_option("--recipient", o->recipients,
                   "archive key (fingerprint or e-mail); repeatable; only the public key is needed here");
   cmd->add_option("--signing-key", o->signing_key, "agent key that signs everything (secret key needed)");
@@ -27,7 +28,8 @@ void add_init(CLI::App& app, Globals& g, Runner& run) {
       std::vector<std::string> recipients = o->recipients.empty() ? cfg.archive_keys : o->recipients;
       std::string agent = o->signing_key.empty() ? cfg.agent_key : o->signing_key;
       if (agent.empty()) {
-        throw Error(ErrorCode::kUsage, "init needs --signing-key (the agent key) or keys.agent_key in the config");
+        throw Error(ErrorCode::kUsage,
+                    "init needs --signing-key (the agent key) or keys.agent_key in the config");
       }
       Repository repo(open_transport(cfg.vault_url, cfg.ssh, /*create=*/true), cfg.gnupghome);
       VaultConfig vc = repo.init(recipients, agent, cfg.pack_size, cfg.zstd_level);
@@ -39,7 +41,8 @@ void add_init(CLI::App& app, Globals& g, Runner& run) {
                     {"pack_size", vc.pack_size},
                     {"zstd_level", vc.zstd_level}});
       } else {
-        std::printf("initialised vault %s at %s\n  archive keys: ", vc.vault_id.c_str(), cfg.vault_url.c_str());
+        std::printf("initialised vault %s at %s\n  archive keys: ", vc.vault_id.c_str(),
+                    cfg.vault_url.c_str());
         for (const auto& k : vc.archive_keys) std::printf("%s ", k.c_str());
         std::printf("\n  agent key:    %s\n", vc.agent_key.c_str());
       }

@@ -29,7 +29,8 @@ void add_ls(CLI::App& app, Globals& g, Runner& run) {
             bytes += f.bytes;
           }
           if (g.json) {
-            out.push_back({{"mailbox", m.name}, {"folders", m.folders.size()}, {"messages", msgs}, {"bytes", bytes}});
+            out.push_back(
+                {{"mailbox", m.name}, {"folders", m.folders.size()}, {"messages", msgs}, {"bytes", bytes}});
           } else {
             std::printf("%-40s %4zu folders %8llu messages %10s\n", m.name.c_str(), m.folders.size(),
                         static_cast<unsigned long long>(msgs), human_bytes(bytes).c_str());
@@ -52,8 +53,8 @@ void add_ls(CLI::App& app, Globals& g, Runner& run) {
                              {"mtime", iso_time(e.mtime_ns)},
                              {"sha256", to_hex(e.sha256)}});
             } else {
-              std::printf("%10llu  %s  %s\n", static_cast<unsigned long long>(e.size), iso_time(e.mtime_ns).c_str(),
-                          path.c_str());
+              std::printf("%10llu  %s  %s\n", static_cast<unsigned long long>(e.size),
+                          iso_time(e.mtime_ns).c_str(), path.c_str());
             }
           }
         }

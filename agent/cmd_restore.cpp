@@ -38,11 +38,13 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
                     {"bytes_fetched", s.bytes_fetched},
                     {"seconds", s.seconds}});
       } else if (!g.quiet) {
-        std::printf("restored %s from snapshot %s to %s: %llu messages, %llu other files (%s) in %.1f s, fetched %llu packs (%s)\n",
-                    s.mailbox.c_str(), s.snapshot_id.substr(0, 8).c_str(), o->req.dest.c_str(),
-                    static_cast<unsigned long long>(s.messages), static_cast<unsigned long long>(s.files),
-                    human_bytes(s.bytes).c_str(), s.seconds, static_cast<unsigned long long>(s.packs_fetched),
-                    human_bytes(s.bytes_fetched).c_str());
+        std::printf(
+            "restored %s from snapshot %s to %s: %llu messages, %llu other files (%s) in %.1f s, fetched "
+            "%llu packs (%s)\n",
+            s.mailbox.c_str(), s.snapshot_id.substr(0, 8).c_str(), o->req.dest.c_str(),
+            static_cast<unsigned long long>(s.messages), static_cast<unsigned long long>(s.files),
+            human_bytes(s.bytes).c_str(), s.seconds, static_cast<unsigned long long>(s.packs_fetched),
+            human_bytes(s.bytes_fetched).c_str());
       }
       return 0;
     };

@@ -29,7 +29,8 @@ void add_snapshots(CLI::App& app, Globals& g, Runner& run) {
         }
         print_json(arr);
       } else {
-        std::printf("%-10s %-20s %-16s %9s %10s %10s\n", "ID", "TIME (UTC)", "HOST", "MAILBOXES", "MESSAGES", "SIZE");
+        std::printf("%-10s %-20s %-16s %9s %10s %10s\n", "ID", "TIME (UTC)", "HOST", "MAILBOXES", "MESSAGES",
+                    "SIZE");
         for (const auto& s : all) {
           std::printf("%-10s %-20s %-16s %9zu %10llu %10s\n", s.id.substr(0, 8).c_str(),
                       iso_time(s.snap.time_ns).c_str(), s.snap.host.c_str(), s.snap.mailboxes.size(),

@@ -1,9 +1,9 @@
 #include "agent/config.hpp"
 
+#include <toml++/toml.h>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "vault/error.hpp"
 #include "vault/repository.hpp"
@@ -35,8 +35,10 @@ std::string expand_env(const std::string& s, const std::string& where) {
       int depth = 0;
       std::size_t j = i + 1;
       for (; j < s.size(); ++j) {
-        if (s[j] == '{') ++depth;
-        else if (s[j] == '}' && --depth == 0) break;
+        if (s[j] == '{')
+          ++depth;
+        else if (s[j] == '}' && --depth == 0)
+          break;
       }
       if (j >= s.size()) throw Error(ErrorCode::kUsage, where + ": unterminated ${ in '" + s + "'");
       std::string body = s.substr(i + 2, j - i - 2);
@@ -48,9 +50,12 @@ std::string expand_env(const std::string& s, const std::string& where) {
         has_default = true;
       }
       const char* v = std::getenv(name.c_str());
-      if (v && *v) out += v;
-      else if (has_default) out += expand_env(def, where);
-      else throw Error(ErrorCode::kUsage, where + ": environment variable " + name + " is not set");
+      if (v && *v)
+        out += v;
+      else if (has_default)
+        out += expand_env(def, where);
+      else
+        throw Error(ErrorCode::kUsage, where + ": environment variable " + name + " is not set");
       i = j + 1;
     } else {
       out += s[i++];
@@ -81,13 +86,13 @@ bool get_bool(const std::string& origin, const toml::node& n, const std::string&
   return *v;
 }
 
-std::int64_t get_int(const std::string& origin, const toml::node& n, const std::string& key,
-                     std::int64_t lo, std::int64_t hi) {
+std::int64_t get_int(const std::string& origin, const toml::node& n, const std::string& key, std::int64_t lo,
+                     std::int64_t hi) {
   auto v = n.value<std::int64_t>();
   if (!v) bad(at(origin, n), "'" + key + "' must be an integer");
   if (*v < lo || *v > hi) {
-    bad(at(origin, n), "'" + key + "' = " + std::to_string(*v) + " is out of range " +
-                           std::to_string(lo) + ".." + std::to_string(hi));
+    bad(at(origin, n), "'" + key + "' = " + std::to_string(*v) + " is out of range " + std::to_string(lo) +
+                           ".." + std::to_string(hi));
   }
   return *v;
 }
@@ -124,8 +129,8 @@ void each_key(const std::string& origin, const toml::table& t, const std::string
     if (!ok) {
       std::string list;
       for (const char* kn : known) list += std::string(list.empty() ? "" : ", ") + kn;
-      bad(at(origin, v), "unknown key '" + (section.empty() ? key : section + "." + key) +
-                             "' (known: " + list + ")");
+      bad(at(origin, v),
+          "unknown key '" + (section.empty() ? key : section + "." + key) + "' (known: " + list + ")");
     }
     f(key, v);
   }
@@ -138,45 +143,52 @@ Config parse_config(const std::string& text, const std::string& origin) {
   try {
     root = toml::parse(text, origin);
   } catch (const toml::parse_error& e) {
-    throw Error(ErrorCode::kUsage, origin + ":" + std::to_string(e.source().begin.line) + ": " +
-                                       std::string(e.description()));
+    throw Error(ErrorCode::kUsage,
+                origin + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description()));
   }
   Config c;
   c.origin = origin;
   each_key(origin, root, "", {"state_dir", "host", "vault", "keys", "source", "pack"},
            [&](const std::string& key, const toml::node& v) {
-             if (key == "state_dir") c.state_dir = get_string(origin, v, key);
-             else if (key == "host") c.host = get_string(origin, v, key);
+             if (key == "state_dir")
+               c.state_dir = get_string(origin, v, key);
+             else if (key == "host")
+               c.host = get_string(origin, v, key);
              else if (key == "vault") {
                const toml::table* t = v.as_table();
                if (!t) bad(at(origin, v), "[vault] must be a table");
-               each_key(origin, *t, "vault",
-                        {"url", "ssh_key", "known_hosts", "host_key", "accept_new_host_key",
-                         "connect_timeout"},
-                        [&](const std::string& k, const toml::node& n) {
-                          if (k == "url") c.vault_url = get_string(origin, n, k);
-                          else if (k == "ssh_key") c.ssh.ssh_identity = get_string(origin, n, k);
-                          else if (k == "known_hosts") c.ssh.known_hosts = get_string(origin, n, k);
-                          else if (k == "host_key") {
-                            c.ssh.host_key_fingerprint = get_string(origin, n, k);
-                            if (c.ssh.host_key_fingerprint.rfind("SHA256:", 0) != 0) {
-                              bad(at(origin, n), "'vault.host_key' must look like \"SHA256:...\" "
-                                                 "(as printed by ssh-keygen -lf)");
-                            }
-                          } else if (k == "accept_new_host_key") {
-                            c.ssh.accept_new_host_key = get_bool(origin, n, k);
-                          } else if (k == "connect_timeout") {
-                            c.ssh.connect_timeout_seconds =
-                                static_cast<int>(get_int(origin, n, k, 1, 600));
-                          }
-                        });
+               each_key(
+                   origin, *t, "vault",
+                   {"url", "ssh_key", "known_hosts", "host_key", "accept_new_host_key", "connect_timeout"},
+                   [&](const std::string& k, const toml::node& n) {
+                     if (k == "url")
+                       c.vault_url = get_string(origin, n, k);
+                     else if (k == "ssh_key")
+                       c.ssh.ssh_identity = get_string(origin, n, k);
+                     else if (k == "known_hosts")
+                       c.ssh.known_hosts = get_string(origin, n, k);
+                     else if (k == "host_key") {
+                       c.ssh.host_key_fingerprint = get_string(origin, n, k);
+                       if (c.ssh.host_key_fingerprint.rfind("SHA256:", 0) != 0) {
+                         bad(at(origin, n),
+                             "'vault.host_key' must look like \"SHA256:...\" "
+                             "(as printed by ssh-keygen -lf)");
+                       }
+                     } else if (k == "accept_new_host_key") {
+                       c.ssh.accept_new_host_key = get_bool(origin, n, k);
+                     } else if (k == "connect_timeout") {
+                       c.ssh.connect_timeout_seconds = static_cast<int>(get_int(origin, n, k, 1, 600));
+                     }
+                   });
              } else if (key == "keys") {
                const toml::table* t = v.as_table();
                if (!t) bad(at(origin, v), "[keys] must be a table");
                each_key(origin, *t, "keys", {"gnupghome", "archive_keys", "agent_key"},
                         [&](const std::string& k, const toml::node& n) {
-                          if (k == "gnupghome") c.gnupghome = get_string(origin, n, k);
-                          else if (k == "agent_key") c.agent_key = get_string(origin, n, k);
+                          if (k == "gnupghome")
+                            c.gnupghome = get_string(origin, n, k);
+                          else if (k == "agent_key")
+                            c.agent_key = get_string(origin, n, k);
                           else if (k == "archive_keys") {
                             const toml::array* a = n.as_array();
                             if (!a) bad(at(origin, n), "'keys.archive_keys' must be an array of strings");
@@ -206,8 +218,10 @@ Config parse_config(const std::string& text, const std::string& origin) {
                  SourceConfig s;
                  each_key(origin, *t, "source", {"root", "layout"},
                           [&](const std::string& k, const toml::node& n) {
-                            if (k == "root") s.root = get_string(origin, n, k);
-                            else s.layout = get_string(origin, n, k);
+                            if (k == "root")
+                              s.root = get_string(origin, n, k);
+                            else
+                              s.layout = get_string(origin, n, k);
                           });
                  if (s.root.empty()) bad(at(origin, e), "[[source]] needs 'root'");
                  if (s.root.front() != '/') bad(at(origin, e), "'source.root' must be an absolute path");

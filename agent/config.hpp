@@ -16,7 +16,7 @@
 namespace reduit {
 
 struct SourceConfig {
-  std::string root;            // directory holding the mailboxes
+  std::string root;              // directory holding the mailboxes
   std::string layout = "%d/%n";  // see discover_mailboxes()
 };
 
@@ -29,9 +29,9 @@ struct Config {
   std::vector<std::string> archive_keys;  // for init: recipients
   std::string agent_key;                  // for init: signer; pinned thereafter
   std::vector<SourceConfig> sources;
-  std::uint64_t pack_size = 16u << 20;    // target plaintext bytes per pack (init)
-  int zstd_level = 3;                     // (init)
-  std::string host;                       // recorded in snapshots; default hostname
+  std::uint64_t pack_size = 16u << 20;  // target plaintext bytes per pack (init)
+  int zstd_level = 3;                   // (init)
+  std::string host;                     // recorded in snapshots; default hostname
 };
 
 /// The built-in demo configuration text (before ${} expansion).

@@ -15,14 +15,20 @@
 
 namespace reduit::cli {
 
-void print_json(const nlohmann::ordered_json& j) { std::cout << j.dump(2) << std::endl; }
+void print_json(const nlohmann::ordered_json& j) {
+  std::cout << j.dump(2) << std::endl;
+}
 
 std::string human_bytes(std::uint64_t b) {
   char buf[64];
-  if (b >= (1ull << 30)) snprintf(buf, sizeof buf, "%.2f GiB", b / double(1ull << 30));
-  else if (b >= (1ull << 20)) snprintf(buf, sizeof buf, "%.1f MiB", b / double(1ull << 20));
-  else if (b >= 1024) snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
-  else snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
+  if (b >= (1ull << 30))
+    snprintf(buf, sizeof buf, "%.2f GiB", b / double(1ull << 30));
+  else if (b >= (1ull << 20))
+    snprintf(buf, sizeof buf, "%.1f MiB", b / double(1ull << 20));
+  else if (b >= 1024)
+    snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
+  else
+    snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
   return buf;
 }
 
@@ -35,7 +41,9 @@ std::string iso_time(std::int64_t ns) {
   return buf;
 }
 
-bool want_progress(const Globals& g) { return !g.quiet && !g.json && isatty(2); }
+bool want_progress(const Globals& g) {
+  return !g.quiet && !g.json && isatty(2);
+}
 
 }  // namespace reduit::cli
 
@@ -80,8 +88,9 @@ int main(int argc, char** argv) {
     return run ? run() : 0;
   } catch (const Error& e) {
     if (g.json) {
-      cli::print_json({{"error", {{"code", error_code_name(e.code())}, {"exit", exit_status(e.code())},
-                                  {"message", e.what()}}}});
+      cli::print_json(
+          {{"error",
+            {{"code", error_code_name(e.code())}, {"exit", exit_status(e.code())}, {"message", e.what()}}}});
     }
     std::fprintf(stderr, "reduit: error: %s\n", e.what());
     return exit_status(e.code());

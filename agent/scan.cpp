@@ -21,7 +21,9 @@ bool is_dir(const std::string& p) {
   return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-bool is_maildir_folder(const std::string& p) { return is_dir(p + "/cur") && is_dir(p + "/new"); }
+bool is_maildir_folder(const std::string& p) {
+  return is_dir(p + "/cur") && is_dir(p + "/new");
+}
 
 std::string join(const std::string& a, const std::string& b) {
   if (a.empty()) return b;
@@ -58,7 +60,7 @@ std::vector<DirEntry> list_dir(const std::string& p, bool* missing = nullptr) {
 std::vector<std::string> subdirs(const std::string& p) {
   std::vector<std::string> out;
   for (const auto& e : list_dir(p)) {
-    if (e.name[0] == '.' ) continue;
+    if (e.name[0] == '.') continue;
     if (e.type == DT_DIR || (e.type == DT_UNKNOWN && is_dir(p + "/" + e.name))) out.push_back(e.name);
   }
   std::sort(out.begin(), out.end());
@@ -112,10 +114,8 @@ std::vector<std::string> stable_listing(const std::string& dir) {
     bool missing = false;
     for (const auto& e : list_dir(dir, &missing)) names.insert(e.name);
     if (stat(dir.c_str(), &after) != 0) break;
-    if (before.st_mtim.tv_sec == after.st_mtim.tv_sec &&
-        before.st_mtim.tv_nsec == after.st_mtim.tv_nsec &&
-        before.st_ctim.tv_sec == after.st_ctim.tv_sec &&
-        before.st_ctim.tv_nsec == after.st_ctim.tv_nsec) {
+    if (before.st_mtim.tv_sec == after.st_mtim.tv_sec && before.st_mtim.tv_nsec == after.st_mtim.tv_nsec &&
+        before.st_ctim.tv_sec == after.st_ctim.tv_sec && before.st_ctim.tv_nsec == after.st_ctim.tv_nsec) {
       break;
     }
   }
@@ -163,12 +163,15 @@ std::vector<MailboxSpec> discover_mailboxes(const std::string& root, const std::
       }
       for (const std::string& d : subdirs(dir)) {
         Partial q{join(p.rel, d), p.domain, p.local, p.user};
-        if (seg == "%d") q.domain = d;
-        else if (seg == "%n") q.local = d;
-        else if (seg == "%u") q.user = d;
+        if (seg == "%d")
+          q.domain = d;
+        else if (seg == "%n")
+          q.local = d;
+        else if (seg == "%u")
+          q.user = d;
         else if (seg != "*") {
-          throw Error(ErrorCode::kUsage, "layout '" + layout + "': unknown placeholder " + seg +
-                                             " (use %d, %n, %u or *)");
+          throw Error(ErrorCode::kUsage,
+                      "layout '" + layout + "': unknown placeholder " + seg + " (use %d, %n, %u or *)");
         }
         next.push_back(std::move(q));
       }
@@ -179,8 +182,10 @@ std::vector<MailboxSpec> discover_mailboxes(const std::string& root, const std::
     std::string abs = join(root, p.rel);
     if (!has_maildir_below(abs, 8)) continue;
     std::string name = p.rel;
-    if (!p.local.empty() && !p.domain.empty()) name = p.local + "@" + p.domain;
-    else if (!p.user.empty()) name = p.user;
+    if (!p.local.empty() && !p.domain.empty())
+      name = p.local + "@" + p.domain;
+    else if (!p.user.empty())
+      name = p.user;
     out.push_back({name, root, p.rel, abs});
   }
   if (out.empty()) {

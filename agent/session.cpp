@@ -9,8 +9,7 @@ namespace reduit {
 std::unique_ptr<Repository> open_repository(const Config& cfg, Catalog* catalog,
                                             const std::string& gnupghome_override) {
   std::string home = gnupghome_override.empty() ? cfg.gnupghome : gnupghome_override;
-  auto repo = std::make_unique<Repository>(open_transport(cfg.vault_url, cfg.ssh), home,
-                                           cfg.agent_key);
+  auto repo = std::make_unique<Repository>(open_transport(cfg.vault_url, cfg.ssh), home, cfg.agent_key);
   if (catalog) {
     auto cached = catalog->get_meta("vault_config");
     auto cached_hash = catalog->get_meta("vault_config_sha256");

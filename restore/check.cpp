@@ -33,8 +33,8 @@ CheckReport check_vault(Repository& repo, bool read_data, bool progress) {
     indexed_packs.insert(p.id);
     auto it = packs.find(p.id);
     if (it != packs.end() && it->second != p.size) {
-      problem(pack_name(p.id), "size " + std::to_string(it->second) + " differs from the indexed " +
-                                   std::to_string(p.size));
+      problem(pack_name(p.id),
+              "size " + std::to_string(it->second) + " differs from the indexed " + std::to_string(p.size));
     }
   }
   for (const auto& [id, size] : packs) {
@@ -69,8 +69,9 @@ CheckReport check_vault(Repository& repo, bool read_data, bool progress) {
             any = any || packs.count(l.pack);
           }
           if (!any) {
-            problem(what, locs.empty() ? "blob " + to_hex(blob) + " is in no index"
-                                       : "blob " + to_hex(blob) + " is only in packs missing from the vault",
+            problem(what,
+                    locs.empty() ? "blob " + to_hex(blob) + " is in no index"
+                                 : "blob " + to_hex(blob) + " is only in packs missing from the vault",
                     {who});
           }
         };
@@ -97,7 +98,8 @@ CheckReport check_vault(Repository& repo, bool read_data, bool progress) {
     std::uint64_t n = 0;
     for (const auto& [id, size] : packs) {
       ++n;
-      if (progress) fprintf(stderr, "\r\033[Kreading packs: %llu/%zu", static_cast<unsigned long long>(n), packs.size());
+      if (progress)
+        fprintf(stderr, "\r\033[Kreading packs: %llu/%zu", static_cast<unsigned long long>(n), packs.size());
       std::vector<std::string> affected(users[id].begin(), users[id].end());
       Bytes stored;
       try {

@@ -7,8 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <climits>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <map>
 #include <set>
@@ -56,8 +56,8 @@ void write_all(int fd, const char* data, std::size_t size, std::uint64_t offset,
 }
 
 struct Part {
-  std::size_t file;       // index into files
-  std::uint64_t offset;   // where the blob goes in the file
+  std::size_t file;      // index into files
+  std::uint64_t offset;  // where the blob goes in the file
 };
 
 struct PendingFile {
@@ -90,9 +90,11 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
   }
   if (folders.empty()) {
     std::string names;
-    for (const auto& f : mb.folders) names += (names.empty() ? "" : ", ") + (f.name.empty() ? "\"\"" : f.name);
+    for (const auto& f : mb.folders)
+      names += (names.empty() ? "" : ", ") + (f.name.empty() ? "\"\"" : f.name);
     throw Error(ErrorCode::kNotFound, "mailbox " + mb.name + " has no folder '" + req.folder +
-                                          "' in snapshot " + snap.id.substr(0, 8) + " (it has: " + names + ")");
+                                          "' in snapshot " + snap.id.substr(0, 8) + " (it has: " + names +
+                                          ")");
   }
 
   // Load and check the whole selection before writing a byte.
@@ -107,8 +109,8 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
       if (e.kind == EntryKind::kMessage) {
         std::string dir = e.path.substr(0, e.path.find('/'));
         if ((dir != "cur" && dir != "new") || e.path.find('/', 4) != std::string::npos) {
-          throw Error(ErrorCode::kVerify, "refusing manifest: message path '" + e.path +
-                                              "' is not directly in cur/ or new/");
+          throw Error(ErrorCode::kVerify,
+                      "refusing manifest: message path '" + e.path + "' is not directly in cur/ or new/");
         }
       }
     }
@@ -118,7 +120,8 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
   // Destination: absent or empty.
   struct stat st;
   if (lstat(req.dest.c_str(), &st) == 0) {
-    if (!S_ISDIR(st.st_mode)) throw Error(ErrorCode::kUsage, "restore target " + req.dest + " exists and is not a directory");
+    if (!S_ISDIR(st.st_mode))
+      throw Error(ErrorCode::kUsage, "restore target " + req.dest + " exists and is not a directory");
     DIR* d = opendir(req.dest.c_str());
     bool empty = true;
     if (d) {
@@ -128,8 +131,9 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
       closedir(d);
     }
     if (!empty) {
-      throw Error(ErrorCode::kUsage, "restore target " + req.dest +
-                                         " is not empty; give a new or empty directory (restore never overwrites)");
+      throw Error(ErrorCode::kUsage,
+                  "restore target " + req.dest +
+                      " is not empty; give a new or empty directory (restore never overwrites)");
     }
   } else if (mkdir(req.dest.c_str(), 0700) != 0) {
     throw_errno("cannot create restore target " + req.dest, errno);
@@ -172,7 +176,9 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
         pf.parts_left = 1;
         if (e.body) {
           auto hl = index.find(*e.header);
-          if (hl.empty()) throw Error(ErrorCode::kNotFound, "blob " + to_hex(*e.header) + " of " + rel + " is not in any index");
+          if (hl.empty())
+            throw Error(ErrorCode::kNotFound,
+                        "blob " + to_hex(*e.header) + " of " + rel + " is not in any index");
           need[*e.body].push_back({idx, hl.front().length});
           pf.parts_left = 2;
         }
@@ -181,8 +187,10 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
         pf.parts_left = 1;
       }
       files.push_back(std::move(pf));
-      if (e.kind == EntryKind::kMessage) ++stats.messages;
-      else ++stats.files;
+      if (e.kind == EntryKind::kMessage)
+        ++stats.messages;
+      else
+        ++stats.files;
       stats.bytes += e.size;
     }
   }
@@ -222,7 +230,8 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
       throw_errno("set mtime of " + pf.temp_path, err);
     }
     ::close(fd);
-    if (rename(pf.temp_path.c_str(), pf.final_path.c_str()) != 0) throw_errno("rename to " + pf.final_path, errno);
+    if (rename(pf.temp_path.c_str(), pf.final_path.c_str()) != 0)
+      throw_errno("rename to " + pf.final_path, errno);
   };
 
   // Files with no content (empty) are complete already.
@@ -236,7 +245,8 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
   std::map<Hash, std::vector<Hash>> by_pack;  // pack → blobs wanted from it
   for (const auto& [id, parts] : need) {
     auto locs = index.find(id);
-    if (locs.empty()) throw Error(ErrorCode::kNotFound, "blob " + to_hex(id) + " is not in any index of the vault");
+    if (locs.empty())
+      throw Error(ErrorCode::kNotFound, "blob " + to_hex(id) + " is not in any index of the vault");
     const IndexedBlob* pick = &locs.front();
     for (const IndexedBlob& l : locs) {
       if (present.count(l.pack)) {
@@ -251,13 +261,15 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
   for (auto& [pack_id, wanted] : by_pack) {
     LoadedPack pack = repo.load_pack(pack_id);
     ++stats.packs_fetched;
-    if (auto it = index.packs().find(pack_id); it != index.packs().end()) stats.bytes_fetched += it->second.size;
+    if (auto it = index.packs().find(pack_id); it != index.packs().end())
+      stats.bytes_fetched += it->second.size;
     std::map<Hash, const PackEntry*> entries;
     for (const PackEntry& e : pack.entries) entries[e.id] = &e;
     for (const Hash& id : wanted) {
       auto it = entries.find(id);
       if (it == entries.end()) {
-        throw Error(ErrorCode::kVerify, "pack " + to_hex(pack_id) + " does not hold blob " + to_hex(id) + " named by the index");
+        throw Error(ErrorCode::kVerify,
+                    "pack " + to_hex(pack_id) + " does not hold blob " + to_hex(id) + " named by the index");
       }
       std::string_view bytes = repo.blob_bytes(pack, *it->second);
       for (const Part& part : need[id]) {
@@ -271,12 +283,14 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
     }
     ++packs_done;
     if (req.progress) {
-      fprintf(stderr, "\r\033[Krestoring: %llu/%zu packs", static_cast<unsigned long long>(packs_done), by_pack.size());
+      fprintf(stderr, "\r\033[Krestoring: %llu/%zu packs", static_cast<unsigned long long>(packs_done),
+              by_pack.size());
     }
   }
   if (req.progress) fprintf(stderr, "\r\033[K");
   for (const PendingFile& pf : files) {
-    if (pf.parts_left != 0) throw Error(ErrorCode::kInternal, "restore left " + pf.final_path + " incomplete");
+    if (pf.parts_left != 0)
+      throw Error(ErrorCode::kInternal, "restore left " + pf.final_path + " incomplete");
   }
   // Directory modes and mtimes last (writing into a directory changes its mtime).
   std::sort(dir_times.begin(), dir_times.end(),

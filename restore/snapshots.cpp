@@ -36,7 +36,9 @@ std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache) {
 SnapshotRef find_snapshot(const std::vector<SnapshotRef>& all, const std::string& spec) {
   if (all.empty()) throw Error(ErrorCode::kNotFound, "the vault has no snapshots yet");
   if (spec == "latest") return all.back();
-  if (spec.size() < 4) throw Error(ErrorCode::kUsage, "snapshot id '" + spec + "' is too short (give at least 4 hex digits, or 'latest')");
+  if (spec.size() < 4)
+    throw Error(ErrorCode::kUsage,
+                "snapshot id '" + spec + "' is too short (give at least 4 hex digits, or 'latest')");
   const SnapshotRef* found = nullptr;
   for (const auto& s : all) {
     if (s.id.rfind(spec, 0) == 0) {
@@ -44,7 +46,8 @@ SnapshotRef find_snapshot(const std::vector<SnapshotRef>& all, const std::string
       found = &s;
     }
   }
-  if (!found) throw Error(ErrorCode::kNotFound, "no snapshot '" + spec + "' in the vault (see 'reduit snapshots')");
+  if (!found)
+    throw Error(ErrorCode::kNotFound, "no snapshot '" + spec + "' in the vault (see 'reduit snapshots')");
   return *found;
 }
 
@@ -60,8 +63,8 @@ const SnapshotMailbox& find_mailbox(const SnapshotRef& s, const std::string& nam
     }
     names += (names.empty() ? "" : ", ") + m.name;
   }
-  throw Error(ErrorCode::kNotFound, "snapshot " + s.id.substr(0, 8) + " has no mailbox '" + name +
-                                        "' (it has: " + names + ")");
+  throw Error(ErrorCode::kNotFound,
+              "snapshot " + s.id.substr(0, 8) + " has no mailbox '" + name + "' (it has: " + names + ")");
 }
 
 BlobIndex::BlobIndex(std::vector<IndexPack> packs) {

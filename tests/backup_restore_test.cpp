@@ -9,8 +9,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstring>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -100,7 +100,8 @@ TEST(MainJob, CorpusToSftpVaultRestoresEveryMailboxByteIdentical) {
   std::size_t expected_messages = 0;
   for (const auto& e : fs::recursive_directory_iterator(corpus + "/maildir")) {
     std::string parent = e.path().parent_path().filename();
-    if (e.is_regular_file() && (parent == "cur" || parent == "new") && e.path().filename().string()[0] != '.') {
+    if (e.is_regular_file() && (parent == "cur" || parent == "new") &&
+        e.path().filename().string()[0] != '.') {
       ++expected_messages;
     }
   }
@@ -189,8 +190,10 @@ TEST(MainJob, SameMessageInThreeMailboxesStoresItsBodyOnce) {
   std::string body = "This quarterly report is attached.\n" + std::string(5000, 'r') + "\n";
   for (const char* user : {"alice", "bob", "carol"}) {
     std::string m = make_mailbox(mail.path(), "example.ch", user);
-    std::string msg = std::string("Delivered-To: ") + user + "@example.ch\nFrom: cfo@example.ch\n"
-                      "Subject: Q3\nMessage-ID: <q3@example.ch>\n\n" + body;
+    std::string msg = std::string("Delivered-To: ") + user +
+                      "@example.ch\nFrom: cfo@example.ch\n"
+                      "Subject: Q3\nMessage-ID: <q3@example.ch>\n\n" +
+                      body;
     reduit::test::write_file(m + "/cur/1700000000.M1P1.mx:2,S", msg);
   }
   Site site({mail.path()}, "%d/%n");
@@ -202,8 +205,9 @@ TEST(MainJob, SameMessageInThreeMailboxesStoresItsBodyOnce) {
   EXPECT_EQ(b["blobs_new"], 7);
   std::uint64_t headers = 0;
   for (const char* user : {"alice", "bob", "carol"}) {
-    headers += std::string("Delivered-To: ") .size() + std::strlen(user) +
-               std::string("@example.ch\nFrom: cfo@example.ch\nSubject: Q3\nMessage-ID: <q3@example.ch>\n\n").size();
+    headers +=
+        std::string("Delivered-To: ").size() + std::strlen(user) +
+        std::string("@example.ch\nFrom: cfo@example.ch\nSubject: Q3\nMessage-ID: <q3@example.ch>\n\n").size();
   }
   // bytes_new counts the plaintext of new blobs: trees + 3 headers + the body once.
   EXPECT_GT(b["bytes_new"].get<std::uint64_t>(), headers + body.size());
@@ -271,7 +275,8 @@ TEST(MainJob, KilledBackupLeavesACheckableVaultAndResendsAtMostOnePack) {
   for (const std::string& name : mailbox_names(site)) {
     std::string to = site.path("r-" + name);
     ASSERT_EQ(site.restore(name, to).status, 0);
-    expect_same_tree(mail.path() + "/" + name.substr(name.find('@') + 1) + "/" + name.substr(0, name.find('@')), to);
+    expect_same_tree(
+        mail.path() + "/" + name.substr(name.find('@') + 1) + "/" + name.substr(0, name.find('@')), to);
   }
 }
 
@@ -297,7 +302,8 @@ TEST(MainJob, PackDeletedFromVaultIsNoticedAndReuploaded) {
     std::string to = site.path("r-" + name);
     RunResult rr = site.restore(name, to);
     ASSERT_EQ(rr.status, 0) << rr.err;
-    expect_same_tree(mail.path() + "/" + name.substr(name.find('@') + 1) + "/" + name.substr(0, name.find('@')), to);
+    expect_same_tree(
+        mail.path() + "/" + name.substr(name.find('@') + 1) + "/" + name.substr(0, name.find('@')), to);
   }
 }
 
@@ -310,8 +316,9 @@ TEST(MainJob, ConcurrentDeliveriesAndRenamesKeepEveryStableMessageExactlyOnce) {
   for (int i = 0; i < 4000; ++i) {
     std::string uname = "1700000000.M" + std::to_string(i) + "P7.mx";
     initial.push_back(uname);
-    reduit::test::write_file(m + "/cur/" + uname + ":2,", "Subject: " + std::to_string(i) + "\n\n" +
-                                                          std::string(static_cast<std::size_t>(2000 + i % 977), 'b'));
+    reduit::test::write_file(m + "/cur/" + uname + ":2,",
+                             "Subject: " + std::to_string(i) + "\n\n" +
+                                 std::string(static_cast<std::size_t>(2000 + i % 977), 'b'));
   }
   Site site({mail.path()}, "%d/%n");
   site.init();
@@ -358,14 +365,16 @@ TEST(MainJob, CatalogRebuildAndRestoreOnAFreshHost) {
   EXPECT_EQ(rb.json()["packs"], first["data_packs"].get<int>() + first["metadata_packs"].get<int>());
   nlohmann::json second = site.backup();
   EXPECT_EQ(second["files_read"], second["files"]);  // the stat cache is gone…
-  EXPECT_EQ(second["content_blobs_new"], 0);          // …but nothing is uploaded again
+  EXPECT_EQ(second["content_blobs_new"], 0);         // …but nothing is uploaded again
   EXPECT_EQ(second["data_bytes_uploaded"], 0);
 
   // A fresh host: its own empty state dir, only the archive key, no agent key.
   TempDir fresh;
-  std::string cfg = reduit::test::write_config(fresh.path(), site.url(), site.keys().archive_home->path(), {}, "");
-  RunResult r = reduit::test::run_command({reduit::test::reduit_binary(), "--config", cfg, "--json", "restore",
-                                           "--mailbox", "alice@example.ch", "--to", fresh.path() + "/out"});
+  std::string cfg =
+      reduit::test::write_config(fresh.path(), site.url(), site.keys().archive_home->path(), {}, "");
+  RunResult r =
+      reduit::test::run_command({reduit::test::reduit_binary(), "--config", cfg, "--json", "restore",
+                                 "--mailbox", "alice@example.ch", "--to", fresh.path() + "/out"});
   ASSERT_EQ(r.status, 0) << r.err;
   expect_same_tree(mail.path() + "/example.ch/alice", fresh.path() + "/out");
 }
@@ -442,8 +451,10 @@ TEST(MainJob, HostileManifestIsRefusedAndNothingIsWrittenOutside) {
     std::vector<reduit::IndexPack> index;
     for (auto kind : {reduit::PackKind::kData, reduit::PackKind::kMetadata}) {
       reduit::PackWriter w(kind);
-      if (kind == reduit::PackKind::kData) w.add(reduit::BlobType::kFile, *e.blob, content.data(), content.size());
-      else w.add(reduit::BlobType::kTree, tree_id, tree_json.data(), tree_json.size());
+      if (kind == reduit::PackKind::kData)
+        w.add(reduit::BlobType::kFile, *e.blob, content.data(), content.size());
+      else
+        w.add(reduit::BlobType::kTree, tree_id, tree_json.data(), tree_json.size());
       auto entries = w.entries();
       reduit::Bytes sealed = repo.seal(w.finish(), kind);
       reduit::IndexPack p{reduit::sha256(sealed.data(), sealed.size()), sealed.size(), kind, entries};
@@ -455,7 +466,8 @@ TEST(MainJob, HostileManifestIsRefusedAndNothingIsWrittenOutside) {
     s.time_ns = reduit::now_ns();
     s.host = "evil";
     s.reduit_version = "x";
-    s.mailboxes.push_back({"eve@example.ch", mail.path(), "example.ch/eve", {{"", tree_id, 0, content.size()}}});
+    s.mailboxes.push_back(
+        {"eve@example.ch", mail.path(), "example.ch/eve", {{"", tree_id, 0, content.size()}}});
     std::string sj = reduit::encode_snapshot(s);
     repo.put_object("snapshots", reduit::Bytes(sj.begin(), sj.end()));
 
@@ -504,7 +516,8 @@ TEST(MainJob, MissingKeyGivesExit5AndNoSnapshot) {
 TEST(MainJob, WrongRecipientKeyAtInitGivesExit5) {
   TempDir mail;
   Site site({mail.path()}, "%d/%n");
-  RunResult r = site.reduit({"init", "--recipient", "nobody@nowhere.invalid", "--signing-key", site.keys().agent_fpr});
+  RunResult r =
+      site.reduit({"init", "--recipient", "nobody@nowhere.invalid", "--signing-key", site.keys().agent_fpr});
   EXPECT_EQ(r.status, 5) << r.err;
   EXPECT_NE(r.err.find("nobody@nowhere.invalid"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(site.vault_dir() + "/config"));
@@ -546,7 +559,8 @@ TEST(MainJob, SourceThatIsNotAMaildirGivesExit7) {
   EXPECT_EQ(r.status, 7) << r.err;
   EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
   // Fixed: make it a Maildir, and the next run succeeds.
-  for (const char* d : {"cur", "new", "tmp"}) fs::create_directories(notmail.path() + "/example.ch/alice/" + d);
+  for (const char* d : {"cur", "new", "tmp"})
+    fs::create_directories(notmail.path() + "/example.ch/alice/" + d);
   EXPECT_EQ(snapshot_count(site), 0u);
   nlohmann::json b = site.backup();
   EXPECT_EQ(b["mailboxes"], 1);
@@ -589,8 +603,10 @@ TEST(MainJob, SecondBackupWhileLeaseIsHeldGivesExit3) {
   // A lease left by a dead process on this host is stale and broken safely.
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
-  lease = "{\"purpose\":\"backup\",\"host\":\"" + std::string(host) + "\",\"pid\":999999,\"started\":1,"
-          "\"renewed\":" + std::to_string(time(nullptr)) + ",\"ttl\":900,\"nonce\":\"def\"}";
+  lease = "{\"purpose\":\"backup\",\"host\":\"" + std::string(host) +
+          "\",\"pid\":999999,\"started\":1,"
+          "\"renewed\":" +
+          std::to_string(time(nullptr)) + ",\"ttl\":900,\"nonce\":\"def\"}";
   reduit::test::write_file(site.vault_dir() + "/locks/lease", lease);
   r = site.reduit({"backup"});
   EXPECT_EQ(r.status, 1) << r.err;  // done, with a warning about the stale lease

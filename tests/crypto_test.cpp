@@ -37,7 +37,9 @@ Bytes random_bytes(size_t n, unsigned seed) {
   return b;
 }
 
-Bytes to_bytes(const std::string& s) { return Bytes(s.begin(), s.end()); }
+Bytes to_bytes(const std::string& s) {
+  return Bytes(s.begin(), s.end());
+}
 
 Bytes read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -101,8 +103,7 @@ class CryptoTest : public ::testing::Test {
     public_home_.reset();
   }
 
-  static inline std::unique_ptr<GpgHome> keys_, agent_home_, archive_home_, archive_only_,
-      public_home_;
+  static inline std::unique_ptr<GpgHome> keys_, agent_home_, archive_home_, archive_only_, public_home_;
   static inline std::string archive_fpr_, agent_fpr_;
   static inline Bytes* plaintext_ = nullptr;   // 3 MiB random
   static inline Bytes* ciphertext_ = nullptr;  // to archive+agent, signed by agent
@@ -194,9 +195,8 @@ TEST_F(CryptoTest, TamperedCiphertextThrowsVerify) {
 TEST_F(CryptoTest, MessageWithoutMdcThrowsVerify) {
   // --rfc2440 makes gpg 2.2 emit a legacy encrypted packet (tag 9, no MDC).
   std::string file = agent_home_->write_file("legacy.txt", "no integrity protection");
-  agent_home_->gpg({"--rfc2440", "--trust-model", "always", "--local-user", agent_fpr_,
-                    "--recipient", archive_fpr_, "--output", file + ".gpg", "--sign", "--encrypt",
-                    file});
+  agent_home_->gpg({"--rfc2440", "--trust-model", "always", "--local-user", agent_fpr_, "--recipient",
+                    archive_fpr_, "--output", file + ".gpg", "--sign", "--encrypt", file});
   std::string packets = archive_home_->gpg({"--ignore-mdc-error", "--list-packets", file + ".gpg"});
   ASSERT_EQ(packets.find("mdc_method"), std::string::npos) << packets;
   Bytes msg = read_file(file + ".gpg");
@@ -225,8 +225,8 @@ TEST_F(CryptoTest, WrongExpectedSignerThrowsVerify) {
 
 TEST_F(CryptoTest, UnsignedMessageThrowsVerify) {
   std::string file = agent_home_->write_file("plain.txt", "unsigned");
-  agent_home_->gpg({"--trust-model", "always", "--output", file + ".gpg", "--encrypt",
-                    "--recipient", archive_fpr_, file});
+  agent_home_->gpg(
+      {"--trust-model", "always", "--output", file + ".gpg", "--encrypt", "--recipient", archive_fpr_, file});
   Bytes msg = read_file(file + ".gpg");
   Crypto c(archive_home_->path());
   Error e = expect_error([&] { c.decrypt_verify(msg, ""); });
@@ -260,8 +260,7 @@ TEST_F(CryptoTest, ResolveByEmailFingerprintAndKeyId) {
   EXPECT_EQ(c.resolve_key(lower, false, true), archive_fpr_);
   EXPECT_EQ(c.resolve_key(archive_fpr_.substr(24), false, true), archive_fpr_);  // key id
   // The e-mail match is exact, not a substring: "chive@example.org" is not archive's.
-  EXPECT_EQ(expect_error([&] { c.resolve_key("chive@example.org", false, true); }).code(),
-            ErrorCode::kKey);
+  EXPECT_EQ(expect_error([&] { c.resolve_key("chive@example.org", false, true); }).code(), ErrorCode::kKey);
 }
 
 TEST_F(CryptoTest, ResolveSecretWhenOnlyPublicThrowsKey) {
@@ -314,8 +313,7 @@ TEST_F(CryptoTest, ExportImportPublicKeyRoundTrip) {
 
   GpgHome fresh;
   Crypto dst(fresh.path());
-  EXPECT_EQ(expect_error([&] { dst.resolve_key(agent_fpr_, false, false); }).code(),
-            ErrorCode::kKey);
+  EXPECT_EQ(expect_error([&] { dst.resolve_key(agent_fpr_, false, false); }).code(), ErrorCode::kKey);
   std::vector<std::string> imported = dst.import_keys(armored);
   ASSERT_EQ(imported.size(), 1u);
   EXPECT_EQ(imported[0], agent_fpr_);
@@ -328,8 +326,7 @@ TEST_F(CryptoTest, ExportImportPublicKeyRoundTrip) {
   EXPECT_EQ(dst.decrypt_verify(*ciphertext_, agent_fpr_).signer_fingerprint, agent_fpr_);
 
   EXPECT_EQ(expect_error([&] { dst.import_keys("not a key"); }).code(), ErrorCode::kKey);
-  EXPECT_EQ(expect_error([&] { src.export_public_key("0123456789ABCDEF0123456789ABCDEF01234567"); })
-                .code(),
+  EXPECT_EQ(expect_error([&] { src.export_public_key("0123456789ABCDEF0123456789ABCDEF01234567"); }).code(),
             ErrorCode::kKey);
 }
 
@@ -349,8 +346,7 @@ TEST_F(CryptoTest, AllowUnknownSignerReturnsIssuerFingerprint) {
 
   Error e = expect_error([&] { c.decrypt_verify(*ciphertext_, "", false); });
   EXPECT_EQ(e.code(), ErrorCode::kVerify);
-  EXPECT_NE(std::string(e.what()).find("unknown key " + agent_fpr_), std::string::npos)
-      << e.what();
+  EXPECT_NE(std::string(e.what()).find("unknown key " + agent_fpr_), std::string::npos) << e.what();
   Error e2 = expect_error([&] { c.decrypt_verify(*ciphertext_, agent_fpr_, false); });
   EXPECT_EQ(e2.code(), ErrorCode::kVerify);
 }
@@ -365,8 +361,7 @@ TEST_F(CryptoTest, OneInstancePerThreadSharingAHome) {
         Crypto dec(archive_home_->path());
         Bytes msg = random_bytes(100000 + t, t);
         for (int i = 0; i < 3; ++i) {
-          DecryptResult r =
-              dec.decrypt_verify(enc.encrypt_sign(msg, {archive_fpr_}, agent_fpr_), agent_fpr_);
+          DecryptResult r = dec.decrypt_verify(enc.encrypt_sign(msg, {archive_fpr_}, agent_fpr_), agent_fpr_);
           if (r.plaintext == msg && r.signer_fingerprint == agent_fpr_) ++ok[t];
         }
       } catch (const std::exception&) {

@@ -13,7 +13,9 @@ Hash key_0_to_31() {
   for (int i = 0; i < 32; ++i) k[i] = static_cast<std::uint8_t>(i);
   return k;
 }
-Bytes bytes(const std::string& s) { return Bytes(s.begin(), s.end()); }
+Bytes bytes(const std::string& s) {
+  return Bytes(s.begin(), s.end());
+}
 template <typename F>
 ErrorCode code_of(F&& f) {
   try {
@@ -92,7 +94,8 @@ TEST(FormatDecoders, RefuseHostilePacks) {
   // Truncated.
   bad.assign(good.begin(), good.begin() + 10);
   EXPECT_EQ(code_of([&] { parse_pack(bad); }), ErrorCode::kVerify);
-  EXPECT_EQ(code_of([&] { decode_index(bytes("RDINDX01\xff\xff\xff\xff\xff\xff\xff\x7f")); }), ErrorCode::kVerify);
+  EXPECT_EQ(code_of([&] { decode_index(bytes("RDINDX01\xff\xff\xff\xff\xff\xff\xff\x7f")); }),
+            ErrorCode::kVerify);
   EXPECT_EQ(code_of([&] { decode_index(bytes("garbage")); }), ErrorCode::kVerify);
 }
 
@@ -113,15 +116,19 @@ TEST(FormatTrees, RoundTripIsDeterministic) {
   m.header = Hash{};
   t.entries = {d, m};
   std::string text = encode_tree(t);
-  EXPECT_EQ(text,
-            "{\"version\":1,\"entries\":[{\"path\":\"cur\",\"kind\":\"dir\",\"mode\":448,\"mtime_ns\":1},"
-            "{\"path\":\"cur/1.M1P1.h,S=5:2,S\",\"kind\":\"message\",\"mode\":384,\"mtime_ns\":1700000000123456789,"
-            "\"size\":5,\"sha256\":\"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\","
-            "\"header\":\"0000000000000000000000000000000000000000000000000000000000000000\"}]}");
+  EXPECT_EQ(
+      text,
+      "{\"version\":1,\"entries\":[{\"path\":\"cur\",\"kind\":\"dir\",\"mode\":448,\"mtime_ns\":1},"
+      "{\"path\":\"cur/1.M1P1.h,S=5:2,S\",\"kind\":\"message\",\"mode\":384,\"mtime_ns\":1700000000123456789,"
+      "\"size\":5,\"sha256\":\"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\","
+      "\"header\":\"0000000000000000000000000000000000000000000000000000000000000000\"}]}");
   Tree back = decode_tree(bytes(text));
   EXPECT_EQ(encode_tree(back), text);
-  EXPECT_EQ(code_of([&] { decode_tree(bytes("{\"version\":1,\"entries\":[{\"path\":\"x\",\"kind\":\"message\","
-                                            "\"mode\":1,\"mtime_ns\":1,\"size\":1,\"sha256\":\"00\"}]}")); }),
+  EXPECT_EQ(code_of([&] {
+              decode_tree(
+                  bytes("{\"version\":1,\"entries\":[{\"path\":\"x\",\"kind\":\"message\","
+                        "\"mode\":1,\"mtime_ns\":1,\"size\":1,\"sha256\":\"00\"}]}"));
+            }),
             ErrorCode::kVerify);
   EXPECT_EQ(code_of([&] { decode_tree(bytes("[1,2]")); }), ErrorCode::kVerify);
 }
@@ -130,7 +137,8 @@ TEST(FormatPaths, RelativePathRules) {
   for (const char* ok : {"cur/x:2,S", "a", ".Archive.2024", "default/bar/cur/01:2,"}) {
     EXPECT_NO_THROW(check_relative_path(ok, "path")) << ok;
   }
-  for (std::string bad : std::vector<std::string>{"", "/etc/passwd", "../x", "a/../b", "a//b", "a/./b", "a/", "a\\b", std::string("a\0b", 3)}) {
+  for (std::string bad : std::vector<std::string>{"", "/etc/passwd", "../x", "a/../b", "a//b", "a/./b", "a/",
+                                                  "a\\b", std::string("a\0b", 3)}) {
     EXPECT_EQ(code_of([&] { check_relative_path(bad, "path"); }), ErrorCode::kVerify) << bad;
   }
 }

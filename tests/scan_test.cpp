@@ -51,13 +51,16 @@ TEST(MailboxDiscovery, LayoutTemplatesNameMailboxes) {
   fs::create_directories(root / "example.org/not-a-mailbox");
   EXPECT_EQ(names(discover_mailboxes(root.path(), "%d/%n")),
             (std::vector<std::string>{"alice@example.ch", "bob@example.ch", "info@example.org"}));
-  EXPECT_EQ(names(discover_mailboxes(root.path(), "%d/%n/Maildir")), (std::vector<std::string>{"bob@example.ch"}));
-  EXPECT_EQ(names(discover_mailboxes(root.path(), "*")), (std::vector<std::string>{"example.ch", "example.org"}));
+  EXPECT_EQ(names(discover_mailboxes(root.path(), "%d/%n/Maildir")),
+            (std::vector<std::string>{"bob@example.ch"}));
+  EXPECT_EQ(names(discover_mailboxes(root.path(), "*")),
+            (std::vector<std::string>{"example.ch", "example.org"}));
   auto single = discover_mailboxes(root / "example.ch/alice", ".");
   ASSERT_EQ(single.size(), 1u);
   EXPECT_EQ(single[0].name, "alice");
   EXPECT_EQ(code_of([&] { discover_mailboxes(root / "nope", "%d/%n"); }), ErrorCode::kSource);
-  EXPECT_EQ(code_of([&] { discover_mailboxes(root / "example.org/not-a-mailbox", "."); }), ErrorCode::kSource);
+  EXPECT_EQ(code_of([&] { discover_mailboxes(root / "example.org/not-a-mailbox", "."); }),
+            ErrorCode::kSource);
   EXPECT_EQ(code_of([&] { discover_mailboxes(root.path(), "%d/%x"); }), ErrorCode::kUsage);
 }
 
@@ -78,12 +81,15 @@ TEST(FolderScan, FoldersFilesAndTmp) {
   ScannedFolder root = scan_folder(mb.path(), "", folders);
   std::vector<std::string> got;
   for (const auto& e : root.entries) {
-    got.push_back(std::string(e.kind == EntryKind::kMessage ? "M " : e.kind == EntryKind::kDir ? "D " : "F ") +
+    got.push_back(std::string(e.kind == EntryKind::kMessage ? "M "
+                              : e.kind == EntryKind::kDir   ? "D "
+                                                            : "F ") +
                   e.path + " " + e.key);
   }
-  EXPECT_EQ(got, (std::vector<std::string>{"D cur cur", "F cur/.noindex cur/.noindex", "M cur/1.M1P1.h,S=3:2,S 1.M1P1.h,S=3",
-                                           "F dovecot-uidlist dovecot-uidlist", "D new new", "M new/2.M2P2.h 2.M2P2.h",
-                                           "D tmp tmp"}));
+  EXPECT_EQ(got,
+            (std::vector<std::string>{
+                "D cur cur", "F cur/.noindex cur/.noindex", "M cur/1.M1P1.h,S=3:2,S 1.M1P1.h,S=3",
+                "F dovecot-uidlist dovecot-uidlist", "D new new", "M new/2.M2P2.h 2.M2P2.h", "D tmp tmp"}));
   ScannedFolder archive = scan_folder(mb.path(), ".Archive", folders);
   ASSERT_EQ(archive.entries.size(), 5u);  // cur, message, maildirfolder, new, tmp
   EXPECT_EQ(archive.entries[1].path, "cur/4.M4P4.h:2,");

@@ -56,7 +56,9 @@ Bytes random_bytes(std::size_t n, std::uint64_t seed) {
   return out;
 }
 
-Bytes bytes(const std::string& s) { return Bytes(s.begin(), s.end()); }
+Bytes bytes(const std::string& s) {
+  return Bytes(s.begin(), s.end());
+}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -95,9 +97,7 @@ class TransportConformanceTest : public ::testing::TestWithParam<std::string> {
 
   bool is_sftp() const { return GetParam() == "sftp"; }
 
-  std::string url() const {
-    return is_sftp() ? sftp_url(shared_sshd(), root_) : "file://" + root_;
-  }
+  std::string url() const { return is_sftp() ? sftp_url(shared_sshd(), root_) : "file://" + root_; }
 
   std::unique_ptr<Transport> open(bool create) {
     TransportOptions options;
@@ -240,8 +240,18 @@ TEST_P(TransportConformanceTest, RemoveAbsentIsFine) {
 }
 
 TEST_P(TransportConformanceTest, RejectsUnsafeNames) {
-  const std::string bad[] = {"../x", "/abs", "a//b", "a/./b", "", "..", ".", "a/..", "a/",
-                             "a\\b", std::string("a\0b", 3), "x/../../etc/passwd"};
+  const std::string bad[] = {"../x",
+                             "/abs",
+                             "a//b",
+                             "a/./b",
+                             "",
+                             "..",
+                             ".",
+                             "a/..",
+                             "a/",
+                             "a\\b",
+                             std::string("a\0b", 3),
+                             "x/../../etc/passwd"};
   for (const std::string& name : bad) {
     SCOPED_TRACE(name);
     expect_error(ErrorCode::kVerify, [&] { t_->put(name, bytes("x")); });
@@ -274,7 +284,7 @@ TEST_P(TransportConformanceTest, StatsCountExactPayloadBytes) {
   EXPECT_EQ(t->stats().bytes_written, 0u);
   t->put("a", random_bytes(1000, 1));
   t->put("b/c", random_bytes(300 * 1024, 2));
-  t->put("a", random_bytes(7, 3));                  // overwrite counts again
+  t->put("a", random_bytes(7, 3));  // overwrite counts again
   EXPECT_TRUE(t->put_exclusive("l", bytes("12345")));
   EXPECT_FALSE(t->put_exclusive("l", bytes("123")));  // nothing written
   EXPECT_EQ(t->stats().bytes_written, 1000u + 300u * 1024u + 7u + 5u);
@@ -309,9 +319,7 @@ TEST_P(TransportConformanceTest, CreateMakesTheVaultDirectory) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, TransportConformanceTest, ::testing::Values("file", "sftp"),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           return info.param;
-                         });
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 // ---- sftp only --------------------------------------------------------------------
 
@@ -329,8 +337,8 @@ TEST_F(SftpTransportTest, UnknownHostKeyIsRefusedByDefault) {
   TestSshd& sshd = shared_sshd();
   TransportOptions options = test::sftp_options(sshd);
   options.known_hosts = sshd.empty_known_hosts_path();
-  std::string msg = expect_error(ErrorCode::kUnreachable,
-                                 [&] { open_transport(sftp_url(sshd, root_), options); });
+  std::string msg =
+      expect_error(ErrorCode::kUnreachable, [&] { open_transport(sftp_url(sshd, root_), options); });
   EXPECT_NE(msg.find("SHA256:"), std::string::npos) << msg;
   EXPECT_NE(msg.find(sshd.host_key_fingerprint()), std::string::npos) << msg;
   EXPECT_NE(msg.find("accept_new_host_key = true"), std::string::npos) << msg;
@@ -345,8 +353,7 @@ TEST_F(SftpTransportTest, UnknownHostKeyIsRecordedWhenAccepted) {
   options.accept_new_host_key = true;
   open_transport(sftp_url(sshd, root_), options)->put("x", bytes("y"));
   const std::string recorded = read_file(options.known_hosts);
-  EXPECT_NE(recorded.find("[127.0.0.1]:" + std::to_string(sshd.port())), std::string::npos)
-      << recorded;
+  EXPECT_NE(recorded.find("[127.0.0.1]:" + std::to_string(sshd.port())), std::string::npos) << recorded;
   options.accept_new_host_key = false;  // now known: no TOFU needed any more
   EXPECT_EQ(open_transport(sftp_url(sshd, root_), options)->get("x"), bytes("y"));
 }
@@ -372,8 +379,8 @@ TEST_F(SftpTransportTest, ChangedHostKeyIsRefused) {
   TransportOptions options = test::sftp_options(sshd);
   options.known_hosts = kh;
   options.accept_new_host_key = true;  // must not matter for a CHANGED key
-  std::string msg = expect_error(ErrorCode::kUnreachable,
-                                 [&] { open_transport(sftp_url(sshd, root_), options); });
+  std::string msg =
+      expect_error(ErrorCode::kUnreachable, [&] { open_transport(sftp_url(sshd, root_), options); });
   EXPECT_NE(msg.find("HOST KEY CHANGED"), std::string::npos) << msg;
   EXPECT_NE(msg.find("possible attack"), std::string::npos) << msg;
   EXPECT_NE(msg.find(sshd.host_key_fingerprint()), std::string::npos) << msg;
@@ -389,8 +396,8 @@ TEST_F(SftpTransportTest, PinnedFingerprint) {
 
   const std::string wrong = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
   options.host_key_fingerprint = wrong;
-  std::string msg = expect_error(ErrorCode::kUnreachable,
-                                 [&] { open_transport(sftp_url(sshd, root_), options); });
+  std::string msg =
+      expect_error(ErrorCode::kUnreachable, [&] { open_transport(sftp_url(sshd, root_), options); });
   EXPECT_NE(msg.find(wrong), std::string::npos) << msg;
   EXPECT_NE(msg.find(sshd.host_key_fingerprint()), std::string::npos) << msg;
 
@@ -402,11 +409,11 @@ TEST_F(SftpTransportTest, WrongClientKeyIsRefused) {
   TestSshd& sshd = shared_sshd();
   TransportOptions options = test::sftp_options(sshd);
   options.ssh_identity = sshd.unauthorized_key_path();
-  std::string msg = expect_error(ErrorCode::kUnreachable,
-                                 [&] { open_transport(sftp_url(sshd, root_), options); });
-  EXPECT_NE(msg.find("SSH authentication as " + sshd.user() + " failed with key " +
-                     sshd.unauthorized_key_path()),
-            std::string::npos)
+  std::string msg =
+      expect_error(ErrorCode::kUnreachable, [&] { open_transport(sftp_url(sshd, root_), options); });
+  EXPECT_NE(
+      msg.find("SSH authentication as " + sshd.user() + " failed with key " + sshd.unauthorized_key_path()),
+      std::string::npos)
       << msg;
   options.ssh_identity = tmp_.path() + "/no-such-key";
   expect_error(ErrorCode::kUnreachable, [&] { open_transport(sftp_url(sshd, root_), options); });
@@ -449,14 +456,12 @@ TEST_F(SftpTransportTest, Ipv6LiteralAndDefaultPort) {
   options.known_hosts = sshd.empty_known_hosts_path();
   // sshd listens on 127.0.0.1 only, so ::1 is refused — the message shows what was parsed.
   std::string msg = expect_error(ErrorCode::kUnreachable, [&] {
-    open_transport("sftp://" + sshd.user() + "@[::1]:" + std::to_string(sshd.port()) + "/v",
-                   options);
+    open_transport("sftp://" + sshd.user() + "@[::1]:" + std::to_string(sshd.port()) + "/v", options);
   });
   EXPECT_NE(msg.find("sftp://" + sshd.user() + "@[::1]:" + std::to_string(sshd.port()) + "/v"),
             std::string::npos)
       << msg;
-  msg = expect_error(ErrorCode::kUnreachable,
-                     [&] { open_transport("sftp://nobody@127.0.0.1/v", options); });
+  msg = expect_error(ErrorCode::kUnreachable, [&] { open_transport("sftp://nobody@127.0.0.1/v", options); });
   EXPECT_NE(msg.find("sftp://nobody@127.0.0.1:22/v"), std::string::npos) << msg;
 }
 
@@ -464,10 +469,9 @@ TEST_F(SftpTransportTest, Ipv6LiteralAndDefaultPort) {
 
 TEST(FileTransportTest, MissingRootIsUnreachable) {
   TempDir tmp;
-  std::string msg = expect_error(ErrorCode::kUnreachable,
-                                 [&] { make_file_transport(tmp.path() + "/absent", false); });
-  EXPECT_EQ(msg, "vault directory " + tmp.path() +
-                     "/absent does not exist (run reduit init first?)");
+  std::string msg =
+      expect_error(ErrorCode::kUnreachable, [&] { make_file_transport(tmp.path() + "/absent", false); });
+  EXPECT_EQ(msg, "vault directory " + tmp.path() + "/absent does not exist (run reduit init first?)");
 }
 
 TEST(FileTransportTest, RootRemovedWhileOpenIsUnreachable) {
@@ -499,8 +503,7 @@ TEST(OpenTransportTest, MalformedUrlsAreUsageErrors) {
                        "sftp://u@[]/p"};
   for (const char* url : bad) {
     SCOPED_TRACE(url);
-    std::string msg =
-        expect_error(ErrorCode::kUsage, [&] { open_transport(url, TransportOptions{}); });
+    std::string msg = expect_error(ErrorCode::kUsage, [&] { open_transport(url, TransportOptions{}); });
     EXPECT_NE(msg.find(std::string("\"") + url + "\""), std::string::npos) << msg;
     EXPECT_NE(msg.find("sftp://backup@nas.example.org:22/srv/reduit"), std::string::npos) << msg;
   }
@@ -513,13 +516,13 @@ TEST(OpenTransportTest, FileUrl) {
 }
 
 TEST(CheckObjectNameTest, AcceptsAndRejects) {
-  for (const char* good : {"a", "packs/3f/3f1a", "snapshots/2024-01-01T00:00:00Z", "a.b", "...",
-                           ".hidden/x", "a b"}) {
+  for (const char* good :
+       {"a", "packs/3f/3f1a", "snapshots/2024-01-01T00:00:00Z", "a.b", "...", ".hidden/x", "a b"}) {
     EXPECT_NO_THROW(check_object_name(good)) << good;
   }
-  for (const std::string& bad : {std::string(""), std::string("/a"), std::string("a/"),
-                                 std::string("a//b"), std::string("./a"), std::string("a/.."),
-                                 std::string("a\\b"), std::string("\0", 1)}) {
+  for (const std::string& bad :
+       {std::string(""), std::string("/a"), std::string("a/"), std::string("a//b"), std::string("./a"),
+        std::string("a/.."), std::string("a\\b"), std::string("\0", 1)}) {
     expect_error(ErrorCode::kVerify, [&] { check_object_name(bad); });
   }
 }

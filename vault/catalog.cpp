@@ -36,10 +36,14 @@ CREATE TEMP TABLE IF NOT EXISTS run_messages(sha256 BLOB PRIMARY KEY, message_id
   from_addr TEXT, to_addr TEXT, subject TEXT) WITHOUT ROWID;
 )sql";
 
-void bind_hash(SQLite::Statement& q, int i, const Hash& h) { q.bind(i, h.data(), 32); }
+void bind_hash(SQLite::Statement& q, int i, const Hash& h) {
+  q.bind(i, h.data(), 32);
+}
 void bind_opt(SQLite::Statement& q, int i, const std::optional<Hash>& h) {
-  if (h) bind_hash(q, i, *h);
-  else q.bind(i);
+  if (h)
+    bind_hash(q, i, *h);
+  else
+    q.bind(i);
 }
 Hash col_hash(const SQLite::Column& c) {
   Hash h{};
@@ -74,15 +78,18 @@ Catalog::Catalog(const std::string& state_dir) {
     db_->exec(kSchema);
     db_->exec(kStagingSchema);
     q_has_blob_ = std::make_unique<SQLite::Statement>(*db_, "SELECT 1 FROM blobs WHERE id=?");
-    q_find_blob_ = std::make_unique<SQLite::Statement>(
-        *db_, "SELECT pack, type, offset, length FROM blobs WHERE id=?");
+    q_find_blob_ =
+        std::make_unique<SQLite::Statement>(*db_, "SELECT pack, type, offset, length FROM blobs WHERE id=?");
     q_find_file_ = std::make_unique<SQLite::Statement>(
         *db_,
         "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, header, body, blob "
         "FROM main.files WHERE folder=? AND key=?");
     q_stage_file_ = std::make_unique<SQLite::Statement>(
         *db_, "INSERT OR REPLACE INTO temp.run_files VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)");
-    q_has_message_ = std::make_unique<SQLite::Statement>(*db_, "SELECT 1 FROM main.messages WHERE sha256=? UNION ALL SELECT 1 FROM temp.run_messages WHERE sha256=?");
+    q_has_message_ =
+        std::make_unique<SQLite::Statement>(*db_,
+                                            "SELECT 1 FROM main.messages WHERE sha256=? UNION ALL SELECT 1 "
+                                            "FROM temp.run_messages WHERE sha256=?");
     return 0;
   });
 }
@@ -174,8 +181,7 @@ std::vector<IndexPack> Catalog::unindexed_packs() {
   return guarded(path_, __func__, [&] {
     std::vector<IndexPack> out;
     SQLite::Statement q(*db_, "SELECT id, size, kind FROM packs WHERE indexed=0 ORDER BY id");
-    SQLite::Statement qb(*db_,
-                         "SELECT id, type, offset, length FROM blobs WHERE pack=? ORDER BY offset");
+    SQLite::Statement qb(*db_, "SELECT id, type, offset, length FROM blobs WHERE pack=? ORDER BY offset");
     while (q.executeStep()) {
       IndexPack p;
       p.id = col_hash(q.getColumn(0));
@@ -375,8 +381,7 @@ bool Catalog::has_message(const Hash& sha) {
 }
 
 void Catalog::add_message(const Hash& sha, const std::string& message_id, const std::string& date,
-                          const std::string& from, const std::string& to,
-                          const std::string& subject) {
+                          const std::string& from, const std::string& to, const std::string& subject) {
   guarded(path_, __func__, [&] {
     SQLite::Statement q(*db_, "INSERT OR IGNORE INTO temp.run_messages VALUES(?,?,?,?,?,?)");
     bind_hash(q, 1, sha);

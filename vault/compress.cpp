@@ -22,14 +22,14 @@ Bytes zstd_decompress(const Bytes& frame, std::size_t max_size) {
     throw Error(ErrorCode::kVerify, "corrupt zstd frame (no content size)");
   }
   if (size > max_size) {
-    throw Error(ErrorCode::kVerify, "zstd frame claims " + std::to_string(size) +
-                                        " bytes, more than the limit");
+    throw Error(ErrorCode::kVerify,
+                "zstd frame claims " + std::to_string(size) + " bytes, more than the limit");
   }
   Bytes out(size);
   std::size_t n = ZSTD_decompress(out.data(), out.size(), frame.data(), frame.size());
   if (ZSTD_isError(n) || n != size) {
-    throw Error(ErrorCode::kVerify, std::string("corrupt zstd frame: ") +
-                                        (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short"));
+    throw Error(ErrorCode::kVerify,
+                std::string("corrupt zstd frame: ") + (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short"));
   }
   return out;
 }

@@ -37,7 +37,9 @@ std::string upper(std::string s) {
   return s;
 }
 
-std::string str(const char* s) { return s ? std::string(s) : std::string(); }
+std::string str(const char* s) {
+  return s ? std::string(s) : std::string();
+}
 
 std::string gpg_message(gpgme_error_t err) {
   return str(gpgme_strsource(err)) + ": " + str(gpgme_strerror(err));
@@ -54,8 +56,7 @@ void init_gpgme() {
       throw Error(ErrorCode::kInternal, "GPGME library initialisation failed");
     gpgme_error_t err = gpgme_engine_check_version(GPGME_PROTOCOL_OpenPGP);
     if (err)
-      throw Error(ErrorCode::kInternal,
-                  "no usable gpg for GPGME (" + gpg_message(err) + "): install gnupg");
+      throw Error(ErrorCode::kInternal, "no usable gpg for GPGME (" + gpg_message(err) + "): install gnupg");
   });
 }
 
@@ -83,8 +84,7 @@ struct KeyRef {
 // Data object over a caller-provided buffer (no copy). The buffer must outlive it.
 Data data_from_mem(const void* p, size_t n) {
   gpgme_data_t d = nullptr;
-  gpgme_error_t err =
-      gpgme_data_new_from_mem(&d, n ? static_cast<const char*>(p) : "", n, /*copy=*/0);
+  gpgme_error_t err = gpgme_data_new_from_mem(&d, n ? static_cast<const char*>(p) : "", n, /*copy=*/0);
   if (err) throw_internal("gpgme_data_new_from_mem", err);
   return Data(d);
 }
@@ -114,8 +114,7 @@ ssize_t sink_write(void* handle, const void* buf, size_t n) {
 off_t sink_seek(void* handle, off_t offset, int whence) {
   auto* s = static_cast<Sink*>(handle);
   // Only "where am I" is meaningful for an append-only sink.
-  if (offset == 0 && (whence == SEEK_CUR || whence == SEEK_END))
-    return static_cast<off_t>(s->out->size());
+  if (offset == 0 && (whence == SEEK_CUR || whence == SEEK_END)) return static_cast<off_t>(s->out->size());
   errno = EINVAL;
   return -1;
 }
@@ -170,8 +169,8 @@ struct Crypto::Impl {
     gpgme_error_t err = gpgme_get_key(ctx, fpr.c_str(), &key, secret ? 1 : 0);
     if (gpgme_err_code(err) == GPG_ERR_EOF || (!err && !key)) return KeyRef();
     if (gpgme_err_code(err) == GPG_ERR_AMBIGUOUS_NAME)
-      throw Error(ErrorCode::kKey, "several OpenPGP keys match \"" + fpr + "\" in " +
-                                       where() + ": give the full fingerprint");
+      throw Error(ErrorCode::kKey,
+                  "several OpenPGP keys match \"" + fpr + "\" in " + where() + ": give the full fingerprint");
     if (gpgme_err_code(err) == GPG_ERR_INV_VALUE)
       throw Error(ErrorCode::kKey, "\"" + fpr + "\" is not a valid OpenPGP key fingerprint");
     if (err) throw_internal("looking up key " + fpr + " in " + where(), err);
@@ -212,8 +211,7 @@ Crypto::Crypto(const std::string& gnupghome) : impl_(std::make_unique<Impl>()) {
   gpgme_error_t err = gpgme_new(&impl_->ctx);
   if (err) throw_internal("gpgme_new", err);
   gpgme_ctx_t ctx = impl_->ctx;
-  if ((err = gpgme_set_protocol(ctx, GPGME_PROTOCOL_OpenPGP)))
-    throw_internal("gpgme_set_protocol", err);
+  if ((err = gpgme_set_protocol(ctx, GPGME_PROTOCOL_OpenPGP))) throw_internal("gpgme_set_protocol", err);
   if (!gnupghome.empty()) {
     err = gpgme_ctx_set_engine_info(ctx, GPGME_PROTOCOL_OpenPGP, nullptr, gnupghome.c_str());
     if (err) throw_internal("gpgme_ctx_set_engine_info(" + gnupghome + ")", err);
@@ -251,26 +249,24 @@ std::string Crypto::resolve_key(const std::string& spec, bool secret, bool for_e
 
   const char* kind = secret ? "OpenPGP secret key" : "OpenPGP key";
   if (found.empty())
-    throw Error(ErrorCode::kKey, std::string("no ") + kind + " matches \"" + spec + "\" in " +
-                                     im.where() +
-                                     (secret ? ": import the secret key with gpg --import"
-                                             : ": import it with gpg --import") +
-                                     ", or check the fingerprint");
+    throw Error(ErrorCode::kKey,
+                std::string("no ") + kind + " matches \"" + spec + "\" in " + im.where() +
+                    (secret ? ": import the secret key with gpg --import" : ": import it with gpg --import") +
+                    ", or check the fingerprint");
   if (found.size() > 1) {
     std::string list;
     for (const auto& k : found) list += (list.empty() ? "" : ", ") + str(k.key->subkeys->fpr);
-    throw Error(ErrorCode::kKey, std::to_string(found.size()) + " OpenPGP keys match \"" + spec +
-                                     "\" in " + im.where() + " (" + list +
-                                     "): give the full fingerprint");
+    throw Error(ErrorCode::kKey, std::to_string(found.size()) + " OpenPGP keys match \"" + spec + "\" in " +
+                                     im.where() + " (" + list + "): give the full fingerprint");
   }
   gpgme_key_t k = found.front().key;
   std::string fpr = upper(str(k->subkeys ? k->subkeys->fpr : nullptr));
   if (!key_usable(k))
-    throw Error(ErrorCode::kKey, std::string(kind) + " " + fpr + " (\"" + spec + "\") is " +
-                                     key_state(k) + ": renew it or use another key");
+    throw Error(ErrorCode::kKey, std::string(kind) + " " + fpr + " (\"" + spec + "\") is " + key_state(k) +
+                                     ": renew it or use another key");
   if (for_encryption && !k->can_encrypt)
-    throw Error(ErrorCode::kKey, std::string(kind) + " " + fpr + " (\"" + spec +
-                                     "\") has no usable encryption subkey");
+    throw Error(ErrorCode::kKey,
+                std::string(kind) + " " + fpr + " (\"" + spec + "\") has no usable encryption subkey");
   if (secret) {
     bool have = false;
     for (gpgme_subkey_t sk = k->subkeys; sk; sk = sk->next)
@@ -309,8 +305,8 @@ Bytes Crypto::encrypt_sign(const Bytes& plaintext, const std::vector<std::string
 
   KeyRef sk = im.find_key(signer, true);
   if (!sk.key)
-    throw Error(ErrorCode::kKey, "the secret key of signer " + signer + " is not in " +
-                                     im.where() + ": import it with gpg --import");
+    throw Error(ErrorCode::kKey, "the secret key of signer " + signer + " is not in " + im.where() +
+                                     ": import it with gpg --import");
   if (!key_usable(sk.key) || !sk.key->can_sign)
     throw Error(ErrorCode::kKey, "signer key " + signer + " is " + key_state(sk.key) +
                                      (sk.key->can_sign ? "" : " or cannot sign"));
@@ -327,8 +323,8 @@ Bytes Crypto::encrypt_sign(const Bytes& plaintext, const std::vector<std::string
   Data cipher = data_to_bytes(&sink);
   err = gpgme_op_encrypt_sign(
       im.ctx, keys.data(),
-      static_cast<gpgme_encrypt_flags_t>(GPGME_ENCRYPT_ALWAYS_TRUST | GPGME_ENCRYPT_NO_COMPRESS),
-      in.get(), cipher.get());
+      static_cast<gpgme_encrypt_flags_t>(GPGME_ENCRYPT_ALWAYS_TRUST | GPGME_ENCRYPT_NO_COMPRESS), in.get(),
+      cipher.get());
   gpgme_signers_clear(im.ctx);
 
   if (gpgme_encrypt_result_t er = gpgme_op_encrypt_result(im.ctx); er && er->invalid_recipients)
@@ -341,10 +337,9 @@ Bytes Crypto::encrypt_sign(const Bytes& plaintext, const std::vector<std::string
                                      "): check the secret key in " + im.where());
   if (err) {
     auto code = gpgme_err_code(err);
-    if (code == GPG_ERR_UNUSABLE_PUBKEY || code == GPG_ERR_UNUSABLE_SECKEY ||
-        code == GPG_ERR_NO_SECKEY || code == GPG_ERR_BAD_PASSPHRASE || code == GPG_ERR_NO_PUBKEY)
-      throw Error(ErrorCode::kKey, "encrypt+sign in " + im.where() + " failed: " +
-                                       str(gpgme_strerror(err)));
+    if (code == GPG_ERR_UNUSABLE_PUBKEY || code == GPG_ERR_UNUSABLE_SECKEY || code == GPG_ERR_NO_SECKEY ||
+        code == GPG_ERR_BAD_PASSPHRASE || code == GPG_ERR_NO_PUBKEY)
+      throw Error(ErrorCode::kKey, "encrypt+sign in " + im.where() + " failed: " + str(gpgme_strerror(err)));
     throw_internal("gpgme_op_encrypt_sign", err);
   }
   return out;
@@ -392,22 +387,19 @@ DecryptResult Crypto::decrypt_verify(const Bytes& ciphertext, const std::string&
                       str(gpgme_strerror(err)) + ")");
     if (!any_recipient) {
       if (dr && dr->unsupported_algorithm)
-        throw Error(ErrorCode::kVerify,
-                    "unsupported cipher algorithm " + str(dr->unsupported_algorithm));
+        throw Error(ErrorCode::kVerify, "unsupported cipher algorithm " + str(dr->unsupported_algorithm));
       throw Error(ErrorCode::kVerify, "not an OpenPGP message encrypted to a public key (" +
                                           str(gpgme_strerror(err)) + "): corrupt object?");
     }
     for (gpgme_recipient_t r = dr->recipients; r && present.empty(); r = r->next)
       if (r->keyid && im.find_key(r->keyid, true).key) present = str(r->keyid);
     if (!present.empty())
-      throw Error(ErrorCode::kVerify, "decryption failed although the secret key " + present +
-                                          " is in " + im.where() +
-                                          ": the object is corrupt or the key is unusable (" +
+      throw Error(ErrorCode::kVerify, "decryption failed although the secret key " + present + " is in " +
+                                          im.where() + ": the object is corrupt or the key is unusable (" +
                                           str(gpgme_strerror(err)) + ")");
-    throw Error(ErrorCode::kKey,
-                "cannot decrypt: none of the recipient keys' secret halves (key ids " + keyids +
-                    ") is in " + im.where() +
-                    " (give the GNUPGHOME that holds an archive secret key)");
+    throw Error(ErrorCode::kKey, "cannot decrypt: none of the recipient keys' secret halves (key ids " +
+                                     keyids + ") is in " + im.where() +
+                                     " (give the GNUPGHOME that holds an archive secret key)");
   }
 
   gpgme_verify_result_t vr = gpgme_op_verify_result(im.ctx);
@@ -417,8 +409,7 @@ DecryptResult Crypto::decrypt_verify(const Bytes& ciphertext, const std::string&
   std::string seen;
   for (gpgme_signature_t s = sigs; s; s = s->next) {
     auto st = gpgme_err_code(s->status);
-    seen += (seen.empty() ? "" : ", ") + upper(str(s->fpr)) + " (" +
-            str(gpgme_strerror(s->status)) + ")";
+    seen += (seen.empty() ? "" : ", ") + upper(str(s->fpr)) + " (" + str(gpgme_strerror(s->status)) + ")";
     if (st == GPG_ERR_BAD_SIGNATURE)
       throw Error(ErrorCode::kVerify,
                   "bad signature by " + upper(str(s->fpr)) + ": the object was manipulated");
@@ -438,15 +429,14 @@ DecryptResult Crypto::decrypt_verify(const Bytes& ciphertext, const std::string&
       }
     if (allow_unknown_signer)
       for (gpgme_signature_t s = sigs; s; s = s->next)
-        if (gpgme_err_code(s->status) == GPG_ERR_NO_PUBKEY &&
-            upper(str(s->fpr)) == upper(expected_signer))
+        if (gpgme_err_code(s->status) == GPG_ERR_NO_PUBKEY && upper(str(s->fpr)) == upper(expected_signer))
           return accept(str(s->fpr));
     for (gpgme_signature_t s = sigs; s; s = s->next)
       if (gpgme_err_code(s->status) == GPG_ERR_NO_PUBKEY)
         throw Error(ErrorCode::kVerify, "signature by unknown key " + upper(str(s->fpr)) +
                                             ", expected a signature by " + expected_signer);
-    throw Error(ErrorCode::kVerify, "object is not signed by the expected key " +
-                                        expected_signer + " (signatures: " + seen + ")");
+    throw Error(ErrorCode::kVerify, "object is not signed by the expected key " + expected_signer +
+                                        " (signatures: " + seen + ")");
   }
 
   for (gpgme_signature_t s = sigs; s; s = s->next)
@@ -478,8 +468,7 @@ std::string Crypto::export_public_key(const std::string& fingerprint) {
   gpgme_set_armor(im.ctx, 0);
   if (err) throw_internal("exporting key " + fingerprint, err);
   if (out.empty())
-    throw Error(ErrorCode::kKey, "gpg exported nothing for key " + fingerprint + " from " +
-                                     im.where());
+    throw Error(ErrorCode::kKey, "gpg exported nothing for key " + fingerprint + " from " + im.where());
   return std::string(out.begin(), out.end());
 }
 
@@ -496,16 +485,15 @@ std::vector<std::string> Crypto::import_keys(const std::string& key_data) {
   }
   gpgme_import_result_t r = gpgme_op_import_result(im.ctx);
   std::vector<std::string> fprs;
-  if (!r || r->considered == 0)
-    throw Error(ErrorCode::kKey, "no OpenPGP key found in the data to import");
+  if (!r || r->considered == 0) throw Error(ErrorCode::kKey, "no OpenPGP key found in the data to import");
   for (gpgme_import_status_t s = r->imports; s; s = s->next) {
     if (s->result != 0 || !s->fpr) continue;
     std::string f = upper(s->fpr);
     if (std::find(fprs.begin(), fprs.end(), f) == fprs.end()) fprs.push_back(f);
   }
   if (fprs.empty() && r->not_imported > 0)
-    throw Error(ErrorCode::kKey, "gpg rejected the key material (" +
-                                     std::to_string(r->not_imported) + " keys not imported)");
+    throw Error(ErrorCode::kKey,
+                "gpg rejected the key material (" + std::to_string(r->not_imported) + " keys not imported)");
   return fprs;
 }
 

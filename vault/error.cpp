@@ -6,15 +6,24 @@ namespace reduit {
 
 const char* error_code_name(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kUsage: return "usage";
-    case ErrorCode::kLockHeld: return "lock-held";
-    case ErrorCode::kUnreachable: return "vault-unreachable";
-    case ErrorCode::kKey: return "key";
-    case ErrorCode::kVerify: return "verification-failed";
-    case ErrorCode::kSource: return "source";
-    case ErrorCode::kNotFound: return "not-found";
-    case ErrorCode::kIo: return "io";
-    case ErrorCode::kInternal: return "internal";
+    case ErrorCode::kUsage:
+      return "usage";
+    case ErrorCode::kLockHeld:
+      return "lock-held";
+    case ErrorCode::kUnreachable:
+      return "vault-unreachable";
+    case ErrorCode::kKey:
+      return "key";
+    case ErrorCode::kVerify:
+      return "verification-failed";
+    case ErrorCode::kSource:
+      return "source";
+    case ErrorCode::kNotFound:
+      return "not-found";
+    case ErrorCode::kIo:
+      return "io";
+    case ErrorCode::kInternal:
+      return "internal";
   }
   return "internal";
 }

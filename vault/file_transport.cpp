@@ -69,8 +69,8 @@ class FileTransport final : public Transport {
       int e = errno;
       if (e != ENOENT || !create) {
         if (e == ENOENT) {
-          throw Error(ErrorCode::kUnreachable, "vault directory " + root_ +
-                                                   " does not exist (run reduit init first?)");
+          throw Error(ErrorCode::kUnreachable,
+                      "vault directory " + root_ + " does not exist (run reduit init first?)");
         }
         throw Error(ErrorCode::kUnreachable,
                     "cannot access vault directory " + root_ + ": " + std::strerror(e));
@@ -156,8 +156,8 @@ class FileTransport final : public Transport {
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) fail_errno("stat " + path, errno);
     if (!S_ISREG(st.st_mode)) {
-      throw Error(ErrorCode::kNotFound, "object " + name + " in vault " + describe() +
-                                            " is not a regular file");
+      throw Error(ErrorCode::kNotFound,
+                  "object " + name + " in vault " + describe() + " is not a regular file");
     }
     Bytes out(static_cast<std::size_t>(st.st_size));
     std::size_t got = 0;
@@ -265,8 +265,8 @@ class FileTransport final : public Transport {
   void check_root() const {
     struct stat st {};
     if (::stat(root_.c_str(), &st) != 0) {
-      throw Error(ErrorCode::kUnreachable, "vault directory " + root_ +
-                                               " is no longer accessible: " + std::strerror(errno));
+      throw Error(ErrorCode::kUnreachable,
+                  "vault directory " + root_ + " is no longer accessible: " + std::strerror(errno));
     }
     if (!S_ISDIR(st.st_mode)) {
       throw Error(ErrorCode::kUnreachable, "vault path " + root_ + " is no longer a directory");

@@ -93,9 +93,12 @@ std::optional<Hash> opt_hash(const json& j, const char* key, const char* what) {
 
 const char* kind_name(EntryKind k) {
   switch (k) {
-    case EntryKind::kMessage: return "message";
-    case EntryKind::kFile: return "file";
-    case EntryKind::kDir: return "dir";
+    case EntryKind::kMessage:
+      return "message";
+    case EntryKind::kFile:
+      return "file";
+    case EntryKind::kDir:
+      return "dir";
   }
   return "file";
 }
@@ -104,10 +107,14 @@ const char* kind_name(EntryKind k) {
 
 const char* blob_type_name(BlobType t) {
   switch (t) {
-    case BlobType::kHeader: return "header";
-    case BlobType::kBody: return "body";
-    case BlobType::kFile: return "file";
-    case BlobType::kTree: return "tree";
+    case BlobType::kHeader:
+      return "header";
+    case BlobType::kBody:
+      return "body";
+    case BlobType::kFile:
+      return "file";
+    case BlobType::kTree:
+      return "tree";
   }
   return "?";
 }
@@ -247,10 +254,14 @@ Tree decode_tree(const Bytes& data) {
     TreeEntry e;
     e.path = field<std::string>(j, "path", "tree");
     std::string kind = field<std::string>(j, "kind", "tree");
-    if (kind == "message") e.kind = EntryKind::kMessage;
-    else if (kind == "file") e.kind = EntryKind::kFile;
-    else if (kind == "dir") e.kind = EntryKind::kDir;
-    else malformed("tree: unknown entry kind '" + kind + "'");
+    if (kind == "message")
+      e.kind = EntryKind::kMessage;
+    else if (kind == "file")
+      e.kind = EntryKind::kFile;
+    else if (kind == "dir")
+      e.kind = EntryKind::kDir;
+    else
+      malformed("tree: unknown entry kind '" + kind + "'");
     e.mode = field<std::uint32_t>(j, "mode", "tree") & 07777;
     e.mtime_ns = field<std::int64_t>(j, "mtime_ns", "tree");
     if (e.kind != EntryKind::kDir) {
@@ -273,22 +284,13 @@ std::string encode_snapshot(const Snapshot& s) {
   for (const SnapshotMailbox& m : s.mailboxes) {
     json folders = json::array();
     for (const SnapshotFolder& f : m.folders) {
-      folders.push_back(json{{"name", f.name},
-                             {"tree", to_hex(f.tree)},
-                             {"messages", f.messages},
-                             {"bytes", f.bytes}});
+      folders.push_back(
+          json{{"name", f.name}, {"tree", to_hex(f.tree)}, {"messages", f.messages}, {"bytes", f.bytes}});
     }
-    mailboxes.push_back(
-        json{{"name", m.name}, {"source", m.source}, {"path", m.path}, {"folders", folders}});
+    mailboxes.push_back(json{{"name", m.name}, {"source", m.source}, {"path", m.path}, {"folders", folders}});
   }
-  json j{{"version", 1},
-         {"time_ns", s.time_ns},
-         {"host", s.host},
-         {"reduit_version", s.reduit_version},
-         {"tags", s.tags},
-         {"messages", s.messages},
-         {"bytes", s.bytes},
-         {"mailboxes", mailboxes}};
+  json j{{"version", 1},   {"time_ns", s.time_ns},   {"host", s.host},   {"reduit_version", s.reduit_version},
+         {"tags", s.tags}, {"messages", s.messages}, {"bytes", s.bytes}, {"mailboxes", mailboxes}};
   return j.dump();
 }
 
@@ -327,14 +329,10 @@ Snapshot decode_snapshot(const Bytes& data) {
 // ---- config ----------------------------------------------------------------
 
 std::string encode_config(const VaultConfig& c) {
-  json j{{"version", c.version},
-         {"vault_id", c.vault_id},
-         {"id_key", to_hex(c.id_key)},
-         {"archive_keys", c.archive_keys},
-         {"agent_key", c.agent_key},
-         {"agent_public_key", c.agent_public_key},
-         {"pack_size", c.pack_size},
-         {"zstd_level", c.zstd_level},
+  json j{{"version", c.version},       {"vault_id", c.vault_id},
+         {"id_key", to_hex(c.id_key)}, {"archive_keys", c.archive_keys},
+         {"agent_key", c.agent_key},   {"agent_public_key", c.agent_public_key},
+         {"pack_size", c.pack_size},   {"zstd_level", c.zstd_level},
          {"created_ns", c.created_ns}};
   return j.dump();
 }
@@ -363,8 +361,12 @@ std::string pack_name(const Hash& id) {
   std::string h = to_hex(id);
   return "packs/" + h.substr(0, 2) + "/" + h;
 }
-std::string index_name(const Hash& id) { return "index/" + to_hex(id); }
-std::string snapshot_name(const Hash& id) { return "snapshots/" + to_hex(id); }
+std::string index_name(const Hash& id) {
+  return "index/" + to_hex(id);
+}
+std::string snapshot_name(const Hash& id) {
+  return "snapshots/" + to_hex(id);
+}
 
 void check_relative_path(const std::string& p, const char* what) {
   auto refuse = [&](const char* why) {

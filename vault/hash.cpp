@@ -20,8 +20,8 @@ Hash sha256(const void* data, std::size_t size) {
 Hash hmac_sha256(const Hash& key, const void* data, std::size_t size) {
   Hash out;
   unsigned int len = 0;
-  if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-            static_cast<const unsigned char*>(data), size, out.data(), &len) ||
+  if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), static_cast<const unsigned char*>(data),
+            size, out.data(), &len) ||
       len != out.size()) {
     throw Error(ErrorCode::kInternal, "HMAC-SHA256 failed");
   }
@@ -49,8 +49,8 @@ static int hex_value(char c) {
 Hash hash_from_hex(std::string_view hex, const char* what) {
   Hash h;
   if (hex.size() != 64) {
-    throw Error(ErrorCode::kVerify, std::string("malformed ") + what + " '" +
-                                        std::string(hex.substr(0, 80)) + "': want 64 hex digits");
+    throw Error(ErrorCode::kVerify, std::string("malformed ") + what + " '" + std::string(hex.substr(0, 80)) +
+                                        "': want 64 hex digits");
   }
   for (std::size_t i = 0; i < 32; ++i) {
     int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
@@ -82,7 +82,9 @@ Sha256Stream::Sha256Stream() : ctx_(EVP_MD_CTX_new()) {
     throw Error(ErrorCode::kInternal, "SHA-256 init failed");
   }
 }
-Sha256Stream::~Sha256Stream() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+Sha256Stream::~Sha256Stream() {
+  EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+}
 void Sha256Stream::update(const void* data, std::size_t size) {
   EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, size);
 }

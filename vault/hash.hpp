@@ -17,14 +17,18 @@ namespace reduit {
 using Hash = std::array<std::uint8_t, 32>;
 
 Hash sha256(const void* data, std::size_t size);
-inline Hash sha256(std::string_view s) { return sha256(s.data(), s.size()); }
+inline Hash sha256(std::string_view s) {
+  return sha256(s.data(), s.size());
+}
 
 /// HMAC-SHA256(key, data). `key` is the 32-byte vault id key.
 Hash hmac_sha256(const Hash& key, const void* data, std::size_t size);
 
 /// Lowercase hex of `size` bytes.
 std::string to_hex(const void* data, std::size_t size);
-inline std::string to_hex(const Hash& h) { return to_hex(h.data(), h.size()); }
+inline std::string to_hex(const Hash& h) {
+  return to_hex(h.data(), h.size());
+}
 
 /// Parses exactly 64 hex digits; throws Error(kVerify) naming `what` otherwise.
 Hash hash_from_hex(std::string_view hex, const char* what = "id");

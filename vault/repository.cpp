@@ -48,11 +48,10 @@ const VaultConfig& Repository::config() const {
 }
 
 VaultConfig Repository::init(const std::vector<std::string>& archive_key_specs,
-                             const std::string& agent_key_spec, std::uint64_t pack_size,
-                             int zstd_level) {
+                             const std::string& agent_key_spec, std::uint64_t pack_size, int zstd_level) {
   if (transport_->size(kConfigName)) {
-    throw Error(ErrorCode::kUsage, "vault " + transport_->describe() +
-                                       " is already initialised (it has a config object)");
+    throw Error(ErrorCode::kUsage,
+                "vault " + transport_->describe() + " is already initialised (it has a config object)");
   }
   if (archive_key_specs.empty()) {
     throw Error(ErrorCode::kUsage, "init needs at least one --recipient (an archive key)");
@@ -85,8 +84,8 @@ const VaultConfig& Repository::load_config() {
     stored = transport_->get(kConfigName);
   } catch (const Error& e) {
     if (e.code() == ErrorCode::kNotFound) {
-      throw Error(ErrorCode::kNotFound, "vault " + transport_->describe() +
-                                            " has no config: run 'reduit init' first");
+      throw Error(ErrorCode::kNotFound,
+                  "vault " + transport_->describe() + " has no config: run 'reduit init' first");
     }
     throw;
   }
@@ -178,7 +177,8 @@ LoadedPack Repository::load_pack(const Hash& id) {
   std::string name = pack_name(id);
   Bytes stored = transport_->get(name);
   if (sha256(stored.data(), stored.size()) != id) {
-    throw Error(ErrorCode::kVerify, "pack " + to_hex(id) + " is corrupt: its bytes do not match its SHA-256 name");
+    throw Error(ErrorCode::kVerify,
+                "pack " + to_hex(id) + " is corrupt: its bytes do not match its SHA-256 name");
   }
   LoadedPack p;
   p.id = id;
@@ -199,7 +199,9 @@ std::string_view Repository::blob_bytes(const LoadedPack& pack, const PackEntry&
 // ---- lease -----------------------------------------------------------------
 
 namespace {
-std::int64_t now_s() { return now_ns() / 1000000000; }
+std::int64_t now_s() {
+  return now_ns() / 1000000000;
+}
 }  // namespace
 
 Bytes Lease::encode(std::int64_t renewed) const {

@@ -49,15 +49,18 @@ class Repository {
   /// Writes a new vault config (refuses when one exists: kUsage). Resolves the key
   /// specs; the agent secret key must be present; archive keys need only their
   /// public halves. Returns the config written.
-  VaultConfig init(const std::vector<std::string>& archive_key_specs,
-                   const std::string& agent_key_spec, std::uint64_t pack_size, int zstd_level);
+  VaultConfig init(const std::vector<std::string>& archive_key_specs, const std::string& agent_key_spec,
+                   std::uint64_t pack_size, int zstd_level);
 
   /// Reads, decrypts and verifies the vault config (imports the agent's public key
   /// from it when the keyring lacks it). Throws kNotFound when the vault has none
   /// ("run reduit init"), kKey when no usable secret key can read it.
   const VaultConfig& load_config();
   /// Uses an already known config (from the catalog) without a vault round trip.
-  void set_config(const VaultConfig& c) { config_ = c; have_config_ = true; }
+  void set_config(const VaultConfig& c) {
+    config_ = c;
+    have_config_ = true;
+  }
   const VaultConfig& config() const;
 
   Transport& transport() { return *transport_; }
@@ -88,9 +91,7 @@ class Repository {
   /// The bytes of `entry` in `pack`, checked against the entry's HMAC id.
   std::string_view blob_bytes(const LoadedPack& pack, const PackEntry& entry) const;
 
-  Hash blob_id(const void* data, std::size_t size) const {
-    return hmac_sha256(config().id_key, data, size);
-  }
+  Hash blob_id(const void* data, std::size_t size) const { return hmac_sha256(config().id_key, data, size); }
 
  private:
   std::unique_ptr<Transport> transport_;

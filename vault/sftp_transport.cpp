@@ -51,7 +51,7 @@ constexpr std::uint8_t kFxpExtendedReply = 201;
 constexpr std::size_t kWriteChunk = 64 * 1024;  // per SSH_FXP_WRITE (< 256 KiB limit)
 constexpr std::size_t kWriteDepth = 16;         // writes in flight (1 MiB)
 constexpr std::uint32_t kReadChunk = 64 * 1024;
-constexpr std::size_t kReadDepth = 16;          // reads in flight (1 MiB, within libssh's window)
+constexpr std::size_t kReadDepth = 16;  // reads in flight (1 MiB, within libssh's window)
 
 struct SessionDeleter {
   void operator()(ssh_session s) const {
@@ -76,17 +76,28 @@ std::string parent_of(const std::string& name) {
 
 const char* status_text(int status) {
   switch (status) {
-    case SSH_FX_OK: return "ok";
-    case SSH_FX_EOF: return "end of file";
-    case SSH_FX_NO_SUCH_FILE: return "no such file";
-    case SSH_FX_PERMISSION_DENIED: return "permission denied";
-    case SSH_FX_FAILURE: return "failure (e.g. disk full or target exists)";
-    case SSH_FX_BAD_MESSAGE: return "bad message";
-    case SSH_FX_NO_CONNECTION: return "no connection";
-    case SSH_FX_CONNECTION_LOST: return "connection lost";
-    case SSH_FX_OP_UNSUPPORTED: return "operation unsupported";
-    case SSH_FX_FILE_ALREADY_EXISTS: return "file already exists";
-    default: return "error";
+    case SSH_FX_OK:
+      return "ok";
+    case SSH_FX_EOF:
+      return "end of file";
+    case SSH_FX_NO_SUCH_FILE:
+      return "no such file";
+    case SSH_FX_PERMISSION_DENIED:
+      return "permission denied";
+    case SSH_FX_FAILURE:
+      return "failure (e.g. disk full or target exists)";
+    case SSH_FX_BAD_MESSAGE:
+      return "bad message";
+    case SSH_FX_NO_CONNECTION:
+      return "no connection";
+    case SSH_FX_CONNECTION_LOST:
+      return "connection lost";
+    case SSH_FX_OP_UNSUPPORTED:
+      return "operation unsupported";
+    case SSH_FX_FILE_ALREADY_EXISTS:
+      return "file already exists";
+    default:
+      return "error";
   }
 }
 
@@ -103,7 +114,9 @@ void put_string(std::string& b, const void* data, std::size_t len) {
   put_u32(b, static_cast<std::uint32_t>(len));
   b.append(static_cast<const char*>(data), len);
 }
-void put_string(std::string& b, const std::string& s) { put_string(b, s.data(), s.size()); }
+void put_string(std::string& b, const std::string& s) {
+  put_string(b, s.data(), s.size());
+}
 std::uint32_t get_u32(const std::string& b, std::size_t at) {
   auto u = [&](std::size_t i) { return static_cast<std::uint32_t>(static_cast<unsigned char>(b[i])); };
   return (u(at) << 24) | (u(at + 1) << 16) | (u(at + 2) << 8) | u(at + 3);
@@ -116,11 +129,10 @@ class SftpTransport final : public Transport {
       : user_(user), host_(host), port_(port), root_(std::move(path)) {
     while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
     const bool ipv6 = host_.find(':') != std::string::npos;
-    url_ = "sftp://" + user_ + "@" + (ipv6 ? "[" + host_ + "]" : host_) + ":" +
-           std::to_string(port_) + root_;
+    url_ = "sftp://" + user_ + "@" + (ipv6 ? "[" + host_ + "]" : host_) + ":" + std::to_string(port_) + root_;
     if (root_.empty() || root_.front() != '/') {
-      throw Error(ErrorCode::kUsage, "vault path in " + url_ +
-                                         " must be absolute, e.g. sftp://backup@nas:22/srv/reduit");
+      throw Error(ErrorCode::kUsage,
+                  "vault path in " + url_ + " must be absolute, e.g. sftp://backup@nas:22/srv/reduit");
     }
     io_timeout_ = std::chrono::seconds(std::max(60, 4 * options.connect_timeout_seconds));
     std::random_device rd;
@@ -138,8 +150,7 @@ class SftpTransport final : public Transport {
                                                "; check that sshd allows sftp for " + user_);
     }
     has_fsync_ = sftp_extension_supported(sftp_.get(), "fsync@openssh.com", "1") != 0;
-    has_posix_rename_ =
-        sftp_extension_supported(sftp_.get(), "posix-rename@openssh.com", "1") != 0;
+    has_posix_rename_ = sftp_extension_supported(sftp_.get(), "posix-rename@openssh.com", "1") != 0;
 
     open_root(create);
   }
@@ -283,14 +294,14 @@ class SftpTransport final : public Transport {
   // ---- connection setup -------------------------------------------------------
 
   [[noreturn]] void unreachable(const std::string& detail) const {
-    throw Error(ErrorCode::kUnreachable, "cannot reach vault " + url_ + ": " + detail +
-                                             "; check the host, port and that sshd runs");
+    throw Error(ErrorCode::kUnreachable,
+                "cannot reach vault " + url_ + ": " + detail + "; check the host, port and that sshd runs");
   }
 
   void set_option(enum ssh_options_e option, const void* value, const char* what) {
     if (ssh_options_set(session(), option, value) != SSH_OK) {
-      throw Error(ErrorCode::kUsage, std::string("invalid SSH option ") + what + " for " + url_ +
-                                         ": " + ssh_get_error(session()));
+      throw Error(ErrorCode::kUsage, std::string("invalid SSH option ") + what + " for " + url_ + ": " +
+                                         ssh_get_error(session()));
     }
   }
 
@@ -328,8 +339,8 @@ class SftpTransport final : public Transport {
     if (fp_raw == nullptr) unreachable("cannot format the server's host key fingerprint");
     const std::string fingerprint = fp_raw;  // "SHA256:<base64 without padding>"
     ssh_string_free_char(fp_raw);
-    const std::string where = (host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_) +
-                              ":" + std::to_string(port_);
+    const std::string where =
+        (host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_) + ":" + std::to_string(port_);
 
     if (!options.host_key_fingerprint.empty()) {
       std::string pin = options.host_key_fingerprint;
@@ -337,13 +348,13 @@ class SftpTransport final : public Transport {
       if (pin.rfind("SHA256:", 0) != 0) {
         throw Error(ErrorCode::kUsage, "host_key \"" + options.host_key_fingerprint +
                                            "\" must be \"SHA256:<base64>\" as `ssh-keygen -lf` "
-                                           "prints it, e.g. host_key = \"" + fingerprint + "\"");
+                                           "prints it, e.g. host_key = \"" +
+                                           fingerprint + "\"");
       }
       if (pin != fingerprint) {
         throw Error(ErrorCode::kUnreachable,
                     "HOST KEY MISMATCH for " + where + ": the server presents " + fingerprint +
-                        " but host_key pins " + pin +
-                        "; refusing to connect to " + url_ +
+                        " but host_key pins " + pin + "; refusing to connect to " + url_ +
                         " (possible attack, or the server key was replaced: verify it out of "
                         "band and update host_key)");
       }
@@ -357,24 +368,23 @@ class SftpTransport final : public Transport {
       case SSH_KNOWN_HOSTS_OTHER:
         throw Error(ErrorCode::kUnreachable,
                     "HOST KEY CHANGED for " + where + ": the server now presents " + fingerprint +
-                        ", which does not match " + known_hosts_ +
-                        "; refusing to connect to " + url_ +
+                        ", which does not match " + known_hosts_ + "; refusing to connect to " + url_ +
                         " — possible attack (man-in-the-middle). If the server was reinstalled, "
-                        "verify the key out of band, then fix the entry in " + known_hosts_ +
-                        " or pin host_key = \"" + fingerprint + "\" in [vault]");
+                        "verify the key out of band, then fix the entry in " +
+                        known_hosts_ + " or pin host_key = \"" + fingerprint + "\" in [vault]");
       case SSH_KNOWN_HOSTS_UNKNOWN:
       case SSH_KNOWN_HOSTS_NOT_FOUND:
         if (!options.accept_new_host_key) {
           throw Error(ErrorCode::kUnreachable,
                       "unknown host key for " + where + " (not in " + known_hosts_ +
-                          "): the server presents " + fingerprint + "; refusing to connect to " +
-                          url_ + ". Verify the fingerprint, then set accept_new_host_key = true "
+                          "): the server presents " + fingerprint + "; refusing to connect to " + url_ +
+                          ". Verify the fingerprint, then set accept_new_host_key = true "
                           "in [vault] to trust it on first use, or pin host_key = \"" +
                           fingerprint + "\"");
         }
         if (ssh_session_update_known_hosts(session()) != SSH_OK) {
-          throw Error(ErrorCode::kIo, "cannot add the host key of " + where + " to " +
-                                          known_hosts_ + ": " + ssh_get_error(session()));
+          throw Error(ErrorCode::kIo, "cannot add the host key of " + where + " to " + known_hosts_ + ": " +
+                                          ssh_get_error(session()));
         }
         return;
       case SSH_KNOWN_HOSTS_ERROR:
@@ -390,8 +400,8 @@ class SftpTransport final : public Transport {
     if (!options.ssh_identity.empty()) {
       key_desc = options.ssh_identity;
       ssh_key raw = nullptr;
-      if (ssh_pki_import_privkey_file(options.ssh_identity.c_str(), nullptr, nullptr, nullptr,
-                                      &raw) != SSH_OK) {
+      if (ssh_pki_import_privkey_file(options.ssh_identity.c_str(), nullptr, nullptr, nullptr, &raw) !=
+          SSH_OK) {
         throw Error(ErrorCode::kUnreachable,
                     "SSH authentication as " + user_ + " failed with key " + key_desc +
                         ": cannot read the private key (missing, unreadable or passphrase-"
@@ -404,10 +414,11 @@ class SftpTransport final : public Transport {
       rc = ssh_userauth_publickey_auto(session(), nullptr, nullptr);
     }
     if (rc != SSH_AUTH_SUCCESS) {
-      throw Error(ErrorCode::kUnreachable,
-                  "SSH authentication as " + user_ + " failed with key " + key_desc + " on " +
-                      url_ + ": " + ssh_get_error(session()) + "; check that its public key is in "
-                      "the authorized_keys of " + user_ + " on " + host_);
+      throw Error(ErrorCode::kUnreachable, "SSH authentication as " + user_ + " failed with key " + key_desc +
+                                               " on " + url_ + ": " + ssh_get_error(session()) +
+                                               "; check that its public key is in "
+                                               "the authorized_keys of " +
+                                               user_ + " on " + host_);
     }
   }
 
@@ -415,9 +426,8 @@ class SftpTransport final : public Transport {
     auto type = stat_type(root_);
     if (!type.has_value()) {
       if (!create) {
-        throw Error(ErrorCode::kUnreachable, "vault directory " + root_ +
-                                                 " does not exist on host " + host_ + " (" + url_ +
-                                                 "; run reduit init first?)");
+        throw Error(ErrorCode::kUnreachable, "vault directory " + root_ + " does not exist on host " + host_ +
+                                                 " (" + url_ + "; run reduit init first?)");
       }
       std::string prefix;
       for (std::size_t pos = 1; pos <= root_.size(); ++pos) {
@@ -427,9 +437,8 @@ class SftpTransport final : public Transport {
         if (sftp_mkdir(sftp_.get(), prefix.c_str(), 0700) != 0) {
           if (!alive()) fail("creating " + prefix);
           if (stat_type(prefix) != SSH_FILEXFER_TYPE_DIRECTORY) {
-            throw Error(ErrorCode::kUnreachable, "cannot create vault directory " + prefix +
-                                                     " on " + host_ + ": " +
-                                                     ssh_get_error(session()));
+            throw Error(ErrorCode::kUnreachable, "cannot create vault directory " + prefix + " on " + host_ +
+                                                     ": " + ssh_get_error(session()));
           }
         }
       }
@@ -453,8 +462,8 @@ class SftpTransport final : public Transport {
   int status() const { return sftp_get_error(sftp_.get()); }
 
   [[noreturn]] void lost(const std::string& what) const {
-    throw Error(ErrorCode::kUnreachable, "lost the connection to vault " + url_ + " while " +
-                                             what + ": " + ssh_get_error(session()));
+    throw Error(ErrorCode::kUnreachable,
+                "lost the connection to vault " + url_ + " while " + what + ": " + ssh_get_error(session()));
   }
 
   // `libssh_detail`: false when the failed request was one of our raw ones, whose
@@ -521,8 +530,7 @@ class SftpTransport final : public Transport {
       const std::uint8_t type = attrs->type;
       sftp_attributes_free(attrs);
       if (name.empty() || name.front() == '.') continue;  // also "." and ".."
-      const bool match = want_dirs ? type == SSH_FILEXFER_TYPE_DIRECTORY
-                                   : type == SSH_FILEXFER_TYPE_REGULAR;
+      const bool match = want_dirs ? type == SSH_FILEXFER_TYPE_DIRECTORY : type == SSH_FILEXFER_TYPE_REGULAR;
       if (match) out.push_back(dir.empty() ? name : dir + "/" + name);
     }
     const bool complete = sftp_dir_eof(handle) != 0;
@@ -657,8 +665,8 @@ class SftpTransport final : public Transport {
         Request req = in_flight.front();
         in_flight.pop_front();
         clear_status();
-        const int n = sftp_async_read(file, out.data() + req.offset, req.len,
-                                      static_cast<std::uint32_t>(req.id));
+        const int n =
+            sftp_async_read(file, out.data() + req.offset, req.len, static_cast<std::uint32_t>(req.id));
         if (n < 0) fail("reading " + path);
         if (static_cast<std::uint32_t>(n) < req.len) {
           holes.emplace_back(req.offset + static_cast<std::uint64_t>(n),
@@ -678,8 +686,7 @@ class SftpTransport final : public Transport {
                                     static_cast<std::size_t>(std::min<std::uint64_t>(len, kReadChunk)));
         if (n < 0) fail("reading " + path);
         if (n == 0) {
-          throw Error(ErrorCode::kIo, "object " + path + " on " + url_ +
-                                          " shrank while being read; retry");
+          throw Error(ErrorCode::kIo, "object " + path + " on " + url_ + " shrank while being read; retry");
         }
         offset += static_cast<std::uint64_t>(n);
         len -= static_cast<std::uint64_t>(n);
@@ -728,8 +735,8 @@ class SftpTransport final : public Transport {
   // trusted, so drop the connection (later calls then fail with kUnreachable too).
   [[noreturn]] void desync(const std::string& what) {
     ssh_disconnect(session());
-    throw Error(ErrorCode::kUnreachable, "unexpected or missing SFTP reply from vault " + url_ +
-                                             " while " + what + "; the connection was closed");
+    throw Error(ErrorCode::kUnreachable, "unexpected or missing SFTP reply from vault " + url_ + " while " +
+                                             what + "; the connection was closed");
   }
 
   // `packet` starts with a 4-byte placeholder for the length.
@@ -739,8 +746,7 @@ class SftpTransport final : public Transport {
     packet[1] = static_cast<char>(len >> 16);
     packet[2] = static_cast<char>(len >> 8);
     packet[3] = static_cast<char>(len);
-    const int n = ssh_channel_write(sftp_->channel, packet.data(),
-                                    static_cast<std::uint32_t>(packet.size()));
+    const int n = ssh_channel_write(sftp_->channel, packet.data(), static_cast<std::uint32_t>(packet.size()));
     if (n != static_cast<int>(packet.size())) lost(what);
   }
 
@@ -813,9 +819,9 @@ class SftpTransport final : public Transport {
 
 }  // namespace
 
-std::unique_ptr<Transport> make_sftp_transport(const std::string& user, const std::string& host,
-                                               int port, const std::string& path,
-                                               const TransportOptions& options, bool create) {
+std::unique_ptr<Transport> make_sftp_transport(const std::string& user, const std::string& host, int port,
+                                               const std::string& path, const TransportOptions& options,
+                                               bool create) {
   return std::make_unique<SftpTransport>(user, host, port, path, options, create);
 }
 

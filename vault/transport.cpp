@@ -13,8 +13,7 @@ constexpr const char* kUrlExamples =
     "sftp://backup@[::1]/srv/reduit or file:///srv/reduit";
 
 [[noreturn]] void bad_url(const std::string& url, const std::string& why) {
-  throw Error(ErrorCode::kUsage,
-              "malformed vault URL \"" + url + "\": " + why + "; " + kUrlExamples);
+  throw Error(ErrorCode::kUsage, "malformed vault URL \"" + url + "\": " + why + "; " + kUrlExamples);
 }
 
 // "/a/b/" → "/a/b"; "/" stays "/".
@@ -54,8 +53,8 @@ void check_object_name(const std::string& name) {
   }
 }
 
-std::unique_ptr<Transport> open_transport(const std::string& url,
-                                          const TransportOptions& options, bool create) {
+std::unique_ptr<Transport> open_transport(const std::string& url, const TransportOptions& options,
+                                          bool create) {
   if (has_control_or_nul(url)) bad_url(url, "contains control characters");
 
   const std::string file_scheme = "file://";
@@ -123,8 +122,8 @@ std::unique_ptr<Transport> open_transport(const std::string& url,
 
   std::size_t colon = url.find("://");
   if (colon == std::string::npos) bad_url(url, "not a URL");
-  throw Error(ErrorCode::kUsage, "unsupported vault URL scheme \"" + url.substr(0, colon) +
-                                     "\" in \"" + url + "\"; " + kUrlExamples);
+  throw Error(ErrorCode::kUsage, "unsupported vault URL scheme \"" + url.substr(0, colon) + "\" in \"" + url +
+                                     "\"; " + kUrlExamples);
 }
 
 }  // namespace reduit

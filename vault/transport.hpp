@@ -77,10 +77,10 @@ class Transport {
 
 /// Options for opening a vault URL. Only the sftp backend reads the ssh fields.
 struct TransportOptions {
-  std::string ssh_identity;         // private key file; empty = ssh-agent / default keys
-  std::string known_hosts;          // known_hosts file; empty = ~/.ssh/known_hosts
-  std::string host_key_fingerprint; // "SHA256:<base64>" pin; overrides known_hosts
-  bool accept_new_host_key = false; // add an UNKNOWN host key to known_hosts (TOFU)
+  std::string ssh_identity;          // private key file; empty = ssh-agent / default keys
+  std::string known_hosts;           // known_hosts file; empty = ~/.ssh/known_hosts
+  std::string host_key_fingerprint;  // "SHA256:<base64>" pin; overrides known_hosts
+  bool accept_new_host_key = false;  // add an UNKNOWN host key to known_hosts (TOFU)
   int connect_timeout_seconds = 15;
 };
 
@@ -88,8 +88,7 @@ struct TransportOptions {
 /// IPv6). The vault directory must already exist unless `create` is true.
 /// Throws kUsage for an unsupported or malformed URL, kUnreachable when the vault
 /// cannot be reached or its directory does not exist.
-std::unique_ptr<Transport> open_transport(const std::string& url,
-                                          const TransportOptions& options,
+std::unique_ptr<Transport> open_transport(const std::string& url, const TransportOptions& options,
                                           bool create = false);
 
 /// Throws Error(kVerify) unless `name` is a safe relative object name (see above).
@@ -97,10 +96,8 @@ void check_object_name(const std::string& name);
 
 /// Backend constructors (used by open_transport and the conformance tests).
 std::unique_ptr<Transport> make_file_transport(const std::string& root, bool create);
-std::unique_ptr<Transport> make_sftp_transport(const std::string& user,
-                                               const std::string& host, int port,
-                                               const std::string& path,
-                                               const TransportOptions& options,
+std::unique_ptr<Transport> make_sftp_transport(const std::string& user, const std::string& host, int port,
+                                               const std::string& path, const TransportOptions& options,
                                                bool create);
 
 }  // namespace reduit

@@ -42,8 +42,8 @@ std::string run(const std::string& cmdline, const std::string& err_file) {
   while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
   int status = ::pclose(p);
   if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    throw std::runtime_error("command failed (status " + std::to_string(status) + "): " +
-                             full + "\n" + read_all(err_file));
+    throw std::runtime_error("command failed (status " + std::to_string(status) + "): " + full + "\n" +
+                             read_all(err_file));
   return out;
 }
 
@@ -64,8 +64,8 @@ GpgHome::~GpgHome() {
 }
 
 std::string GpgHome::gpg(const std::vector<std::string>& args) {
-  std::string cmd = "gpg --homedir " + quote(path_) +
-                    " --batch --no-tty --pinentry-mode loopback --passphrase ''";
+  std::string cmd =
+      "gpg --homedir " + quote(path_) + " --batch --no-tty --pinentry-mode loopback --passphrase ''";
   for (const auto& a : args) cmd += " " + quote(a);
   return run(cmd + " </dev/null", path_ + "/stderr.log");
 }
@@ -79,8 +79,8 @@ std::string GpgHome::write_file(const std::string& name, const std::string& data
 }
 
 std::string GpgHome::generate_key(const std::string& uid) {
-  std::string status = gpg({"--status-fd", "1", "--quick-gen-key", uid, "future-default",
-                            "default", "never"});
+  std::string status =
+      gpg({"--status-fd", "1", "--quick-gen-key", uid, "future-default", "default", "never"});
   // [GNUPG:] KEY_CREATED B <fpr>
   std::istringstream lines(status);
   std::string line;

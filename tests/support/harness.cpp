@@ -126,10 +126,9 @@ std::map<std::string, FileFacts> tree_facts(const std::string& root) {
   return out;
 }
 
-std::string write_config(const std::string& dir, const std::string& vault_url,
-                         const std::string& gnupghome, const std::vector<std::string>& roots,
-                         const std::string& layout, const std::string& vault_extra,
-                         const std::string& top_extra) {
+std::string write_config(const std::string& dir, const std::string& vault_url, const std::string& gnupghome,
+                         const std::vector<std::string>& roots, const std::string& layout,
+                         const std::string& vault_extra, const std::string& top_extra) {
   std::string t = "state_dir = \"" + dir + "/state\"\n" + top_extra + "\n[vault]\nurl = \"" + vault_url +
                   "\"\n" + vault_extra + "\n[keys]\ngnupghome = \"" + gnupghome + "\"\n";
   for (const auto& r : roots) t += "[[source]]\nroot = \"" + r + "\"\nlayout = \"" + layout + "\"\n";
@@ -138,8 +137,12 @@ std::string write_config(const std::string& dir, const std::string& vault_url,
   return path;
 }
 
-std::string reduit_binary() { return REDUIT_BINARY; }
-std::string source_dir() { return REDUIT_SOURCE_DIR; }
+std::string reduit_binary() {
+  return REDUIT_BINARY;
+}
+std::string source_dir() {
+  return REDUIT_SOURCE_DIR;
+}
 std::string corpus_dir() {
   std::string d = REDUIT_CORPUS_DIR;
   return fs::is_directory(d + "/maildir") ? d : "";
@@ -151,10 +154,10 @@ void copy_tree(const std::string& from, const std::string& to) {
 }
 
 nlohmann::json generate_maildir(const std::string& out, int messages, int mailboxes, int seed) {
-  RunResult r = run_command({"/usr/bin/python3", source_dir() + "/scripts/gen-maildir", "--out", out,
-                             "--messages", std::to_string(messages), "--mailboxes", std::to_string(mailboxes),
-                             "--domains", std::to_string(mailboxes < 2 ? 1 : 2),
-                             "--seed", std::to_string(seed), "--json"});
+  RunResult r =
+      run_command({"/usr/bin/python3", source_dir() + "/scripts/gen-maildir", "--out", out, "--messages",
+                   std::to_string(messages), "--mailboxes", std::to_string(mailboxes), "--domains",
+                   std::to_string(mailboxes < 2 ? 1 : 2), "--seed", std::to_string(seed), "--json"});
   if (r.status != 0) throw std::runtime_error("gen-maildir failed: " + r.err);
   return r.json();
 }

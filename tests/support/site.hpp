@@ -15,7 +15,8 @@ class Site {
        const std::string& vault_extra = "", const std::string& top_extra = "")
       : keys_(SiteKeys::get()) {
     url_ = vault_url.empty() ? "file://" + dir_.path() + "/vault" : vault_url;
-    config_ = write_config(dir_.path(), url_, keys_.agent_home->path(), roots, layout, vault_extra, top_extra);
+    config_ =
+        write_config(dir_.path(), url_, keys_.agent_home->path(), roots, layout, vault_extra, top_extra);
   }
 
   /// Runs `reduit --config C --json ARGS…`.
@@ -35,7 +36,8 @@ class Site {
     return r.status == 0 ? r.json() : nlohmann::json::object();
   }
   /// Restores with the archive key (what a restorer holds).
-  RunResult restore(const std::string& mailbox, const std::string& to, const std::string& snapshot = "latest") const {
+  RunResult restore(const std::string& mailbox, const std::string& to,
+                    const std::string& snapshot = "latest") const {
     return reduit({"restore", "--snapshot", snapshot, "--mailbox", mailbox, "--to", to, "--gnupghome",
                    keys_.archive_home->path()});
   }

@@ -52,8 +52,7 @@ std::string run(const std::vector<std::string>& argv, const std::string& err_pat
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-  posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                   0600);
+  posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -89,9 +88,7 @@ std::string run(const std::vector<std::string>& argv, const std::string& err_pat
 }
 
 void keygen(const std::string& path, const std::string& err_path) {
-  run({"/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "reduit-test", "-f",
-       path},
-      err_path);
+  run({"/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "reduit-test", "-f", path}, err_path);
 }
 
 int free_port() {
@@ -214,8 +211,8 @@ TestSshd::TestSshd() {
     std::istringstream pub(read_text(dir_ + "/hostkey.pub"));
     std::string type, blob;
     pub >> type >> blob;
-    write_text(known_hosts_path(),
-               "[127.0.0.1]:" + std::to_string(port_) + " " + type + " " + blob + "\n", 0600);
+    write_text(known_hosts_path(), "[127.0.0.1]:" + std::to_string(port_) + " " + type + " " + blob + "\n",
+               0600);
   } catch (...) {
     stop();
     std::error_code ec;
@@ -236,13 +233,15 @@ bool TestSshd::try_start() {
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
   const std::string log_path = dir_ + "/sshd.log";
-  posix_spawn_file_actions_addopen(&fa, 2, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                   0600);
+  posix_spawn_file_actions_addopen(&fa, 2, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
   const std::string cfg = dir_ + "/sshd_config";
   const std::size_t log_start = read_text(log_path).size();  // the log is appended to
-  std::vector<char*> args{const_cast<char*>("/usr/sbin/sshd"), const_cast<char*>("-D"),
-                          const_cast<char*>("-e"), const_cast<char*>("-f"),
-                          const_cast<char*>(cfg.c_str()), nullptr};
+  std::vector<char*> args{const_cast<char*>("/usr/sbin/sshd"),
+                          const_cast<char*>("-D"),
+                          const_cast<char*>("-e"),
+                          const_cast<char*>("-f"),
+                          const_cast<char*>(cfg.c_str()),
+                          nullptr};
   pid_t pid = -1;
   int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
@@ -299,7 +298,9 @@ std::string TestSshd::empty_known_hosts_path() const {
   return path;
 }
 
-std::string TestSshd::log() const { return read_text(dir_ + "/sshd.log"); }
+std::string TestSshd::log() const {
+  return read_text(dir_ + "/sshd.log");
+}
 
 TransportOptions sftp_options(const TestSshd& sshd) {
   TransportOptions options;

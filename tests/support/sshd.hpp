@@ -8,8 +8,8 @@
 // /work/shared/docs/PLATFORM.md, "A real sshd for tests".
 #pragma once
 
-#include <string>
 #include <sys/types.h>
+#include <string>
 
 #include "vault/transport.hpp"
 
