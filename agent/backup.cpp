@@ -16,6 +16,7 @@
 #include "agent/headers.hpp"
 #include "agent/scan.hpp"
 #include "agent/session.hpp"
+#include "agent/text.hpp"
 #include "vault/catalog.hpp"
 #include "vault/compress.hpp"
 #include "vault/error.hpp"
@@ -165,33 +166,6 @@ bool read_file(const std::string& path, std::string& buf, struct stat& st) {
   return true;
 }
 
-// Length of the header block including the empty line that ends it (RFC 5322 §2.1);
-// the whole message when there is no empty line.
-std::size_t header_length(const std::string& m) {
-  std::size_t pos = 0;
-  while (pos < m.size()) {
-    std::size_t nl = m.find('\n', pos);
-    if (nl == std::string::npos) return m.size();
-    std::size_t len = nl - pos;
-    if (len == 0 || (len == 1 && m[pos] == '\r')) return nl + 1;
-    pos = nl + 1;
-  }
-  return m.size();
-}
-
-std::string fmt_bytes(std::uint64_t b) {
-  char buf[64];
-  if (b >= (1ull << 30))
-    snprintf(buf, sizeof buf, "%.2f GiB", b / double(1ull << 30));
-  else if (b >= (1ull << 20))
-    snprintf(buf, sizeof buf, "%.1f MiB", b / double(1ull << 20));
-  else if (b >= 1024)
-    snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
-  else
-    snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
-  return buf;
-}
-
 class Backup {
  public:
   Backup(const Config& cfg, const BackupOptions& opts) : cfg_(cfg), opts_(opts) {}
@@ -333,8 +307,8 @@ class Backup {
     progress_shown_ = true;
     fprintf(stderr, "\r\033[K%llu files, %llu read (%s), %llu new blobs (%s), %llu packs",
             static_cast<unsigned long long>(stats_.files), static_cast<unsigned long long>(stats_.files_read),
-            fmt_bytes(stats_.bytes_read).c_str(), static_cast<unsigned long long>(stats_.blobs_new),
-            fmt_bytes(stats_.bytes_new).c_str(),
+            human_bytes(stats_.bytes_read).c_str(), static_cast<unsigned long long>(stats_.blobs_new),
+            human_bytes(stats_.bytes_new).c_str(),
             static_cast<unsigned long long>(stats_.data_packs + stats_.metadata_packs));
   }
 
@@ -423,7 +397,7 @@ class Backup {
     stats_.bytes_read += buf_.size();
     cf.sha256 = sha256(buf_.data(), buf_.size());
     if (e.kind == EntryKind::kMessage) {
-      std::size_t hl = header_length(buf_);
+      std::size_t hl = header_block_length(buf_);
       cf.header = repo_->blob_id(buf_.data(), hl);
       add_blob(*data_, BlobType::kHeader, *cf.header, buf_.data(), hl);
       if (hl < buf_.size()) {

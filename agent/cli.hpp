@@ -7,6 +7,7 @@
 #include <string>
 
 #include "agent/config.hpp"
+#include "agent/text.hpp"
 
 namespace reduit::cli {
 
@@ -29,10 +30,6 @@ void add_catalog(CLI::App& app, Globals& g, Runner& run);
 
 /// Prints a JSON document (stable keys; --json output) to stdout.
 void print_json(const nlohmann::ordered_json& j);
-/// "1.5 MiB"-style sizes for humans.
-std::string human_bytes(std::uint64_t bytes);
-/// UTC ISO 8601 ("2026-11-30T05:00:00Z") from nanoseconds since the epoch.
-std::string iso_time(std::int64_t ns);
 /// True when stderr is a terminal and progress output is wanted.
 bool want_progress(const Globals& g);
 

@@ -2,6 +2,7 @@
 // independently with Python's hmac/hashlib), and the decoders' refusals.
 #include <gtest/gtest.h>
 
+#include "support/harness.hpp"
 #include "vault/error.hpp"
 #include "vault/format.hpp"
 
@@ -15,15 +16,6 @@ Hash key_0_to_31() {
 }
 Bytes bytes(const std::string& s) {
   return Bytes(s.begin(), s.end());
-}
-template <typename F>
-ErrorCode code_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return ErrorCode::kInternal;
 }
 }  // namespace
 
@@ -82,21 +74,22 @@ TEST(FormatDecoders, RefuseHostilePacks) {
   // Entry offset pointing into the table.
   Bytes bad = good;
   bad[8 + 3 + 33] = 200;
-  EXPECT_EQ(code_of([&] { parse_pack(bad); }), ErrorCode::kVerify);
+  EXPECT_EQ(reduit::test::error_code_of([&] { parse_pack(bad); }), ErrorCode::kVerify);
   // Entry count larger than the pack.
   bad = good;
   bad[bad.size() - 16] = 0xff;
-  EXPECT_EQ(code_of([&] { parse_pack(bad); }), ErrorCode::kVerify);
+  EXPECT_EQ(reduit::test::error_code_of([&] { parse_pack(bad); }), ErrorCode::kVerify);
   // Unknown blob type.
   bad = good;
   bad[8 + 3] = 9;
-  EXPECT_EQ(code_of([&] { parse_pack(bad); }), ErrorCode::kVerify);
+  EXPECT_EQ(reduit::test::error_code_of([&] { parse_pack(bad); }), ErrorCode::kVerify);
   // Truncated.
   bad.assign(good.begin(), good.begin() + 10);
-  EXPECT_EQ(code_of([&] { parse_pack(bad); }), ErrorCode::kVerify);
-  EXPECT_EQ(code_of([&] { decode_index(bytes("RDINDX01\xff\xff\xff\xff\xff\xff\xff\x7f")); }),
-            ErrorCode::kVerify);
-  EXPECT_EQ(code_of([&] { decode_index(bytes("garbage")); }), ErrorCode::kVerify);
+  EXPECT_EQ(reduit::test::error_code_of([&] { parse_pack(bad); }), ErrorCode::kVerify);
+  EXPECT_EQ(
+      reduit::test::error_code_of([&] { decode_index(bytes("RDINDX01\xff\xff\xff\xff\xff\xff\xff\x7f")); }),
+      ErrorCode::kVerify);
+  EXPECT_EQ(reduit::test::error_code_of([&] { decode_index(bytes("garbage")); }), ErrorCode::kVerify);
 }
 
 TEST(FormatTrees, RoundTripIsDeterministic) {
@@ -124,13 +117,13 @@ TEST(FormatTrees, RoundTripIsDeterministic) {
       "\"header\":\"0000000000000000000000000000000000000000000000000000000000000000\"}]}");
   Tree back = decode_tree(bytes(text));
   EXPECT_EQ(encode_tree(back), text);
-  EXPECT_EQ(code_of([&] {
+  EXPECT_EQ(reduit::test::error_code_of([&] {
               decode_tree(
                   bytes("{\"version\":1,\"entries\":[{\"path\":\"x\",\"kind\":\"message\","
                         "\"mode\":1,\"mtime_ns\":1,\"size\":1,\"sha256\":\"00\"}]}"));
             }),
             ErrorCode::kVerify);
-  EXPECT_EQ(code_of([&] { decode_tree(bytes("[1,2]")); }), ErrorCode::kVerify);
+  EXPECT_EQ(reduit::test::error_code_of([&] { decode_tree(bytes("[1,2]")); }), ErrorCode::kVerify);
 }
 
 TEST(FormatPaths, RelativePathRules) {
@@ -139,6 +132,7 @@ TEST(FormatPaths, RelativePathRules) {
   }
   for (std::string bad : std::vector<std::string>{"", "/etc/passwd", "../x", "a/../b", "a//b", "a/./b", "a/",
                                                   "a\\b", std::string("a\0b", 3)}) {
-    EXPECT_EQ(code_of([&] { check_relative_path(bad, "path"); }), ErrorCode::kVerify) << bad;
+    EXPECT_EQ(reduit::test::error_code_of([&] { check_relative_path(bad, "path"); }), ErrorCode::kVerify)
+        << bad;
   }
 }

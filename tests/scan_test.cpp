@@ -22,15 +22,6 @@ std::vector<std::string> names(const std::vector<MailboxSpec>& v) {
   for (const auto& m : v) out.push_back(m.name);
   return out;
 }
-template <typename F>
-ErrorCode code_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return ErrorCode::kInternal;
-}
 }  // namespace
 
 TEST(MaildirNames, UniqueNameIsThePartBeforeTheInfo) {
@@ -58,10 +49,12 @@ TEST(MailboxDiscovery, LayoutTemplatesNameMailboxes) {
   auto single = discover_mailboxes(root / "example.ch/alice", ".");
   ASSERT_EQ(single.size(), 1u);
   EXPECT_EQ(single[0].name, "alice");
-  EXPECT_EQ(code_of([&] { discover_mailboxes(root / "nope", "%d/%n"); }), ErrorCode::kSource);
-  EXPECT_EQ(code_of([&] { discover_mailboxes(root / "example.org/not-a-mailbox", "."); }),
+  EXPECT_EQ(reduit::test::error_code_of([&] { discover_mailboxes(root / "nope", "%d/%n"); }),
             ErrorCode::kSource);
-  EXPECT_EQ(code_of([&] { discover_mailboxes(root.path(), "%d/%x"); }), ErrorCode::kUsage);
+  EXPECT_EQ(reduit::test::error_code_of([&] { discover_mailboxes(root / "example.org/not-a-mailbox", "."); }),
+            ErrorCode::kSource);
+  EXPECT_EQ(reduit::test::error_code_of([&] { discover_mailboxes(root.path(), "%d/%x"); }),
+            ErrorCode::kUsage);
 }
 
 TEST(FolderScan, FoldersFilesAndTmp) {

@@ -355,6 +355,20 @@ VaultConfig decode_config(const Bytes& data) {
   return c;
 }
 
+// ---- messages ----
+
+std::size_t header_block_length(std::string_view m) {
+  std::size_t pos = 0;
+  while (pos < m.size()) {
+    std::size_t nl = m.find('\n', pos);
+    if (nl == std::string_view::npos) return m.size();
+    std::size_t len = nl - pos;
+    if (len == 0 || (len == 1 && m[pos] == '\r')) return nl + 1;
+    pos = nl + 1;
+  }
+  return m.size();
+}
+
 // ---- names -----------------------------------------------------------------
 
 std::string pack_name(const Hash& id) {
@@ -370,7 +384,9 @@ std::string snapshot_name(const Hash& id) {
 
 void check_relative_path(const std::string& p, const char* what) {
   auto refuse = [&](const char* why) {
-    throw Error(ErrorCode::kVerify, std::string("refusing unsafe ") + what + " '" + p + "': " + why);
+    std::string shown;  // NUL would cut the message short
+    for (char c : p) shown += (c == '\0') ? std::string("\\0") : std::string(1, c);
+    throw Error(ErrorCode::kVerify, std::string("refusing unsafe ") + what + " '" + shown + "': " + why);
   };
   if (p.empty()) refuse("empty");
   if (p.front() == '/') refuse("absolute path");

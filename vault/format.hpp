@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "vault/hash.hpp"
@@ -139,6 +140,13 @@ struct VaultConfig {
 
 std::string encode_config(const VaultConfig& c);
 VaultConfig decode_config(const Bytes& data);
+
+// ---- messages --------------------------------------------------------------
+
+/// Length of a message's header block including the empty line that ends it
+/// (RFC 5322 §2.1; LF or CRLF); the whole message when there is no empty line.
+/// A message is stored as two blobs split here (FORMAT.md §4).
+std::size_t header_block_length(std::string_view message);
 
 // ---- object names ----------------------------------------------------------
 

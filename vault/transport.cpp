@@ -1,6 +1,8 @@
 // vault/transport.cpp — vault URL parsing and object-name validation.
 #include "vault/transport.hpp"
 
+#include "vault/format.hpp"
+
 #include <cstdlib>
 
 #include "vault/error.hpp"
@@ -32,25 +34,7 @@ bool has_control_or_nul(const std::string& s) {
 }  // namespace
 
 void check_object_name(const std::string& name) {
-  auto reject = [&](const char* why) {
-    std::string shown;
-    for (char c : name) shown += (c == '\0') ? std::string("\\0") : std::string(1, c);
-    throw Error(ErrorCode::kVerify, "invalid vault object name \"" + shown + "\": " + why);
-  };
-  if (name.empty()) reject("empty");
-  if (name.front() == '/') reject("absolute path");
-  if (name.find('\0') != std::string::npos) reject("contains NUL");
-  if (name.find('\\') != std::string::npos) reject("contains a backslash");
-  std::size_t start = 0;
-  while (true) {
-    std::size_t slash = name.find('/', start);
-    std::string component =
-        name.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
-    if (component.empty()) reject("empty path component");
-    if (component == "." || component == "..") reject("\".\" or \"..\" component");
-    if (slash == std::string::npos) break;
-    start = slash + 1;
-  }
+  check_relative_path(name, "vault object name");
 }
 
 std::unique_ptr<Transport> open_transport(const std::string& url, const TransportOptions& options,

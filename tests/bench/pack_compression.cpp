@@ -8,6 +8,8 @@
 // Usage: pack_compression DIR…   (e.g. ../shared/corpus/maildir)
 #include <zstd.h>
 
+#include "vault/format.hpp"
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -17,18 +19,6 @@
 #include <vector>
 
 namespace fs = std::filesystem;
-
-static std::size_t header_length(const std::string& m) {
-  std::size_t pos = 0;
-  while (pos < m.size()) {
-    std::size_t nl = m.find('\n', pos);
-    if (nl == std::string::npos) return m.size();
-    std::size_t len = nl - pos;
-    if (len == 0 || (len == 1 && m[pos] == '\r')) return nl + 1;
-    pos = nl + 1;
-  }
-  return m.size();
-}
 
 int main(int argc, char** argv) {
   std::vector<std::string> blobs;
@@ -40,7 +30,7 @@ int main(int argc, char** argv) {
       std::stringstream ss;
       ss << in.rdbuf();
       std::string m = ss.str();
-      std::size_t hl = header_length(m);
+      std::size_t hl = reduit::header_block_length(m);
       blobs.push_back(m.substr(0, hl));
       if (hl < m.size()) blobs.push_back(m.substr(hl));
       raw += m.size();

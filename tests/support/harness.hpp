@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "support/gpg_home.hpp"
+#include "vault/error.hpp"
 
 namespace reduit::test {
 
@@ -77,6 +78,17 @@ void copy_tree(const std::string& from, const std::string& to);
 nlohmann::json generate_maildir(const std::string& out, int messages, int mailboxes, int seed);
 
 std::string read_file(const std::string& path);
+
+/// The ErrorCode that `f` throws, or kInternal when it throws nothing.
+template <typename F>
+ErrorCode error_code_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  return ErrorCode::kInternal;
+}
 void write_file(const std::string& path, const std::string& data);
 
 }  // namespace reduit::test
