@@ -10,6 +10,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_set>
 
@@ -189,7 +190,7 @@ class Backup {
     }
     Lease lease(repo_->transport(), "backup");
     if (lease.broke_stale()) warn("broke a stale vault lease left by an interrupted run");
-    reconcile_packs();
+    reconcile_with_vault();
 
     uploader_ = std::make_unique<PackUploader>(cfg_, repo_->config(), cfg_.gnupghome);
     data_ = std::make_unique<PackWriter>(PackKind::kData);
@@ -227,7 +228,7 @@ class Backup {
     std::vector<IndexPack> unindexed = catalog_->unindexed_packs();
     std::uint64_t meta_before = repo_->transport().stats().bytes_written;
     if (!unindexed.empty()) {
-      repo_->put_object("index", encode_index(unindexed));
+      catalog_->add_index(repo_->put_object("index", encode_index(unindexed)));
     }
     std::string text = encode_snapshot(snap);
     Hash sid = repo_->put_object("snapshots", Bytes(text.begin(), text.end()));
@@ -252,7 +253,38 @@ class Backup {
  private:
   void warn(const std::string& w) { stats_.warnings.push_back(w); }
 
-  void reconcile_packs() {
+  // The catalog is a cache of the vault: bring it in line with what is really there
+  // before trusting it for deduplication.
+  void reconcile_with_vault() {
+    // Uploads interrupted by a crash; we hold the lease, so nobody else is uploading.
+    for (const std::string& name : repo_->transport().list("tmp")) repo_->transport().remove(name);
+    std::vector<Hash> vault_indexes = repo_->list_objects("index");
+    if (catalog_->pack_ids().empty() && !vault_indexes.empty()) {
+      // A new or lost state dir on a host backing up into an existing vault: reuse
+      // what the vault holds instead of uploading everything again.
+      std::vector<Hash> ids;
+      std::uint64_t packs = 0;
+      for (const IndexPack& p : repo_->load_indexes(&ids)) {
+        catalog_->add_pack(p, /*indexed=*/true);
+        ++packs;
+      }
+      for (const Hash& id : ids) catalog_->add_index(id);
+      warn("the catalog knew nothing of this vault's " + std::to_string(packs) +
+           " pack(s); rebuilt its pack index from the vault's " + std::to_string(ids.size()) +
+           " index object(s) (every file is read once, nothing stored is uploaded again)");
+    } else {
+      std::set<Hash> present(vault_indexes.begin(), vault_indexes.end());
+      std::vector<Hash> missing;
+      for (const Hash& id : catalog_->index_ids()) {
+        if (!present.count(id)) missing.push_back(id);
+      }
+      if (!missing.empty()) {
+        catalog_->reindex_all(missing);
+        warn(std::to_string(missing.size()) +
+             " index object(s) known to the catalog are missing from the vault (e.g. " +
+             to_hex(missing.front()) + "); this backup writes a new index naming every pack");
+      }
+    }
     std::map<Hash, std::uint64_t> in_vault = repo_->list_packs();
     std::vector<Hash> missing;
     for (const Hash& id : catalog_->pack_ids()) {
@@ -315,14 +347,19 @@ class Backup {
   SnapshotFolder backup_folder(const MailboxSpec& m, const std::string& folder,
                                const std::vector<std::string>& folders) {
     ScannedFolder sf = scan_folder(m.abs, folder, folders);
-    if (sf.skipped_special) {
-      warn(std::to_string(sf.skipped_special) + " symlink(s) or special file(s) in " + sf.abs +
-           " not backed up");
+    if (!sf.skipped.empty()) {
+      warn(std::to_string(sf.skipped.size()) + " symlink(s) or special file(s) not backed up, e.g. " +
+           sf.abs + "/" + sf.skipped.front());
     }
     const std::string folder_key = sf.abs;
     Tree tree;
     SnapshotFolder out;
     out.name = folder;
+    struct stat dst;
+    if (stat(sf.abs.c_str(), &dst) == 0) {
+      out.mode = dst.st_mode & 07777;
+      out.mtime_ns = static_cast<std::int64_t>(dst.st_mtim.tv_sec) * 1000000000 + dst.st_mtim.tv_nsec;
+    }
     for (ScannedEntry& e : sf.entries) {
       TreeEntry te;
       te.kind = e.kind;
@@ -341,9 +378,20 @@ class Backup {
                  (cached->path == e.path ? cached->ctime_ns == e.ctime_ns : e.kind == EntryKind::kMessage);
       if (hit) {
         cf = *cached;
-      } else if (!read_entry(sf, e, cf)) {
-        ++stats_.vanished;  // deleted after the scan listed it: churn, not an error
-        continue;
+      } else {
+        bool read = false;
+        try {
+          read = read_entry(sf, e, cf);
+        } catch (const Error& err) {
+          // One unreadable file must not cost every other mailbox its backup.
+          if (err.code() != ErrorCode::kSource) throw;
+          warn(std::string(err.what()) + "; not in this snapshot");
+          continue;
+        }
+        if (!read) {
+          ++stats_.vanished;  // deleted after the scan listed it: churn, not an error
+          continue;
+        }
       }
       cf.path = e.path;
       cf.dev = e.dev;
@@ -382,9 +430,20 @@ class Backup {
     struct stat st;
     if (!read_file(sf.abs + "/" + e.path, buf_, st)) {
       if (e.kind != EntryKind::kMessage) return false;
-      std::string now = resolve_message(sf.abs, e.key);  // renamed meanwhile
-      if (now.empty() || !read_file(sf.abs + "/" + now, buf_, st)) return false;
-      e.path = now;
+      // Renamed since the scan (a flag change, new/ → cur/): find it again by its
+      // unique name, as often as it keeps moving under us.
+      const std::string uname = maildir_unique_name(e.path.substr(e.path.rfind('/') + 1));
+      bool found = false;
+      for (int attempt = 0; attempt < 16 && !found; ++attempt) {
+        std::string now = resolve_message(sf.abs, uname);
+        if (now.empty()) return false;  // deleted: it did not exist throughout
+        found = read_file(sf.abs + "/" + now, buf_, st);
+        if (found) e.path = now;
+      }
+      if (!found) {
+        throw Error(ErrorCode::kSource, "message " + uname + " in " + sf.abs +
+                                            " kept being renamed while it was read (16 attempts)");
+      }
     }
     // What we read is what we record.
     e.dev = st.st_dev;

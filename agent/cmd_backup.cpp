@@ -39,7 +39,7 @@ void add_backup(CLI::App& app, Globals& g, Runner& run) {
                     {"warnings", s.warnings}});
       } else {
         for (const auto& w : s.warnings) std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
-        if (!g.quiet) {
+        {
           std::printf(
               "snapshot %s: %llu mailboxes, %llu messages (%s); read %llu files, new %s, uploaded %s in %.1f "
               "s\n",

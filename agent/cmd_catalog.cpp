@@ -16,24 +16,23 @@ void add_catalog(CLI::App& app, Globals& g, Runner& run) {
     run = [&g, home] {
       Config cfg = load_config(g.config_path);
       Catalog catalog(cfg.state_dir);
-      catalog.reset();
-      auto repo = open_repository(cfg, &catalog, *home);
-      std::uint64_t packs = 0, blobs = 0;
-      for (const IndexPack& p : repo->load_indexes()) {
-        catalog.add_pack(p, /*indexed=*/true);
-        ++packs;
-        blobs += p.blobs.size();
-      }
-      auto snaps = list_snapshots(*repo, &catalog);
+      auto repo = open_repository(cfg, nullptr, *home);
+      std::vector<std::string> problems;
+      RebuildStats st = rebuild_catalog(cfg, *repo, catalog, &problems);
+      for (const auto& p : problems) std::fprintf(stderr, "reduit: warning: %s\n", p.c_str());
       if (g.json) {
-        print_json(
-            {{"catalog", catalog.path()}, {"packs", packs}, {"blobs", blobs}, {"snapshots", snaps.size()}});
+        print_json({{"catalog", catalog.path()},
+                    {"packs", st.packs},
+                    {"blobs", st.blobs},
+                    {"indexes", st.indexes},
+                    {"snapshots", st.snapshots},
+                    {"warnings", problems}});
       } else {
-        std::printf("rebuilt %s: %llu packs, %llu blobs, %zu snapshots\n", catalog.path().c_str(),
-                    static_cast<unsigned long long>(packs), static_cast<unsigned long long>(blobs),
-                    snaps.size());
+        std::printf("rebuilt %s: %llu packs, %llu blobs, %llu snapshots\n", catalog.path().c_str(),
+                    static_cast<unsigned long long>(st.packs), static_cast<unsigned long long>(st.blobs),
+                    static_cast<unsigned long long>(st.snapshots));
       }
-      return 0;
+      return problems.empty() ? 0 : 1;
     };
   });
 }

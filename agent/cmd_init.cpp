@@ -2,6 +2,7 @@
 // archive keys and the agent key, signed by the agent key.
 #include "agent/cli.hpp"
 #include "vault/catalog.hpp"
+#include "vault/crypto.hpp"
 #include "vault/error.hpp"
 #include "vault/repository.hpp"
 
@@ -31,7 +32,23 @@ void add_init(CLI::App& app, Globals& g, Runner& run) {
         throw Error(ErrorCode::kUsage,
                     "init needs --signing-key (the agent key) or keys.agent_key in the config");
       }
-      Repository repo(open_transport(cfg.vault_url, cfg.ssh, /*create=*/true), cfg.gnupghome);
+      {
+        // Resolve the keys before touching the vault: a wrong key leaves nothing behind.
+        Crypto crypto(cfg.gnupghome);
+        for (const auto& r : recipients) crypto.resolve_key(r, /*secret=*/false, /*for_encryption=*/true);
+        crypto.resolve_key(agent, /*secret=*/true, /*for_encryption=*/true);
+      }
+      if (recipients.empty()) {
+        throw Error(ErrorCode::kUsage, "init needs at least one --recipient (an archive key)");
+      }
+      auto transport = open_transport(cfg.vault_url, cfg.ssh, /*create=*/true);
+      if (!transport->size(kConfigName) &&
+          (!transport->list("").empty() || !transport->list_dirs("").empty())) {
+        throw Error(ErrorCode::kUsage,
+                    "vault directory " + transport->describe() +
+                        " is not empty and holds no vault; give an empty or new directory");
+      }
+      Repository repo(std::move(transport), cfg.gnupghome);
       VaultConfig vc = repo.init(recipients, agent, cfg.pack_size, cfg.zstd_level);
       if (g.json) {
         print_json({{"vault", cfg.vault_url},

@@ -19,7 +19,9 @@ void add_ls(CLI::App& app, Globals& g, Runner& run) {
       Config cfg = load_config(g.config_path);
       Catalog catalog(cfg.state_dir);
       auto repo = open_repository(cfg, &catalog, o->home);
-      SnapshotRef s = find_snapshot(list_snapshots(*repo, &catalog), o->snapshot);
+      std::vector<std::string> problems;
+      SnapshotRef s = find_snapshot(list_snapshots(*repo, &catalog, &problems), o->snapshot);
+      for (const auto& p : problems) std::fprintf(stderr, "reduit: warning: %s\n", p.c_str());
       nlohmann::ordered_json out = nlohmann::ordered_json::array();
       if (o->mailbox.empty()) {
         for (const auto& m : s.snap.mailboxes) {
@@ -60,7 +62,7 @@ void add_ls(CLI::App& app, Globals& g, Runner& run) {
         }
       }
       if (g.json) print_json(out);
-      return 0;
+      return problems.empty() ? 0 : 1;
     };
   });
 }

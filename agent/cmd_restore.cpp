@@ -25,6 +25,7 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
       auto repo = open_repository(cfg, nullptr, o->home);
       o->req.progress = want_progress(g);
       RestoreStats s = restore_mailbox(*repo, o->req);
+      for (const auto& w : s.warnings) std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
       if (g.json) {
         print_json({{"snapshot", s.snapshot_id},
                     {"mailbox", s.mailbox},
@@ -36,8 +37,9 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
                     {"bytes", s.bytes},
                     {"packs_fetched", s.packs_fetched},
                     {"bytes_fetched", s.bytes_fetched},
-                    {"seconds", s.seconds}});
-      } else if (!g.quiet) {
+                    {"seconds", s.seconds},
+                    {"warnings", s.warnings}});
+      } else {
         std::printf(
             "restored %s from snapshot %s to %s: %llu messages, %llu other files (%s) in %.1f s, fetched "
             "%llu packs (%s)\n",
@@ -46,7 +48,7 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
             human_bytes(s.bytes).c_str(), s.seconds, static_cast<unsigned long long>(s.packs_fetched),
             human_bytes(s.bytes_fetched).c_str());
       }
-      return 0;
+      return s.warnings.empty() ? 0 : 1;
     };
   });
 }

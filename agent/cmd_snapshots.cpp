@@ -15,7 +15,9 @@ void add_snapshots(CLI::App& app, Globals& g, Runner& run) {
       Config cfg = load_config(g.config_path);
       Catalog catalog(cfg.state_dir);
       auto repo = open_repository(cfg, &catalog, *home);
-      std::vector<SnapshotRef> all = list_snapshots(*repo, &catalog);
+      std::vector<std::string> problems;
+      std::vector<SnapshotRef> all = list_snapshots(*repo, &catalog, &problems);
+      for (const auto& p : problems) std::fprintf(stderr, "reduit: warning: %s\n", p.c_str());
       if (g.json) {
         nlohmann::ordered_json arr = nlohmann::ordered_json::array();
         for (const auto& s : all) {
@@ -38,7 +40,7 @@ void add_snapshots(CLI::App& app, Globals& g, Runner& run) {
         }
         std::printf("%zu snapshot(s)\n", all.size());
       }
-      return 0;
+      return problems.empty() ? 0 : 1;
     };
   });
 }

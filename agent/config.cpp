@@ -161,9 +161,14 @@ Config parse_config(const std::string& text, const std::string& origin) {
                    origin, *t, "vault",
                    {"url", "ssh_key", "known_hosts", "host_key", "accept_new_host_key", "connect_timeout"},
                    [&](const std::string& k, const toml::node& n) {
-                     if (k == "url")
+                     if (k == "url") {
                        c.vault_url = get_string(origin, n, k);
-                     else if (k == "ssh_key")
+                       if (c.vault_url.rfind("file:///", 0) != 0 && c.vault_url.rfind("sftp://", 0) != 0) {
+                         bad(at(origin, n),
+                             "'vault.url' = \"" + c.vault_url +
+                                 "\" is not file:///abs/path or sftp://user@host[:port]/abs/path");
+                       }
+                     } else if (k == "ssh_key")
                        c.ssh.ssh_identity = get_string(origin, n, k);
                      else if (k == "known_hosts")
                        c.ssh.known_hosts = get_string(origin, n, k);
@@ -231,6 +236,9 @@ Config parse_config(const std::string& text, const std::string& origin) {
              }
            });
   if (c.state_dir.empty()) throw Error(ErrorCode::kUsage, origin + ": 'state_dir' is required");
+  if (c.state_dir.front() != '/') {
+    bad(at(origin, *root.get("state_dir")), "'state_dir' must be an absolute path");
+  }
   if (c.vault_url.empty()) throw Error(ErrorCode::kUsage, origin + ": [vault] 'url' is required");
   if (c.host.empty()) c.host = local_hostname();
   return c;

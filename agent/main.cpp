@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   CLI::App app{"reduit — encrypted, deduplicated backups of Maildir mail to offsite vaults", "reduit"};
   app.footer(kExitCodes);
   app.require_subcommand(1);
+  app.fallthrough();  // global options are accepted after the subcommand too
   app.set_version_flag("--version", std::string("reduit ") + REDUIT_VERSION);
   cli::Globals g;
   app.add_option("-c,--config", g.config_path,
@@ -59,6 +60,12 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    bool json = false;
+    for (int i = 1; i < argc; ++i) json = json || std::string(argv[i]) == "--json";
+    if (json && e.get_exit_code() != 0) {
+      cli::print_json(
+          {{"error", {{"code", "usage"}, {"exit", exit_status(ErrorCode::kUsage)}, {"message", e.what()}}}});
+    }
     int rc = app.exit(e);
     return rc == 0 ? 0 : exit_status(ErrorCode::kUsage);
   }

@@ -266,8 +266,15 @@ ScannedFolder scan_folder(const std::string& mailbox_abs, const std::string& fol
           throw Error(ErrorCode::kSource, "cannot stat " + cabs + ": " + std::strerror(errno));
         }
         if (!message_dir || name[0] == '.') continue;  // vanished: churn
-        std::string now = resolve_message(out.abs, maildir_unique_name(name));
-        if (now.empty() || lstat((out.abs + "/" + now).c_str(), &st) != 0) continue;  // deleted
+        // Renamed meanwhile (a flag change): find it again by its unique name. A
+        // message renamed again between look-up and stat is looked up again.
+        std::string now;
+        for (int attempt = 0; attempt < 16; ++attempt) {
+          now = resolve_message(out.abs, maildir_unique_name(name));
+          if (now.empty() || lstat((out.abs + "/" + now).c_str(), &st) == 0) break;
+          now.clear();
+        }
+        if (now.empty()) continue;  // deleted
         crel = now;
       }
       if (S_ISDIR(st.st_mode)) {
@@ -282,7 +289,7 @@ ScannedFolder scan_folder(const std::string& mailbox_abs, const std::string& fol
         continue;
       }
       if (!S_ISREG(st.st_mode)) {
-        ++out.skipped_special;
+        out.skipped.push_back(crel);
         continue;
       }
       ScannedEntry f;

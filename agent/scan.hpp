@@ -55,7 +55,7 @@ struct ScannedFolder {
   std::string name;  // relative to the mailbox ("" = root)
   std::string abs;
   std::vector<ScannedEntry> entries;  // sorted by path
-  std::uint64_t skipped_special = 0;  // symlinks, sockets… (not backed up)
+  std::vector<std::string> skipped;   // symlinks, sockets… (not backed up), relative paths
 };
 
 /// All folder names of a mailbox ("" first, then sorted).

@@ -16,4 +16,15 @@ namespace reduit {
 std::unique_ptr<Repository> open_repository(const Config& cfg, Catalog* catalog,
                                             const std::string& gnupghome_override = "");
 
+struct RebuildStats {
+  std::uint64_t packs = 0, blobs = 0, indexes = 0, snapshots = 0;
+};
+
+/// Recreates the catalog from the vault: packs and blob locations from the index
+/// objects, the snapshot cache, the vault config. Everything is read (and must
+/// decrypt) before the old catalog is touched, so a failed rebuild changes nothing.
+/// The stat cache starts empty. Damaged snapshots are skipped into `problems`.
+RebuildStats rebuild_catalog(const Config& cfg, Repository& repo, Catalog& catalog,
+                             std::vector<std::string>* problems);
+
 }  // namespace reduit

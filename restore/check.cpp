@@ -10,7 +10,8 @@ namespace reduit {
 
 CheckReport check_vault(Repository& repo, bool read_data, bool progress) {
   CheckReport r;
-  auto problem = [&](const std::string& obj, const std::string& what, std::vector<std::string> mbs = {}) {
+  auto problem = [&](const std::string& obj, std::string what, std::vector<std::string> mbs = {}) {
+    if (what.rfind(obj + ": ", 0) == 0) what = what.substr(obj.size() + 2);  // said once is enough
     r.problems.push_back({obj, what, std::move(mbs)});
   };
 

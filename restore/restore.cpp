@@ -10,6 +10,7 @@
 #include <chrono>
 #include <climits>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <set>
 
@@ -75,7 +76,7 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
   RestoreStats stats;
   if (req.dest.empty()) throw Error(ErrorCode::kUsage, "restore needs --to DIR");
 
-  std::vector<SnapshotRef> all = list_snapshots(repo, nullptr);
+  std::vector<SnapshotRef> all = list_snapshots(repo, nullptr, &stats.warnings);
   SnapshotRef snap = find_snapshot(all, req.snapshot);
   const SnapshotMailbox& mb = find_mailbox(snap, req.mailbox);
   stats.snapshot_id = snap.id;
@@ -135,172 +136,204 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
                   "restore target " + req.dest +
                       " is not empty; give a new or empty directory (restore never overwrites)");
     }
-  } else if (mkdir(req.dest.c_str(), 0700) != 0) {
-    throw_errno("cannot create restore target " + req.dest, errno);
+  }
+  // Data packs are encrypted to the archive keys only: without one of their secret
+  // halves nothing could be restored, so say so before writing anything.
+  bool can_decrypt = false;
+  std::string archive_keys;
+  for (const std::string& k : repo.config().archive_keys) {
+    can_decrypt = can_decrypt || repo.crypto().has_secret_key(k);
+    archive_keys += (archive_keys.empty() ? "" : ", ") + k;
+  }
+  if (!can_decrypt) {
+    throw Error(ErrorCode::kKey, "cannot decrypt mail: no archive secret key (" + archive_keys +
+                                     ") in this GnuPG home; give the one that holds it with --gnupghome");
+  }
+  bool created_dest = false;
+  if (lstat(req.dest.c_str(), &st) != 0) {
+    if (mkdir(req.dest.c_str(), 0700) != 0) throw_errno("cannot create restore target " + req.dest, errno);
+    created_dest = true;
   }
   char real[PATH_MAX];
   if (!realpath(req.dest.c_str(), real)) throw_errno("realpath " + req.dest, errno);
   const std::string root = real;
-
-  // Plan: every blob → the files and offsets it fills; group blobs by pack.
-  std::vector<PendingFile> files;
-  std::map<Hash, std::vector<Part>> need;  // blob id → parts
-  std::vector<std::tuple<std::string, std::uint32_t, std::int64_t>> dir_times;
-  std::uint64_t tmp_counter = 0;
-  for (auto& [f, tree] : loaded) {
-    ++stats.folders;
-    mkdirs(root, f->name);
-    std::string fdir = join(root, f->name);
-    for (const TreeEntry& e : tree.entries) {
-      std::string rel = join(f->name, e.path);
-      if (e.kind == EntryKind::kDir) {
-        mkdirs(root, rel);
-        dir_times.emplace_back(join(root, rel), e.mode, e.mtime_ns);
-        ++stats.dirs;
-        continue;
-      }
-      std::string parent = rel.substr(0, rel.rfind('/') == std::string::npos ? 0 : rel.rfind('/'));
-      mkdirs(root, parent);
-      PendingFile pf;
-      pf.final_path = join(root, rel);
-      pf.entry = &e;
-      if (e.kind == EntryKind::kMessage) {
-        mkdirs(root, join(f->name, "tmp"));
-        pf.temp_path = join(fdir, "tmp") + "/.reduit-restore." + std::to_string(tmp_counter++);
-      } else {
-        pf.temp_path = join(root, parent) + "/.reduit-restore." + std::to_string(tmp_counter++);
-      }
-      std::size_t idx = files.size();
-      if (e.kind == EntryKind::kMessage) {
-        need[*e.header].push_back({idx, 0});
-        pf.parts_left = 1;
-        if (e.body) {
-          auto hl = index.find(*e.header);
-          if (hl.empty())
-            throw Error(ErrorCode::kNotFound,
-                        "blob " + to_hex(*e.header) + " of " + rel + " is not in any index");
-          need[*e.body].push_back({idx, hl.front().length});
-          pf.parts_left = 2;
-        }
-      } else if (e.blob) {
-        need[*e.blob].push_back({idx, 0});
-        pf.parts_left = 1;
-      }
-      files.push_back(std::move(pf));
-      if (e.kind == EntryKind::kMessage)
-        ++stats.messages;
-      else
-        ++stats.files;
-      stats.bytes += e.size;
+  // A failed restore leaves the destination as it found it (absent or empty), so a
+  // retry with the fault fixed can use the same path.
+  auto undo = [&] {
+    std::error_code ec;
+    if (created_dest) {
+      std::filesystem::remove_all(root, ec);
+    } else {
+      for (const auto& e : std::filesystem::directory_iterator(root, ec))
+        std::filesystem::remove_all(e.path(), ec);
     }
-  }
+  };
+  try {
+    // Plan: every blob → the files and offsets it fills; group blobs by pack.
+    std::vector<PendingFile> files;
+    std::map<Hash, std::vector<Part>> need;  // blob id → parts
+    std::vector<std::tuple<std::string, std::uint32_t, std::int64_t>> dir_times;
+    std::uint64_t tmp_counter = 0;
+    for (auto& [f, tree] : loaded) {
+      ++stats.folders;
+      mkdirs(root, f->name);
+      if (f->mtime_ns != 0) dir_times.emplace_back(join(root, f->name), f->mode, f->mtime_ns);
+      std::string fdir = join(root, f->name);
+      for (const TreeEntry& e : tree.entries) {
+        std::string rel = join(f->name, e.path);
+        if (e.kind == EntryKind::kDir) {
+          mkdirs(root, rel);
+          dir_times.emplace_back(join(root, rel), e.mode, e.mtime_ns);
+          ++stats.dirs;
+          continue;
+        }
+        std::string parent = rel.substr(0, rel.rfind('/') == std::string::npos ? 0 : rel.rfind('/'));
+        mkdirs(root, parent);
+        PendingFile pf;
+        pf.final_path = join(root, rel);
+        pf.entry = &e;
+        if (e.kind == EntryKind::kMessage) {
+          mkdirs(root, join(f->name, "tmp"));
+          pf.temp_path = join(fdir, "tmp") + "/.reduit-restore." + std::to_string(tmp_counter++);
+        } else {
+          pf.temp_path = join(root, parent) + "/.reduit-restore." + std::to_string(tmp_counter++);
+        }
+        std::size_t idx = files.size();
+        if (e.kind == EntryKind::kMessage) {
+          need[*e.header].push_back({idx, 0});
+          pf.parts_left = 1;
+          if (e.body) {
+            auto hl = index.find(*e.header);
+            if (hl.empty())
+              throw Error(ErrorCode::kVerify,
+                          "blob " + to_hex(*e.header) + " of " + rel + " is not in any index");
+            need[*e.body].push_back({idx, hl.front().length});
+            pf.parts_left = 2;
+          }
+        } else if (e.blob) {
+          need[*e.blob].push_back({idx, 0});
+          pf.parts_left = 1;
+        }
+        files.push_back(std::move(pf));
+        if (e.kind == EntryKind::kMessage)
+          ++stats.messages;
+        else
+          ++stats.files;
+        stats.bytes += e.size;
+      }
+    }
 
-  auto finalize = [&](PendingFile& pf) {
-    const TreeEntry& e = *pf.entry;
-    int fd = ::open(pf.temp_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) throw_errno("open " + pf.temp_path, errno);
-    // Verify the assembled file against the manifest's SHA-256.
-    Sha256Stream h;
-    std::vector<char> buf(1 << 16);
-    std::uint64_t total = 0;
-    while (true) {
-      ssize_t n = pread(fd, buf.data(), buf.size(), static_cast<off_t>(total));
-      if (n < 0) {
-        if (errno == EINTR) continue;
+    auto finalize = [&](PendingFile& pf) {
+      const TreeEntry& e = *pf.entry;
+      int fd = ::open(pf.temp_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+      if (fd < 0) throw_errno("open " + pf.temp_path, errno);
+      // Verify the assembled file against the manifest's SHA-256.
+      Sha256Stream h;
+      std::vector<char> buf(1 << 16);
+      std::uint64_t total = 0;
+      while (true) {
+        ssize_t n = pread(fd, buf.data(), buf.size(), static_cast<off_t>(total));
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          int err = errno;
+          ::close(fd);
+          throw_errno("read back " + pf.temp_path, err);
+        }
+        if (n == 0) break;
+        h.update(buf.data(), static_cast<std::size_t>(n));
+        total += static_cast<std::uint64_t>(n);
+      }
+      if (total != e.size || h.finish() != e.sha256) {
+        ::close(fd);
+        unlink(pf.temp_path.c_str());
+        throw Error(ErrorCode::kVerify,
+                    "restored " + pf.final_path + " does not match the manifest's SHA-256");
+      }
+      fchmod(fd, e.mode & 07777);
+      timespec times[2];
+      times[0].tv_sec = times[1].tv_sec = e.mtime_ns / 1000000000;
+      times[0].tv_nsec = times[1].tv_nsec = e.mtime_ns % 1000000000;
+      if (futimens(fd, times) != 0) {
         int err = errno;
         ::close(fd);
-        throw_errno("read back " + pf.temp_path, err);
+        throw_errno("set mtime of " + pf.temp_path, err);
       }
-      if (n == 0) break;
-      h.update(buf.data(), static_cast<std::size_t>(n));
-      total += static_cast<std::uint64_t>(n);
-    }
-    if (total != e.size || h.finish() != e.sha256) {
       ::close(fd);
-      unlink(pf.temp_path.c_str());
-      throw Error(ErrorCode::kVerify, "restored " + pf.final_path + " does not match the manifest's SHA-256");
-    }
-    fchmod(fd, e.mode & 07777);
-    timespec times[2];
-    times[0].tv_sec = times[1].tv_sec = e.mtime_ns / 1000000000;
-    times[0].tv_nsec = times[1].tv_nsec = e.mtime_ns % 1000000000;
-    if (futimens(fd, times) != 0) {
-      int err = errno;
-      ::close(fd);
-      throw_errno("set mtime of " + pf.temp_path, err);
-    }
-    ::close(fd);
-    if (rename(pf.temp_path.c_str(), pf.final_path.c_str()) != 0)
-      throw_errno("rename to " + pf.final_path, errno);
-  };
+      if (rename(pf.temp_path.c_str(), pf.final_path.c_str()) != 0)
+        throw_errno("rename to " + pf.final_path, errno);
+    };
 
-  // Files with no content (empty) are complete already.
-  for (PendingFile& pf : files) {
-    if (pf.parts_left == 0) finalize(pf);
-  }
+    // Files with no content (empty) are complete already.
+    for (PendingFile& pf : files) {
+      if (pf.parts_left == 0) finalize(pf);
+    }
 
-  // A blob may be indexed in several packs (re-uploaded after a pack went missing):
-  // take a pack that is still in the vault.
-  std::map<Hash, std::uint64_t> present = repo.list_packs();
-  std::map<Hash, std::vector<Hash>> by_pack;  // pack → blobs wanted from it
-  for (const auto& [id, parts] : need) {
-    auto locs = index.find(id);
-    if (locs.empty())
-      throw Error(ErrorCode::kNotFound, "blob " + to_hex(id) + " is not in any index of the vault");
-    const IndexedBlob* pick = &locs.front();
-    for (const IndexedBlob& l : locs) {
-      if (present.count(l.pack)) {
-        pick = &l;
-        break;
+    // A blob may be indexed in several packs (re-uploaded after a pack went missing):
+    // take a pack that is still in the vault.
+    std::map<Hash, std::uint64_t> present = repo.list_packs();
+    std::map<Hash, std::vector<Hash>> by_pack;  // pack → blobs wanted from it
+    for (const auto& [id, parts] : need) {
+      auto locs = index.find(id);
+      if (locs.empty())
+        throw Error(ErrorCode::kVerify, "blob " + to_hex(id) + " is not in any index of the vault");
+      const IndexedBlob* pick = &locs.front();
+      for (const IndexedBlob& l : locs) {
+        if (present.count(l.pack)) {
+          pick = &l;
+          break;
+        }
+      }
+      by_pack[pick->pack].push_back(id);
+    }
+
+    std::uint64_t packs_done = 0;
+    for (auto& [pack_id, wanted] : by_pack) {
+      LoadedPack pack = repo.load_pack(pack_id);
+      ++stats.packs_fetched;
+      if (auto it = index.packs().find(pack_id); it != index.packs().end())
+        stats.bytes_fetched += it->second.size;
+      std::map<Hash, const PackEntry*> entries;
+      for (const PackEntry& e : pack.entries) entries[e.id] = &e;
+      for (const Hash& id : wanted) {
+        auto it = entries.find(id);
+        if (it == entries.end()) {
+          throw Error(ErrorCode::kVerify, "pack " + to_hex(pack_id) + " does not hold blob " + to_hex(id) +
+                                              " named by the index");
+        }
+        std::string_view bytes = repo.blob_bytes(pack, *it->second);
+        for (const Part& part : need[id]) {
+          PendingFile& pf = files[part.file];
+          int fd = ::open(pf.temp_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+          if (fd < 0) throw_errno("create " + pf.temp_path, errno);
+          write_all(fd, bytes.data(), bytes.size(), part.offset, pf.temp_path);
+          ::close(fd);
+          if (--pf.parts_left == 0) finalize(pf);
+        }
+      }
+      ++packs_done;
+      if (req.progress) {
+        fprintf(stderr, "\r\033[Krestoring: %llu/%zu packs", static_cast<unsigned long long>(packs_done),
+                by_pack.size());
       }
     }
-    by_pack[pick->pack].push_back(id);
-  }
-
-  std::uint64_t packs_done = 0;
-  for (auto& [pack_id, wanted] : by_pack) {
-    LoadedPack pack = repo.load_pack(pack_id);
-    ++stats.packs_fetched;
-    if (auto it = index.packs().find(pack_id); it != index.packs().end())
-      stats.bytes_fetched += it->second.size;
-    std::map<Hash, const PackEntry*> entries;
-    for (const PackEntry& e : pack.entries) entries[e.id] = &e;
-    for (const Hash& id : wanted) {
-      auto it = entries.find(id);
-      if (it == entries.end()) {
-        throw Error(ErrorCode::kVerify,
-                    "pack " + to_hex(pack_id) + " does not hold blob " + to_hex(id) + " named by the index");
-      }
-      std::string_view bytes = repo.blob_bytes(pack, *it->second);
-      for (const Part& part : need[id]) {
-        PendingFile& pf = files[part.file];
-        int fd = ::open(pf.temp_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0) throw_errno("create " + pf.temp_path, errno);
-        write_all(fd, bytes.data(), bytes.size(), part.offset, pf.temp_path);
-        ::close(fd);
-        if (--pf.parts_left == 0) finalize(pf);
-      }
+    if (req.progress) fprintf(stderr, "\r\033[K");
+    for (const PendingFile& pf : files) {
+      if (pf.parts_left != 0)
+        throw Error(ErrorCode::kInternal, "restore left " + pf.final_path + " incomplete");
     }
-    ++packs_done;
-    if (req.progress) {
-      fprintf(stderr, "\r\033[Krestoring: %llu/%zu packs", static_cast<unsigned long long>(packs_done),
-              by_pack.size());
+    // Directory modes and mtimes last (writing into a directory changes its mtime).
+    std::sort(dir_times.begin(), dir_times.end(),
+              [](const auto& a, const auto& b) { return std::get<0>(a).size() > std::get<0>(b).size(); });
+    for (const auto& [path, mode, mtime] : dir_times) {
+      timespec times[2];
+      times[0].tv_sec = times[1].tv_sec = mtime / 1000000000;
+      times[0].tv_nsec = times[1].tv_nsec = mtime % 1000000000;
+      chmod(path.c_str(), mode & 07777);
+      utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW);
     }
-  }
-  if (req.progress) fprintf(stderr, "\r\033[K");
-  for (const PendingFile& pf : files) {
-    if (pf.parts_left != 0)
-      throw Error(ErrorCode::kInternal, "restore left " + pf.final_path + " incomplete");
-  }
-  // Directory modes and mtimes last (writing into a directory changes its mtime).
-  std::sort(dir_times.begin(), dir_times.end(),
-            [](const auto& a, const auto& b) { return std::get<0>(a).size() > std::get<0>(b).size(); });
-  for (const auto& [path, mode, mtime] : dir_times) {
-    timespec times[2];
-    times[0].tv_sec = times[1].tv_sec = mtime / 1000000000;
-    times[0].tv_nsec = times[1].tv_nsec = mtime % 1000000000;
-    chmod(path.c_str(), mode & 07777);
-    utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW);
+  } catch (...) {
+    undo();
+    throw;
   }
   stats.packs_fetched += trees.packs_fetched();
   stats.bytes_fetched += trees.bytes_fetched();

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "vault/repository.hpp"
 
@@ -36,6 +37,7 @@ struct RestoreStats {
   std::uint64_t folders = 0, messages = 0, files = 0, dirs = 0, bytes = 0;
   std::uint64_t packs_fetched = 0, bytes_fetched = 0;
   double seconds = 0;
+  std::vector<std::string> warnings;  // e.g. damaged snapshots that were skipped
 };
 
 RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req);

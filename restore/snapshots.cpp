@@ -6,7 +6,8 @@
 
 namespace reduit {
 
-std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache) {
+std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache,
+                                        std::vector<std::string>* problems) {
   std::map<std::string, std::string> cached;
   if (cache) {
     for (auto& [id, json] : cache->snapshot_rows()) cached[id] = json;
@@ -17,12 +18,20 @@ std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache) {
     std::string id = to_hex(h);
     ids.push_back(id);
     Bytes plain;
-    if (auto it = cached.find(id); it != cached.end()) {
-      plain.assign(it->second.begin(), it->second.end());
-    } else {
-      plain = repo.get_object("snapshots", h);
+    SnapshotRef r;
+    try {
+      if (auto it = cached.find(id); it != cached.end()) {
+        plain.assign(it->second.begin(), it->second.end());
+      } else {
+        plain = repo.get_object("snapshots", h);
+      }
+      r = SnapshotRef{id, decode_snapshot(plain)};
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kVerify && e.code() != ErrorCode::kNotFound) throw;
+      if (problems) problems->push_back(std::string("skipped damaged snapshot: ") + e.what());
+      ids.pop_back();
+      continue;
     }
-    SnapshotRef r{id, decode_snapshot(plain)};
     if (cache && !cached.count(id)) cache->add_snapshot(id, r.snap, std::string(plain.begin(), plain.end()));
     out.push_back(std::move(r));
   }
@@ -36,6 +45,10 @@ std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache) {
 SnapshotRef find_snapshot(const std::vector<SnapshotRef>& all, const std::string& spec) {
   if (all.empty()) throw Error(ErrorCode::kNotFound, "the vault has no snapshots yet");
   if (spec == "latest") return all.back();
+  if (spec.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    throw Error(ErrorCode::kUsage,
+                "snapshot id '" + spec + "' is not hex (give an id from 'reduit snapshots', or 'latest')");
+  }
   if (spec.size() < 4)
     throw Error(ErrorCode::kUsage,
                 "snapshot id '" + spec + "' is too short (give at least 4 hex digits, or 'latest')");
@@ -91,7 +104,9 @@ std::span<const IndexedBlob> BlobIndex::find(const Hash& id) const {
 Tree TreeLoader::load(const Hash& tree_id) {
   auto locs = index_.find(tree_id);
   if (locs.empty()) {
-    throw Error(ErrorCode::kNotFound, "tree " + to_hex(tree_id) + " is not in any index of the vault");
+    throw Error(
+        ErrorCode::kVerify,
+        "tree " + to_hex(tree_id) + " is not in any index of the vault (damaged vault: run reduit check)");
   }
   std::string last_error;
   for (const IndexedBlob& loc : locs) {

@@ -21,9 +21,12 @@ struct SnapshotRef {
   Snapshot snap;
 };
 
-/// Every snapshot in the vault, oldest first. `cache` (optional) avoids decrypting
-/// snapshots already decoded once; it is also brought up to date.
-std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache);
+/// Every readable snapshot in the vault, oldest first. `cache` (optional) avoids
+/// decrypting snapshots already decoded once; it is also brought up to date. A
+/// snapshot object that is corrupt or cannot be verified is left out and described
+/// in `problems` (one line each), so one damaged object never hides the others.
+/// A key problem (nothing decryptable at all) still throws kKey.
+std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache, std::vector<std::string>* problems);
 
 /// Resolves "latest" or a unique hex prefix (at least 4 digits). Throws kNotFound
 /// when none matches, kUsage when a prefix is ambiguous.

@@ -467,7 +467,7 @@ TEST(MainJob, HostileManifestIsRefusedAndNothingIsWrittenOutside) {
     s.host = "evil";
     s.reduit_version = "x";
     s.mailboxes.push_back(
-        {"eve@example.ch", mail.path(), "example.ch/eve", {{"", tree_id, 0, content.size()}}});
+        {"eve@example.ch", mail.path(), "example.ch/eve", {{"", tree_id, 0700, 0, 0, content.size()}}});
     std::string sj = reduit::encode_snapshot(s);
     repo.put_object("snapshots", reduit::Bytes(sj.begin(), sj.end()));
 

@@ -80,3 +80,11 @@ TEST(Config, BuiltInDemoConfigUsesReduitHome) {
   EXPECT_EQ(c.sources[0].root, "/tmp/demo-home/mail");
   unsetenv("REDUIT_HOME");
 }
+
+TEST(Config, RelativeStateDirAndBadVaultUrlAreRefused) {
+  EXPECT_EQ(error_of("state_dir = \"state\"\n[vault]\nurl = \"file:///v\"\n"),
+            "site.toml:1: 'state_dir' must be an absolute path");
+  EXPECT_EQ(error_of("state_dir = \"/s\"\n[vault]\nurl = \"file://vault\"\n"),
+            "site.toml:3: 'vault.url' = \"file://vault\" is not file:///abs/path or "
+            "sftp://user@host[:port]/abs/path");
+}

@@ -22,6 +22,7 @@ CREATE INDEX IF NOT EXISTS blobs_pack ON blobs(pack);
 CREATE TABLE IF NOT EXISTS files(folder TEXT NOT NULL, key TEXT NOT NULL, path TEXT NOT NULL,
   dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, mode INTEGER,
   sha256 BLOB, header BLOB, body BLOB, blob BLOB, PRIMARY KEY(folder, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS indexes(id BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots(id TEXT PRIMARY KEY, time_ns INTEGER NOT NULL, host TEXT,
   json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS messages(sha256 BLOB PRIMARY KEY, message_id TEXT, date TEXT,
@@ -235,6 +236,39 @@ std::size_t Catalog::forget_packs(const std::vector<Hash>& packs) {
   });
 }
 
+void Catalog::add_index(const Hash& id) {
+  guarded(path_, __func__, [&] {
+    SQLite::Statement q(*db_, "INSERT OR IGNORE INTO indexes VALUES(?)");
+    bind_hash(q, 1, id);
+    q.exec();
+    return 0;
+  });
+}
+
+std::vector<Hash> Catalog::index_ids() {
+  return guarded(path_, __func__, [&] {
+    std::vector<Hash> out;
+    SQLite::Statement q(*db_, "SELECT id FROM indexes");
+    while (q.executeStep()) out.push_back(col_hash(q.getColumn(0)));
+    return out;
+  });
+}
+
+void Catalog::reindex_all(const std::vector<Hash>& missing) {
+  guarded(path_, __func__, [&] {
+    SQLite::Transaction txn(*db_);
+    SQLite::Statement q(*db_, "DELETE FROM indexes WHERE id=?");
+    for (const Hash& h : missing) {
+      q.reset();
+      bind_hash(q, 1, h);
+      q.exec();
+    }
+    db_->exec("UPDATE packs SET indexed=0");
+    txn.commit();
+    return 0;
+  });
+}
+
 std::optional<CachedFile> Catalog::find_file(const std::string& folder_key, const std::string& key) {
   return guarded(path_, __func__, [&]() -> std::optional<CachedFile> {
     q_find_file_->reset();
@@ -399,7 +433,7 @@ void Catalog::reset() {
   guarded(path_, __func__, [&] {
     db_->exec(
         "BEGIN; DELETE FROM meta; DELETE FROM packs; DELETE FROM blobs; DELETE FROM main.files; "
-        "DELETE FROM snapshots; COMMIT;");
+        "DELETE FROM snapshots; DELETE FROM indexes; COMMIT;");
     return 0;
   });
 }

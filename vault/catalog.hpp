@@ -70,6 +70,13 @@ class Catalog {
   /// packs were forgotten.
   std::size_t forget_packs(const std::vector<Hash>& packs);
 
+  // Index objects known to be in the vault (to notice one deleted behind our back).
+  void add_index(const Hash& id);
+  std::vector<Hash> index_ids();
+  /// An index object went missing: forget it and mark every pack unindexed, so the
+  /// next commit writes an index naming them all again.
+  void reindex_all(const std::vector<Hash>& missing_indexes);
+
   // File cache.
   std::optional<CachedFile> find_file(const std::string& folder_key, const std::string& key);
   /// Stages a row for this run in a TEMP table; commit_files() replaces the cache.

@@ -284,8 +284,12 @@ std::string encode_snapshot(const Snapshot& s) {
   for (const SnapshotMailbox& m : s.mailboxes) {
     json folders = json::array();
     for (const SnapshotFolder& f : m.folders) {
-      folders.push_back(
-          json{{"name", f.name}, {"tree", to_hex(f.tree)}, {"messages", f.messages}, {"bytes", f.bytes}});
+      folders.push_back(json{{"name", f.name},
+                             {"tree", to_hex(f.tree)},
+                             {"mode", f.mode},
+                             {"mtime_ns", f.mtime_ns},
+                             {"messages", f.messages},
+                             {"bytes", f.bytes}});
     }
     mailboxes.push_back(json{{"name", m.name}, {"source", m.source}, {"path", m.path}, {"folders", folders}});
   }
@@ -317,6 +321,8 @@ Snapshot decode_snapshot(const Bytes& data) {
       SnapshotFolder sf;
       sf.name = field<std::string>(f, "name", "snapshot folder");
       sf.tree = hash_from_hex(field<std::string>(f, "tree", "snapshot folder"), "tree id");
+      sf.mode = field<std::uint32_t>(f, "mode", "snapshot folder") & 07777;
+      sf.mtime_ns = field<std::int64_t>(f, "mtime_ns", "snapshot folder");
       sf.messages = field<std::uint64_t>(f, "messages", "snapshot folder");
       sf.bytes = field<std::uint64_t>(f, "bytes", "snapshot folder");
       mb.folders.push_back(std::move(sf));

@@ -100,6 +100,8 @@ Tree decode_tree(const Bytes& data);
 struct SnapshotFolder {
   std::string name;  // relative to the mailbox root; "" = the root (INBOX)
   Hash tree;
+  std::uint32_t mode = 0;     // the folder directory's permission bits
+  std::int64_t mtime_ns = 0;  // and mtime (0 = unknown)
   std::uint64_t messages = 0;
   std::uint64_t bytes = 0;
 };

@@ -84,8 +84,8 @@ const VaultConfig& Repository::load_config() {
     stored = transport_->get(kConfigName);
   } catch (const Error& e) {
     if (e.code() == ErrorCode::kNotFound) {
-      throw Error(ErrorCode::kNotFound,
-                  "vault " + transport_->describe() + " has no config: run 'reduit init' first");
+      throw Error(ErrorCode::kUsage, "vault " + transport_->describe() +
+                                         " is not initialised (no config object): run 'reduit init' first");
     }
     throw;
   }
@@ -164,9 +164,10 @@ std::map<Hash, std::uint64_t> Repository::list_packs(bool with_sizes) {
   return out;
 }
 
-std::vector<IndexPack> Repository::load_indexes() {
+std::vector<IndexPack> Repository::load_indexes(std::vector<Hash>* index_ids) {
   std::vector<IndexPack> all;
   for (const Hash& id : list_objects("index")) {
+    if (index_ids) index_ids->push_back(id);
     std::vector<IndexPack> part = decode_index(get_object("index", id));
     for (auto& p : part) all.push_back(std::move(p));
   }

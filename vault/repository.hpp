@@ -84,7 +84,7 @@ class Repository {
 
   /// All index objects merged (sorted by blob id; duplicates kept, newest index
   /// first is not guaranteed — callers try every location).
-  std::vector<IndexPack> load_indexes();
+  std::vector<IndexPack> load_indexes(std::vector<Hash>* index_ids = nullptr);
 
   /// Fetches a pack, verifies its hash and signature, decrypts and parses it.
   LoadedPack load_pack(const Hash& id);
