@@ -370,7 +370,6 @@ class Backup {
         tree.entries.push_back(std::move(te));
         continue;
       }
-      ++stats_.files;
       CachedFile cf;
       std::optional<CachedFile> cached = catalog_->find_file(folder_key, e.key);
       bool hit = cached && cached->dev == e.dev && cached->ino == e.ino && cached->size == e.size &&
@@ -393,6 +392,7 @@ class Backup {
           continue;
         }
       }
+      ++stats_.files;  // in the snapshot (vanished and unreadable files are not)
       cf.path = e.path;
       cf.dev = e.dev;
       cf.ino = e.ino;
