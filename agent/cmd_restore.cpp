@@ -2,6 +2,7 @@
 #include "agent/cli.hpp"
 #include "agent/session.hpp"
 #include "restore/restore.hpp"
+#include "vault/error.hpp"
 
 namespace reduit::cli {
 
@@ -14,13 +15,19 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("--snapshot", o->req.snapshot, "snapshot id (prefix) or 'latest'")->default_val("latest");
-  cmd->add_option("--mailbox", o->req.mailbox, "mailbox name as shown by 'reduit ls SNAPSHOT'")->required();
+  auto* mailbox = cmd->add_option("--mailbox", o->req.mailbox, "mailbox name as shown by 'reduit ls SNAPSHOT'");
+  auto* all = cmd->add_flag("--all", o->req.all,
+                            "every mailbox, each at its path below the source root (disaster recovery)");
+  mailbox->excludes(all);
   cmd->add_option("--folder", o->req.folder, "only this folder (e.g. .Archive) and its subfolders");
   cmd->add_option("--to", o->req.dest, "destination directory (must not exist or be empty)")->required();
   cmd->add_option("--gnupghome", o->home,
                   "GnuPG home holding an archive secret key (default: config's, or $GNUPGHOME)");
   cmd->callback([&g, &run, o] {
     run = [&g, o] {
+      if (o->req.mailbox.empty() && !o->req.all) {
+        throw Error(ErrorCode::kUsage, "restore needs --mailbox M (see 'reduit ls latest') or --all");
+      }
       Config cfg = load_config(g.config_path);
       auto repo = open_repository(cfg, nullptr, o->home);
       o->req.progress = want_progress(g);

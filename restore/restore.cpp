@@ -78,32 +78,48 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
 
   std::vector<SnapshotRef> all = list_snapshots(repo, nullptr, &stats.warnings);
   SnapshotRef snap = find_snapshot(all, req.snapshot);
-  const SnapshotMailbox& mb = find_mailbox(snap, req.mailbox);
   stats.snapshot_id = snap.id;
-  stats.mailbox = mb.name;
 
-  std::vector<const SnapshotFolder*> folders;
-  for (const auto& f : mb.folders) {
-    if (req.folder.empty() || f.name == req.folder || f.name.rfind(req.folder + ".", 0) == 0 ||
-        f.name.rfind(req.folder + "/", 0) == 0) {
-      folders.push_back(&f);
+  // The selection: (folder directory relative to the destination, folder).
+  std::vector<std::pair<std::string, const SnapshotFolder*>> folders;
+  if (req.all) {
+    // Disaster recovery: every mailbox, at its path below the source root.
+    stats.mailbox = "*";
+    for (const SnapshotMailbox& mb : snap.snap.mailboxes) {
+      if (!mb.path.empty()) check_relative_path(mb.path, "mailbox path in the manifest");
+      for (const auto& f : mb.folders) {
+        if (!f.name.empty()) check_relative_path(f.name, "folder name in the manifest");
+        folders.emplace_back(join(mb.path, f.name), &f);
+      }
     }
-  }
-  if (folders.empty()) {
-    std::string names;
-    for (const auto& f : mb.folders)
-      names += (names.empty() ? "" : ", ") + (f.name.empty() ? "\"\"" : f.name);
-    throw Error(ErrorCode::kNotFound, "mailbox " + mb.name + " has no folder '" + req.folder +
-                                          "' in snapshot " + snap.id.substr(0, 8) + " (it has: " + names +
-                                          ")");
+  } else {
+    const SnapshotMailbox& mb = find_mailbox(snap, req.mailbox);
+    stats.mailbox = mb.name;
+    for (const auto& f : mb.folders) {
+      if (req.folder.empty() || f.name == req.folder || f.name.rfind(req.folder + ".", 0) == 0 ||
+          f.name.rfind(req.folder + "/", 0) == 0) {
+        if (!f.name.empty()) check_relative_path(f.name, "folder name in the manifest");
+        folders.emplace_back(f.name, &f);
+      }
+    }
+    if (folders.empty()) {
+      std::string names;
+      for (const auto& f : mb.folders) names += (names.empty() ? "" : ", ") + (f.name.empty() ? "\"\"" : f.name);
+      throw Error(ErrorCode::kNotFound, "mailbox " + mb.name + " has no folder '" + req.folder +
+                                            "' in snapshot " + snap.id.substr(0, 8) + " (it has: " + names + ")");
+    }
   }
 
   // Load and check the whole selection before writing a byte.
   BlobIndex index(repo.load_indexes());
   TreeLoader trees(repo, index);
-  std::vector<std::pair<const SnapshotFolder*, Tree>> loaded;
-  for (const SnapshotFolder* f : folders) {
-    if (!f->name.empty()) check_relative_path(f->name, "folder name in the manifest");
+  struct LoadedFolder {
+    std::string rel;  // folder directory relative to the destination
+    const SnapshotFolder* f;
+    Tree tree;
+  };
+  std::vector<LoadedFolder> loaded;
+  for (const auto& [rel, f] : folders) {
     Tree t = trees.load(f->tree);
     for (const TreeEntry& e : t.entries) {
       check_relative_path(e.path, "path in the manifest");
@@ -115,7 +131,7 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
         }
       }
     }
-    loaded.emplace_back(f, std::move(t));
+    loaded.push_back({rel, f, std::move(t)});
   }
 
   // Destination: absent or empty.
@@ -151,6 +167,8 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
   }
   bool created_dest = false;
   if (lstat(req.dest.c_str(), &st) != 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(req.dest).parent_path(), ec);
     if (mkdir(req.dest.c_str(), 0700) != 0) throw_errno("cannot create restore target " + req.dest, errno);
     created_dest = true;
   }
@@ -174,13 +192,13 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
     std::map<Hash, std::vector<Part>> need;  // blob id → parts
     std::vector<std::tuple<std::string, std::uint32_t, std::int64_t>> dir_times;
     std::uint64_t tmp_counter = 0;
-    for (auto& [f, tree] : loaded) {
+    for (auto& [frel, f, tree] : loaded) {
       ++stats.folders;
-      mkdirs(root, f->name);
-      if (f->mtime_ns != 0) dir_times.emplace_back(join(root, f->name), f->mode, f->mtime_ns);
-      std::string fdir = join(root, f->name);
+      mkdirs(root, frel);
+      if (f->mtime_ns != 0) dir_times.emplace_back(join(root, frel), f->mode, f->mtime_ns);
+      std::string fdir = join(root, frel);
       for (const TreeEntry& e : tree.entries) {
-        std::string rel = join(f->name, e.path);
+        std::string rel = join(frel, e.path);
         if (e.kind == EntryKind::kDir) {
           mkdirs(root, rel);
           dir_times.emplace_back(join(root, rel), e.mode, e.mtime_ns);
@@ -193,7 +211,7 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
         pf.final_path = join(root, rel);
         pf.entry = &e;
         if (e.kind == EntryKind::kMessage) {
-          mkdirs(root, join(f->name, "tmp"));
+          mkdirs(root, join(frel, "tmp"));
           pf.temp_path = join(fdir, "tmp") + "/.reduit-restore." + std::to_string(tmp_counter++);
         } else {
           pf.temp_path = join(root, parent) + "/.reduit-restore." + std::to_string(tmp_counter++);

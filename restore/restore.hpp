@@ -27,6 +27,7 @@ struct RestoreRequest {
   std::string snapshot = "latest";
   std::string mailbox;
   std::string folder;  // "" = the whole mailbox; else this folder and its subfolders
+  bool all = false;    // every mailbox, each at its path below the source root
   std::string dest;
   bool progress = false;
 };

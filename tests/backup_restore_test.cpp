@@ -613,3 +613,24 @@ TEST(MainJob, SecondBackupWhileLeaseIsHeldGivesExit3) {
   EXPECT_EQ(r.json()["messages"], 20);
   EXPECT_FALSE(fs::exists(site.vault_dir() + "/locks/lease"));
 }
+
+// Disaster recovery: `restore --all` on a fresh host brings back every mailbox at
+// its path below the source root, byte-identical.
+TEST(MainJob, RestoreAllOnAFreshHostRebuildsTheWholeSourceTree) {
+  TempDir mail;
+  reduit::test::generate_maildir(mail.path(), 400, 6, 13);
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  site.backup();
+  TempDir fresh;
+  std::string cfg = reduit::test::write_config(fresh.path(), site.url(), site.keys().archive_home->path(), {}, "");
+  std::string to = fresh.path() + "/srv/restore/vmail";  // parents are created
+  RunResult r = reduit::test::run_command(
+      {reduit::test::reduit_binary(), "--config", cfg, "--json", "restore", "--all", "--to", to});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.json()["messages"], 400);
+  expect_same_tree(mail.path(), to);
+  r = reduit::test::run_command({reduit::test::reduit_binary(), "--config", cfg, "restore", "--to", to + "2"});
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("--mailbox M"), std::string::npos) << r.err;
+}
