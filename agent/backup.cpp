@@ -31,13 +31,18 @@ namespace reduit {
 
 namespace {
 
-// Seals and uploads packs on its own thread, with its own vault connection and
-// catalog handle; journals each pack right after it is in the vault.
+// The pack pipeline: the scanning thread fills packs; kSealers threads compress and
+// encrypt them (each with its own gpg context); one thread uploads them over its own
+// vault connection and journals each pack in the catalog right after it is in the
+// vault. Bounded queues keep at most ~5 packs in memory.
 class PackUploader {
  public:
+  static constexpr int kSealers = 2;
+
   PackUploader(const Config& cfg, const VaultConfig& vc, const std::string& gnupghome)
       : cfg_(cfg), vc_(vc), home_(gnupghome) {
-    thread_ = std::thread([this] { run(); });
+    for (int i = 0; i < kSealers; ++i) threads_.emplace_back([this] { guard([this] { seal_loop(); }); });
+    threads_.emplace_back([this] { guard([this] { upload_loop(); }); });
   }
   ~PackUploader() {
     {
@@ -45,15 +50,16 @@ class PackUploader {
       closing_ = true;
     }
     cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
+    for (auto& t : threads_) t.join();
   }
 
-  /// Blocks while two packs are already waiting. Rethrows a worker failure.
+  /// Blocks while a pack is already waiting for a sealer. Rethrows a worker failure.
   void submit(PackKind kind, Bytes plaintext, std::vector<PackEntry> entries) {
     std::unique_lock<std::mutex> g(mu_);
-    cv_.wait(g, [&] { return queue_.size() < 2 || error_; });
+    cv_.wait(g, [&] { return plain_.empty() || error_; });
     if (error_) std::rethrow_exception(error_);
-    queue_.push_back(Job{kind, std::move(plaintext), std::move(entries)});
+    plain_.push_back(Job{kind, std::move(plaintext), std::move(entries)});
+    ++in_flight_;
     cv_.notify_all();
   }
 
@@ -68,7 +74,7 @@ class PackUploader {
   /// Waits until every submitted pack is uploaded; rethrows a worker failure.
   void finish() {
     std::unique_lock<std::mutex> g(mu_);
-    cv_.wait(g, [&] { return (queue_.empty() && !busy_) || error_; });
+    cv_.wait(g, [&] { return in_flight_ == 0 || error_; });
     if (error_) std::rethrow_exception(error_);
   }
 
@@ -78,46 +84,74 @@ class PackUploader {
  private:
   struct Job {
     PackKind kind;
-    Bytes plaintext;
+    Bytes bytes;  // plaintext, then sealed
     std::vector<PackEntry> entries;
   };
 
-  void run() {
+  template <typename F>
+  void guard(F&& f) {
     try {
-      Repository repo(open_transport(cfg_.vault_url, cfg_.ssh), home_);
-      repo.set_config(vc_);
-      Catalog journal(cfg_.state_dir);
-      while (true) {
-        Job job;
-        {
-          std::unique_lock<std::mutex> g(mu_);
-          cv_.wait(g, [&] { return !queue_.empty() || closing_; });
-          if (queue_.empty()) return;
-          job = std::move(queue_.front());
-          queue_.pop_front();
-          busy_ = true;
-        }
-        Bytes sealed = repo.seal(job.plaintext, job.kind);
-        job.plaintext = Bytes();
-        IndexPack p;
-        p.id = sha256(sealed.data(), sealed.size());
-        p.size = sealed.size();
-        p.kind = job.kind;
-        p.blobs = std::move(job.entries);
-        repo.transport().put(pack_name(p.id), sealed);
-        journal.add_pack(p, /*indexed=*/false);
-        (job.kind == PackKind::kData ? data_bytes_ : metadata_bytes_) += sealed.size();
-        {
-          std::lock_guard<std::mutex> g(mu_);
-          done_.push_back(std::move(p));
-          busy_ = false;
-        }
-        cv_.notify_all();
-      }
+      f();
     } catch (...) {
       std::lock_guard<std::mutex> g(mu_);
-      error_ = std::current_exception();
-      busy_ = false;
+      if (!error_) error_ = std::current_exception();
+    }
+    cv_.notify_all();
+  }
+
+  void seal_loop() {
+    Crypto crypto(home_);
+    while (true) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> g(mu_);
+        cv_.wait(g, [&] {
+          return error_ || (!plain_.empty() && sealed_.size() < 2) || (closing_ && plain_.empty());
+        });
+        if (error_ || plain_.empty()) {
+          ++sealers_done_;
+          cv_.notify_all();
+          return;
+        }
+        job = std::move(plain_.front());
+        plain_.pop_front();
+      }
+      cv_.notify_all();
+      job.bytes = seal_object(crypto, vc_, job.bytes, job.kind);
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        sealed_.push_back(std::move(job));
+      }
+      cv_.notify_all();
+    }
+  }
+
+  void upload_loop() {
+    std::unique_ptr<Transport> transport = open_transport(cfg_.vault_url, cfg_.ssh);
+    Catalog journal(cfg_.state_dir);
+    while (true) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> g(mu_);
+        cv_.wait(g, [&] { return error_ || !sealed_.empty() || (closing_ && sealers_done_ == kSealers); });
+        if (error_ || sealed_.empty()) return;
+        job = std::move(sealed_.front());
+        sealed_.pop_front();
+      }
+      cv_.notify_all();
+      IndexPack p;
+      p.id = sha256(job.bytes.data(), job.bytes.size());
+      p.size = job.bytes.size();
+      p.kind = job.kind;
+      p.blobs = std::move(job.entries);
+      transport->put(pack_name(p.id), job.bytes);
+      journal.add_pack(p, /*indexed=*/false);
+      (job.kind == PackKind::kData ? data_bytes_ : metadata_bytes_) += p.size;
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        done_.push_back(std::move(p));
+        --in_flight_;
+      }
       cv_.notify_all();
     }
   }
@@ -127,16 +161,40 @@ class PackUploader {
   std::string home_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job> queue_;
+  std::deque<Job> plain_, sealed_;
   std::vector<IndexPack> done_;
-  bool closing_ = false, busy_ = false;
+  int in_flight_ = 0, sealers_done_ = 0;
+  bool closing_ = false;
   std::exception_ptr error_;
   std::atomic<std::uint64_t> data_bytes_{0}, metadata_bytes_{0};
-  std::thread thread_;
+  std::vector<std::thread> threads_;
+};
+
+// A read buffer that grows but is never zero-filled (a resize() of std::string
+// would memset every byte of every message first).
+class ReadBuffer {
+ public:
+  std::string_view view() const { return {data_.get(), len_}; }
+  char* reserve(std::size_t n) {
+    if (n > cap_) {
+      std::size_t cap = std::max(n, cap_ * 2);
+      std::unique_ptr<char[]> bigger(new char[cap]);
+      if (len_) std::memcpy(bigger.get(), data_.get(), len_);
+      data_ = std::move(bigger);
+      cap_ = cap;
+    }
+    return data_.get();
+  }
+  std::size_t capacity() const { return cap_; }
+  void set_length(std::size_t n) { len_ = n; }
+
+ private:
+  std::unique_ptr<char[]> data_;
+  std::size_t cap_ = 0, len_ = 0;
 };
 
 // Reads a whole file; returns false when it vanished (ENOENT). Fills `st`.
-bool read_file(const std::string& path, std::string& buf, struct stat& st) {
+bool read_file(const std::string& path, ReadBuffer& buf, struct stat& st) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
   if (fd < 0 && errno == EPERM) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -148,11 +206,13 @@ bool read_file(const std::string& path, std::string& buf, struct stat& st) {
     ::close(fd);
     throw Error(ErrorCode::kSource, "cannot stat " + path + ": " + std::strerror(e));
   }
-  buf.resize(static_cast<std::size_t>(st.st_size));
   std::size_t got = 0;
+  buf.set_length(0);
+  buf.reserve(static_cast<std::size_t>(st.st_size) + 1);
   while (true) {
-    if (got == buf.size()) buf.resize(buf.size() + 65536);  // grew while reading
-    ssize_t n = ::read(fd, buf.data() + got, buf.size() - got);
+    if (got == buf.capacity()) buf.reserve(got + 65536);  // grew while reading
+    buf.set_length(got);
+    ssize_t n = ::read(fd, buf.reserve(got + 1) + got, buf.capacity() - got);
     if (n < 0) {
       if (errno == EINTR) continue;
       int e = errno;
@@ -163,7 +223,7 @@ bool read_file(const std::string& path, std::string& buf, struct stat& st) {
     got += static_cast<std::size_t>(n);
   }
   ::close(fd);
-  buf.resize(got);
+  buf.set_length(got);
   return true;
 }
 
@@ -193,7 +253,7 @@ class Backup {
     reconcile_with_vault();
 
     uploader_ = std::make_unique<PackUploader>(cfg_, repo_->config(), cfg_.gnupghome);
-    data_ = std::make_unique<PackWriter>(PackKind::kData);
+    data_ = std::make_unique<PackWriter>(PackKind::kData, repo_->config().pack_size + (1 << 20));
     meta_ = std::make_unique<PackWriter>(PackKind::kMetadata);
     catalog_->begin_staging();
 
@@ -448,28 +508,29 @@ class Backup {
     // What we read is what we record.
     e.dev = st.st_dev;
     e.ino = st.st_ino;
-    e.size = buf_.size();
+    const std::string_view m = buf_.view();
+    e.size = m.size();
     e.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
     e.ctime_ns = static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
     e.mode = st.st_mode & 07777;
     ++stats_.files_read;
-    stats_.bytes_read += buf_.size();
-    cf.sha256 = sha256(buf_.data(), buf_.size());
+    stats_.bytes_read += m.size();
+    cf.sha256 = sha256(m.data(), m.size());
     if (e.kind == EntryKind::kMessage) {
-      std::size_t hl = header_block_length(buf_);
-      cf.header = repo_->blob_id(buf_.data(), hl);
-      add_blob(*data_, BlobType::kHeader, *cf.header, buf_.data(), hl);
-      if (hl < buf_.size()) {
-        cf.body = repo_->blob_id(buf_.data() + hl, buf_.size() - hl);
-        add_blob(*data_, BlobType::kBody, *cf.body, buf_.data() + hl, buf_.size() - hl);
+      std::size_t hl = header_block_length(m);
+      cf.header = repo_->blob_id(m.data(), hl);
+      add_blob(*data_, BlobType::kHeader, *cf.header, m.data(), hl);
+      if (hl < m.size()) {
+        cf.body = repo_->blob_id(m.data() + hl, m.size() - hl);
+        add_blob(*data_, BlobType::kBody, *cf.body, m.data() + hl, m.size() - hl);
       }
       if (!catalog_->has_message(cf.sha256)) {
-        HeaderSummary h = summarize_headers(std::string_view(buf_.data(), hl));
+        HeaderSummary h = summarize_headers(std::string_view(m.data(), hl));
         catalog_->add_message(cf.sha256, h.message_id, h.date, h.from, h.to, h.subject);
       }
-    } else if (!buf_.empty()) {
-      cf.blob = repo_->blob_id(buf_.data(), buf_.size());
-      add_blob(*data_, BlobType::kFile, *cf.blob, buf_.data(), buf_.size());
+    } else if (!m.empty()) {
+      cf.blob = repo_->blob_id(m.data(), m.size());
+      add_blob(*data_, BlobType::kFile, *cf.blob, m.data(), m.size());
     }
     return true;
   }
@@ -482,7 +543,7 @@ class Backup {
   std::unique_ptr<PackUploader> uploader_;
   std::unique_ptr<PackWriter> data_, meta_;
   std::unordered_set<Hash, HashHasher> pending_;
-  std::string buf_;
+  ReadBuffer buf_;
   std::chrono::steady_clock::time_point last_progress_{};
   bool progress_shown_ = false;
 };

@@ -2,18 +2,28 @@
 
 #include <zstd.h>
 
+#include <memory>
+
 #include "vault/error.hpp"
 
 namespace reduit {
 
 Bytes zstd_compress(const Bytes& data, int level) {
-  Bytes out(ZSTD_compressBound(data.size()));
-  std::size_t n = ZSTD_compress(out.data(), out.size(), data.data(), data.size(), level);
+  // A per-thread scratch buffer and context, reused: no zero-fill and no fresh pages
+  // per pack; the result is exactly the frame's size.
+  thread_local std::unique_ptr<std::uint8_t[]> scratch;
+  thread_local std::size_t scratch_size = 0;
+  thread_local std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx(ZSTD_createCCtx(), &ZSTD_freeCCtx);
+  std::size_t bound = ZSTD_compressBound(data.size());
+  if (bound > scratch_size) {
+    scratch.reset(new std::uint8_t[bound]);
+    scratch_size = bound;
+  }
+  std::size_t n = ZSTD_compressCCtx(cctx.get(), scratch.get(), bound, data.data(), data.size(), level);
   if (ZSTD_isError(n)) {
     throw Error(ErrorCode::kInternal, std::string("zstd: ") + ZSTD_getErrorName(n));
   }
-  out.resize(n);
-  return out;
+  return Bytes(scratch.get(), scratch.get() + n);
 }
 
 Bytes zstd_decompress(const Bytes& frame, std::size_t max_size) {

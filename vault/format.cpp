@@ -124,7 +124,8 @@ const char* blob_type_name(BlobType t) {
 void PackWriter::add(BlobType type, const Hash& id, const void* data, std::size_t size) {
   if (data_.empty()) append(data_, kPackMagic, 8);
   entries_.push_back(PackEntry{type, id, data_.size(), size});
-  append(data_, data, size);
+  const auto* p = static_cast<const std::uint8_t*>(data);
+  data_.insert(data_.end(), p, p + size);  // no zero-fill, unlike resize()
 }
 
 Bytes PackWriter::finish() {
@@ -141,6 +142,7 @@ Bytes PackWriter::finish() {
   append(out, kPackMagic, 8);
   entries_.clear();
   data_ = Bytes();
+  data_.reserve(reserve_);
   return out;
 }
 

@@ -38,7 +38,11 @@ struct PackEntry {
 /// Accumulates blobs into one pack plaintext (FORMAT.md §Pack).
 class PackWriter {
  public:
-  explicit PackWriter(PackKind kind) : kind_(kind) { data_.reserve(1 << 20); }
+  /// `reserve` = expected plaintext size (the pack target plus a message or so),
+  /// allocated once so the buffer does not double past it.
+  explicit PackWriter(PackKind kind, std::size_t reserve = 1 << 20) : kind_(kind), reserve_(reserve) {
+    data_.reserve(reserve_);
+  }
   void add(BlobType type, const Hash& id, const void* data, std::size_t size);
   std::size_t size() const { return data_.size(); }
   std::size_t count() const { return entries_.size(); }
@@ -51,6 +55,7 @@ class PackWriter {
 
  private:
   PackKind kind_;
+  std::size_t reserve_;
   Bytes data_;
   std::vector<PackEntry> entries_;
 };

@@ -104,11 +104,14 @@ const VaultConfig& Repository::load_config() {
   return config_;
 }
 
-Bytes Repository::seal(const Bytes& plaintext, PackKind kind) {
-  const VaultConfig& c = config();
+Bytes seal_object(Crypto& crypto, const VaultConfig& c, const Bytes& plaintext, PackKind kind) {
   std::vector<std::string> recipients = c.archive_keys;
   if (kind == PackKind::kMetadata) recipients.push_back(c.agent_key);
-  return crypto_->encrypt_sign(zstd_compress(plaintext, c.zstd_level), recipients, c.agent_key);
+  return crypto.encrypt_sign(zstd_compress(plaintext, c.zstd_level), recipients, c.agent_key);
+}
+
+Bytes Repository::seal(const Bytes& plaintext, PackKind kind) {
+  return seal_object(*crypto_, config(), plaintext, kind);
 }
 
 Bytes Repository::open(const Bytes& stored, const std::string& what) {

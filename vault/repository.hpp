@@ -126,6 +126,11 @@ class Lease {
   bool held_ = false, broke_stale_ = false;
 };
 
+/// zstd + encrypt + sign as Repository::seal does, for threads that own a Crypto:
+/// data packs to the archive keys, metadata also to the agent key; signed by the
+/// agent key.
+Bytes seal_object(Crypto& crypto, const VaultConfig& config, const Bytes& plaintext, PackKind kind);
+
 std::int64_t now_ns();
 std::string local_hostname();
 
