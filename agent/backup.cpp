@@ -227,6 +227,10 @@ bool read_file(const std::string& path, ReadBuffer& buf, struct stat& st) {
   return true;
 }
 
+// A directory timestamp younger than this at scan time is not trusted for the fast
+// path: a change in the same clock tick (file times are jiffy-coarse) could hide.
+constexpr std::int64_t kRacyNs = 2'000'000'000;
+
 class Backup {
  public:
   Backup(const Config& cfg, const BackupOptions& opts) : cfg_(cfg), opts_(opts) {}
@@ -404,8 +408,55 @@ class Backup {
             static_cast<unsigned long long>(stats_.data_packs + stats_.metadata_packs));
   }
 
+  // Maildir messages are immutable and every delivery, flag change or deletion is a
+  // rename in cur/ or new/, which changes that directory's mtime and ctime. A
+  // folder whose directories carry the stamp recorded last time, and whose other
+  // files are unchanged, keeps its tree without a listing or stat of its messages.
+  std::optional<SnapshotFolder> unchanged_folder(const MailboxSpec& m, const std::string& folder,
+                                                 const std::vector<std::string>& folders,
+                                                 const std::string& folder_abs, const std::string& stamp) {
+    if (stamp.empty() || opts_.full_scan) return std::nullopt;
+    std::optional<Catalog::CachedFolder> prev = catalog_->find_folder(folder_abs);
+    if (!prev || prev->stamp != stamp || !known(prev->tree)) return std::nullopt;
+    ScannedFolder light = scan_folder(m.abs, folder, folders, /*with_messages=*/false);
+    std::uint64_t others = 0;
+    for (const ScannedEntry& e : light.entries) {
+      if (e.kind == EntryKind::kDir) {
+        if (e.path != "cur" && e.path != "new" && e.path != "tmp") return std::nullopt;
+        continue;
+      }
+      std::optional<CachedFile> c = catalog_->find_file(folder_abs, e.key);
+      if (!c || c->path != e.path || c->dev != e.dev || c->ino != e.ino || c->size != e.size ||
+          c->mtime_ns != e.mtime_ns || c->ctime_ns != e.ctime_ns) {
+        return std::nullopt;
+      }
+      ++others;
+    }
+    if (!light.skipped.empty() || others > prev->files) return std::nullopt;
+    SnapshotFolder out;
+    out.name = folder;
+    out.tree = prev->tree;
+    out.messages = prev->messages;
+    out.bytes = prev->bytes;
+    struct stat dst;
+    if (stat(folder_abs.c_str(), &dst) == 0) {
+      out.mode = dst.st_mode & 07777;
+      out.mtime_ns = static_cast<std::int64_t>(dst.st_mtim.tv_sec) * 1000000000 + dst.st_mtim.tv_nsec;
+    }
+    catalog_->carry_folder(folder_abs);
+    stats_.files += prev->files;
+    ++stats_.trees_reused;
+    ++stats_.folders;
+    ++stats_.folders_unchanged;
+    return out;
+  }
+
   SnapshotFolder backup_folder(const MailboxSpec& m, const std::string& folder,
                                const std::vector<std::string>& folders) {
+    const std::string folder_abs = folder.empty() ? m.abs : m.abs + "/" + folder;
+    // The stamp is read before the scan: a change after it is seen next time.
+    const std::string stamp = folder_stamp(folder_abs, now_ns(), kRacyNs);
+    if (auto same = unchanged_folder(m, folder, folders, folder_abs, stamp)) return *same;
     ScannedFolder sf = scan_folder(m.abs, folder, folders);
     if (!sf.skipped.empty()) {
       warn(std::to_string(sf.skipped.size()) + " symlink(s) or special file(s) not backed up, e.g. " +
@@ -481,6 +532,9 @@ class Backup {
       ++stats_.trees_new;
       add_blob(*meta_, BlobType::kTree, out.tree, text.data(), text.size());
     }
+    std::uint64_t files = 0;
+    for (const TreeEntry& e : tree.entries) files += e.kind != EntryKind::kDir;
+    catalog_->stage_folder(folder_key, {stamp, out.tree, out.messages, out.bytes, files});
     ++stats_.folders;
     return out;
   }

@@ -22,6 +22,7 @@ namespace reduit {
 struct BackupOptions {
   bool progress = false;  // live progress line on stderr (a terminal)
   std::vector<std::string> tags;
+  bool full_scan = false;  // list and stat every message even in unchanged folders
 };
 
 struct BackupStats {
@@ -34,6 +35,7 @@ struct BackupStats {
   std::uint64_t content_blobs_new = 0;  // header/body/file blobs (not trees)
   std::uint64_t bytes_new = 0;          // plaintext bytes of those blobs
   std::uint64_t trees_new = 0, trees_reused = 0;
+  std::uint64_t folders_unchanged = 0;  // taken whole from the folder cache (no message stat)
   std::uint64_t data_packs = 0, metadata_packs = 0;
   std::uint64_t data_bytes_uploaded = 0;      // stored bytes of data packs
   std::uint64_t metadata_bytes_uploaded = 0;  // metadata packs + index + snapshot

@@ -8,12 +8,16 @@ void add_backup(CLI::App& app, Globals& g, Runner& run) {
   auto* cmd = app.add_subcommand("backup", "back up every configured mailbox to the vault (a new snapshot)");
   auto tags = std::make_shared<std::vector<std::string>>();
   cmd->add_option("--tag", *tags, "tag recorded in the snapshot; repeatable");
-  cmd->callback([&g, &run, tags] {
-    run = [&g, tags] {
+  auto full = std::make_shared<bool>(false);
+  cmd->add_flag("--full-scan", *full,
+                "stat every message, also in folders whose directories are unchanged since the last run");
+  cmd->callback([&g, &run, tags, full] {
+    run = [&g, tags, full] {
       Config cfg = load_config(g.config_path);
       BackupOptions opts;
       opts.progress = want_progress(g);
       opts.tags = *tags;
+      opts.full_scan = *full;
       BackupStats s = run_backup(cfg, opts);
       if (g.json) {
         print_json({{"snapshot", s.snapshot_id},
@@ -29,6 +33,7 @@ void add_backup(CLI::App& app, Globals& g, Runner& run) {
                     {"bytes_new", s.bytes_new},
                     {"trees_new", s.trees_new},
                     {"trees_reused", s.trees_reused},
+                    {"folders_unchanged", s.folders_unchanged},
                     {"data_packs", s.data_packs},
                     {"metadata_packs", s.metadata_packs},
                     {"data_bytes_uploaded", s.data_bytes_uploaded},

@@ -15,7 +15,8 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("--snapshot", o->req.snapshot, "snapshot id (prefix) or 'latest'")->default_val("latest");
-  auto* mailbox = cmd->add_option("--mailbox", o->req.mailbox, "mailbox name as shown by 'reduit ls SNAPSHOT'");
+  auto* mailbox =
+      cmd->add_option("--mailbox", o->req.mailbox, "mailbox name as shown by 'reduit ls SNAPSHOT'");
   auto* all = cmd->add_flag("--all", o->req.all,
                             "every mailbox, each at its path below the source root (disaster recovery)");
   mailbox->excludes(all);

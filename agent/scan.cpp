@@ -229,8 +229,21 @@ std::string resolve_message(const std::string& folder_abs, const std::string& un
   return "";
 }
 
+std::string folder_stamp(const std::string& folder_abs, std::int64_t now_ns, std::int64_t racy_ns) {
+  std::string stamp;
+  for (const char* sub : {"", "/cur", "/new", "/tmp"}) {
+    struct stat st;
+    if (stat((folder_abs + sub).c_str(), &st) != 0) return "";
+    std::int64_t m = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    std::int64_t c = static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
+    if (now_ns - m < racy_ns || now_ns - c < racy_ns) return "";
+    stamp += std::to_string(m) + ":" + std::to_string(c) + ":" + std::to_string(st.st_ino) + ";";
+  }
+  return stamp;
+}
+
 ScannedFolder scan_folder(const std::string& mailbox_abs, const std::string& folder,
-                          const std::vector<std::string>& folders) {
+                          const std::vector<std::string>& folders, bool with_messages) {
   ScannedFolder out;
   out.name = folder;
   out.abs = join(mailbox_abs, folder);
@@ -253,7 +266,9 @@ ScannedFolder scan_folder(const std::string& mailbox_abs, const std::string& fol
     std::string abs = join(out.abs, rel);
     const bool message_dir = is_folder && (rel == "cur" || rel == "new");
     std::vector<std::string> names;
-    if (message_dir) {
+    if (message_dir && !with_messages) {
+      continue;
+    } else if (message_dir) {
       names = stable_listing(abs);
     } else {
       for (auto& e : list_dir(abs)) names.push_back(std::move(e.name));

@@ -63,8 +63,16 @@ std::vector<std::string> find_folders(const std::string& mailbox_abs);
 
 /// Scans one folder; `folders` is the result of find_folders (their directories are
 /// not descended into). Throws Error(kSource) when the folder cannot be read.
+/// `with_messages` = false lists everything but the contents of cur/ and new/ (the
+/// backup's fast path for a folder whose message directories did not change).
 ScannedFolder scan_folder(const std::string& mailbox_abs, const std::string& folder,
-                          const std::vector<std::string>& folders);
+                          const std::vector<std::string>& folders, bool with_messages = true);
+
+/// The stat stamp of a Maildir folder's own directory and its cur/, new/ and tmp/
+/// ("mtime_ns:ctime_ns:ino;" each). Any rename, delivery or deletion of a message
+/// changes it. Empty when a directory is missing, or when a timestamp is within
+/// `racy_ns` of `now_ns` (a change in the same clock tick could then go unseen).
+std::string folder_stamp(const std::string& folder_abs, std::int64_t now_ns, std::int64_t racy_ns);
 
 /// Finds the current path (relative to the folder) of the message with unique name
 /// `uname` in cur/ or new/, or "" when it is gone. Used when a listed file vanished.

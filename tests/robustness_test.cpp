@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <thread>
 
@@ -272,4 +273,53 @@ TEST(Robustness, RestoredFolderDirectoriesKeepModeAndMtime) {
   EXPECT_EQ(st.st_mode & 07777, 0750u);
   EXPECT_EQ(st.st_mtim.tv_sec, 1600000000);
   EXPECT_EQ(st.st_mtim.tv_nsec, 123);
+}
+
+// The no-change fast path: folders whose cur/, new/ and tmp/ stamps are unchanged
+// keep their trees without a stat of their messages — and any change is still seen.
+TEST(FolderFastPath, UnchangedFoldersAreSkippedAndEveryKindOfChangeIsSeen) {
+  TempDir mail;
+  reduit::test::generate_maildir(mail.path(), 300, 3, 27);
+  std::string box = mail.path() + "/example.ch/" +
+                    fs::directory_iterator(mail.path() + "/example.ch")->path().filename().string();
+  // Directory times younger than 2 s are not trusted (same-tick changes could hide).
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  nlohmann::json first = site.backup();
+  EXPECT_EQ(first["folders_unchanged"], 0);
+  nlohmann::json second = site.backup();
+  EXPECT_EQ(second["folders_unchanged"], first["folders"]);
+  EXPECT_EQ(second["files"], first["files"]);
+  EXPECT_EQ(second["messages"], first["messages"]);
+  EXPECT_EQ(second["trees_new"], 0);
+
+  // A flag change in the mailbox root's cur/: only that folder is rescanned.
+  std::string renamed;
+  for (const auto& e : fs::directory_iterator(box + "/cur")) {
+    renamed = e.path().string();
+    break;
+  }
+  fs::rename(renamed, renamed + "T");  // add the T (trashed) flag
+  // A control file rewritten in place (no directory change), in the same folder.
+  std::ofstream(box + "/dovecot-uidlist", std::ios::app) << "9999 :appended\n";
+  nlohmann::json third = site.backup();
+  EXPECT_EQ(third["folders_unchanged"], first["folders"].get<int>() - 1);
+  EXPECT_EQ(third["trees_new"], 1);
+  EXPECT_EQ(third["content_blobs_new"], 1);  // the uidlist; the renamed message is metadata
+  EXPECT_EQ(third["messages"], first["messages"]);
+
+  // --full-scan ignores the stamps.
+  RunResult full = site.reduit({"backup", "--full-scan"});
+  ASSERT_EQ(full.status, 0) << full.err;
+  EXPECT_EQ(full.json()["folders_unchanged"], 0);
+  EXPECT_EQ(full.json()["files_read"], 0);
+  EXPECT_EQ(full.json()["trees_new"], 0);
+
+  std::string name = box.substr(box.rfind('/') + 1) + "@example.ch";
+  RunResult r = site.restore(name, site.path("out"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto a = reduit::test::tree_facts(box), b = reduit::test::tree_facts(site.path("out"));
+  EXPECT_EQ(a.size(), b.size());
+  for (const auto& [p, f] : a) EXPECT_EQ(f.sha256, b[p].sha256) << p;
 }

@@ -23,6 +23,8 @@ CREATE TABLE IF NOT EXISTS files(folder TEXT NOT NULL, key TEXT NOT NULL, path T
   dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, mode INTEGER,
   sha256 BLOB, header BLOB, body BLOB, blob BLOB, PRIMARY KEY(folder, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS indexes(id BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS folders(key TEXT PRIMARY KEY, stamp TEXT NOT NULL, tree BLOB NOT NULL,
+  messages INTEGER, bytes INTEGER, files INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots(id TEXT PRIMARY KEY, time_ns INTEGER NOT NULL, host TEXT,
   json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS messages(sha256 BLOB PRIMARY KEY, message_id TEXT, date TEXT,
@@ -33,6 +35,9 @@ const char* kStagingSchema = R"sql(
 CREATE TEMP TABLE IF NOT EXISTS run_files(folder TEXT NOT NULL, key TEXT NOT NULL, path TEXT NOT NULL,
   dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, mode INTEGER,
   sha256 BLOB, header BLOB, body BLOB, blob BLOB, PRIMARY KEY(folder, key)) WITHOUT ROWID;
+CREATE TEMP TABLE IF NOT EXISTS run_folders(key TEXT PRIMARY KEY, stamp TEXT NOT NULL, tree BLOB NOT NULL,
+  messages INTEGER, bytes INTEGER, files INTEGER) WITHOUT ROWID;
+CREATE TEMP TABLE IF NOT EXISTS run_carried(key TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TEMP TABLE IF NOT EXISTS run_messages(sha256 BLOB PRIMARY KEY, message_id TEXT, date TEXT,
   from_addr TEXT, to_addr TEXT, subject TEXT) WITHOUT ROWID;
 )sql";
@@ -234,7 +239,7 @@ std::size_t Catalog::forget_packs(const std::vector<Hash>& packs) {
       bind_hash(qp, 1, h);
       qp.exec();
     }
-    db_->exec("DELETE FROM main.files");
+    db_->exec("DELETE FROM main.files; DELETE FROM main.folders;");
     txn.commit();
     return packs.size();
   });
@@ -298,7 +303,9 @@ std::optional<CachedFile> Catalog::find_file(const std::string& folder_key, cons
 
 void Catalog::begin_staging() {
   guarded(path_, __func__, [&] {
-    db_->exec("DELETE FROM temp.run_files; DELETE FROM temp.run_messages;");
+    db_->exec(
+        "DELETE FROM temp.run_files; DELETE FROM temp.run_messages; DELETE FROM temp.run_folders; "
+        "DELETE FROM temp.run_carried;");
     staging_ = std::make_unique<SQLite::Transaction>(*db_);
     staged_in_txn_ = 0;
     return 0;
@@ -356,17 +363,59 @@ void Catalog::commit_files() {
       staging_.reset();
     }
     SQLite::Transaction txn(*db_);
-    db_->exec("DELETE FROM main.files");
-    db_->exec("INSERT INTO main.files SELECT * FROM temp.run_files");
+    db_->exec("DELETE FROM main.files WHERE folder NOT IN (SELECT key FROM temp.run_carried)");
+    db_->exec("INSERT OR REPLACE INTO main.files SELECT * FROM temp.run_files");
+    db_->exec("DELETE FROM main.folders WHERE key NOT IN (SELECT key FROM temp.run_carried)");
+    db_->exec("INSERT OR REPLACE INTO main.folders SELECT * FROM temp.run_folders");
     db_->exec("INSERT OR IGNORE INTO main.messages SELECT * FROM temp.run_messages");
     txn.commit();
-    db_->exec("DELETE FROM temp.run_files; DELETE FROM temp.run_messages;");
+    db_->exec(
+        "DELETE FROM temp.run_files; DELETE FROM temp.run_messages; DELETE FROM temp.run_folders; "
+        "DELETE FROM temp.run_carried;");
+    return 0;
+  });
+}
+
+std::optional<Catalog::CachedFolder> Catalog::find_folder(const std::string& key) {
+  return guarded(path_, __func__, [&]() -> std::optional<CachedFolder> {
+    SQLite::Statement q(*db_, "SELECT stamp, tree, messages, bytes, files FROM main.folders WHERE key=?");
+    q.bind(1, key);
+    if (!q.executeStep()) return std::nullopt;
+    CachedFolder f;
+    f.stamp = q.getColumn(0).getString();
+    f.tree = col_hash(q.getColumn(1));
+    f.messages = static_cast<std::uint64_t>(q.getColumn(2).getInt64());
+    f.bytes = static_cast<std::uint64_t>(q.getColumn(3).getInt64());
+    f.files = static_cast<std::uint64_t>(q.getColumn(4).getInt64());
+    return f;
+  });
+}
+
+void Catalog::stage_folder(const std::string& key, const CachedFolder& f) {
+  guarded(path_, __func__, [&] {
+    SQLite::Statement q(*db_, "INSERT OR REPLACE INTO temp.run_folders VALUES(?,?,?,?,?,?)");
+    q.bind(1, key);
+    q.bind(2, f.stamp);
+    bind_hash(q, 3, f.tree);
+    q.bind(4, static_cast<std::int64_t>(f.messages));
+    q.bind(5, static_cast<std::int64_t>(f.bytes));
+    q.bind(6, static_cast<std::int64_t>(f.files));
+    q.exec();
+    return 0;
+  });
+}
+
+void Catalog::carry_folder(const std::string& key) {
+  guarded(path_, __func__, [&] {
+    SQLite::Statement q(*db_, "INSERT OR IGNORE INTO temp.run_carried VALUES(?)");
+    q.bind(1, key);
+    q.exec();
     return 0;
   });
 }
 
 void Catalog::clear_files() {
-  guarded(path_, __func__, [&] { return db_->exec("DELETE FROM main.files"); });
+  guarded(path_, __func__, [&] { return db_->exec("DELETE FROM main.files; DELETE FROM main.folders;"); });
 }
 
 void Catalog::add_snapshot(const std::string& id, const Snapshot& s, const std::string& json) {
@@ -437,7 +486,7 @@ void Catalog::reset() {
   guarded(path_, __func__, [&] {
     db_->exec(
         "BEGIN; DELETE FROM meta; DELETE FROM packs; DELETE FROM blobs; DELETE FROM main.files; "
-        "DELETE FROM snapshots; DELETE FROM indexes; COMMIT;");
+        "DELETE FROM snapshots; DELETE FROM indexes; DELETE FROM folders; COMMIT;");
     return 0;
   });
 }

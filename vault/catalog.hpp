@@ -77,6 +77,19 @@ class Catalog {
   /// next commit writes an index naming them all again.
   void reindex_all(const std::vector<Hash>& missing_indexes);
 
+  // Folder cache: a folder whose stamp (agent/scan.hpp folder_stamp) is unchanged
+  // keeps its tree without listing or stat-ing its messages.
+  struct CachedFolder {
+    std::string stamp;
+    Hash tree{};
+    std::uint64_t messages = 0, bytes = 0, files = 0;
+  };
+  std::optional<CachedFolder> find_folder(const std::string& folder_key);
+  /// Stages this run's row for a rescanned folder.
+  void stage_folder(const std::string& folder_key, const CachedFolder& f);
+  /// Marks a folder carried over unchanged: its cached files and folder rows stay.
+  void carry_folder(const std::string& folder_key);
+
   // File cache.
   std::optional<CachedFile> find_file(const std::string& folder_key, const std::string& key);
   /// Stages a row for this run in a TEMP table; commit_files() replaces the cache.
@@ -84,7 +97,7 @@ class Catalog {
   void begin_staging();
   void flush_staging();  // commits the staging transaction (call every few thousand rows)
   void end_staging();    // commits and closes the staging transaction
-  void commit_files();   // atomically: files := staged rows
+  void commit_files();   // atomically: files, folders := staged rows + carried folders' rows
   void clear_files();
 
   // Snapshots.
