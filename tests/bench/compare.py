@@ -312,13 +312,21 @@ def churn(src, seed):
     rnd.shuffle(msgs)
     new, flags, dels = msgs[: n // 100], msgs[n // 100: n // 100 + n // 10], msgs[n // 100 + n // 10: n // 100 + n // 10 + n // 50]
     added = 0
+    concat = tempfile.NamedTemporaryFile(prefix="rdchurn.", delete=False)
     for i, m in enumerate(new):
         cur = os.path.join(os.path.dirname(os.path.dirname(m)), "new")
-        data = open(m, "rb").read()
+        data = b"X-Churn: %d\n" % i + open(m, "rb").read()
         name = f"1800000000.M{i}P1.churn,S={len(data)}"
         with open(os.path.join(cur, name), "wb") as f:
-            f.write(b"X-Churn: %d\n" % i + data)
-        added += len(data) + 12
+            f.write(data)
+        concat.write(data)
+        added += len(data)
+    concat.close()
+    # What the new mail costs compressed (zstd -3 over all of it): the floor for
+    # bytes an incremental backup must send.
+    compressed = int(subprocess.run(f"zstd -q -3 -c {concat.name} | wc -c", shell=True, capture_output=True,
+                                    text=True).stdout)
+    os.unlink(concat.name)
     for m in flags:
         base = os.path.basename(m)
         d = os.path.dirname(m)
@@ -331,7 +339,8 @@ def churn(src, seed):
     for m in dels:
         if os.path.exists(m):
             os.unlink(m)
-    return {"new": len(new), "new_bytes": added, "flag_changes": len(flags), "deleted": len(dels)}
+    return {"new": len(new), "new_bytes": added, "new_bytes_zstd3": compressed, "flag_changes": len(flags),
+            "deleted": len(dels)}
 
 
 class Bench:
@@ -372,6 +381,7 @@ class Bench:
             os.makedirs(t.repo, exist_ok=True) if t.name == "rsync" else None
             t.setup()
         limits = self.limits()
+        messages = sum(1 for dd, _, fs in os.walk(self.src) for f in fs if os.path.basename(dd) in ("cur", "new"))
         src_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(self.src) for f in fs)
         for scen in ("first", "nochange"):
             for t in tools:
@@ -392,15 +402,40 @@ class Bench:
         self.sshd.stop()
         subprocess.run(["gpgconf", "--homedir", self.gnupg, "--kill", "all"], check=False)
         report = {"machine": {"cores": os.cpu_count(), "kernel": os.uname().release},
-                  "messages": sum(1 for dd, _, fs in os.walk(self.src) for f in fs if os.path.basename(dd) in ("cur", "new")),
+                  "messages": messages,
                   "source_bytes": src_bytes, "mailboxes": len(self.mailboxes), "restored_mailbox": f"{u}@{d}",
                   "churn": ch, "limits": limits, "results": results}
+        report["goals"] = self.goals(report)
         self.print_table(report)
         if self.args.json:
             json.dump(report, open(self.args.json, "w"), indent=1)
         if not self.args.keep:
             shutil.rmtree(self.work, ignore_errors=True)
         return report
+
+    @staticmethod
+    def goals(r):
+        """The issue's goals as measured ratios (reduit / other); None when a tool is missing."""
+        res = r["results"]
+        red = res.get("reduit", {})
+        def ratio(scen, tool, key="wall"):
+            try:
+                return red[scen][key] / res[tool][scen][key]
+            except (KeyError, ZeroDivisionError):
+                return None
+        g = {
+            "first backup wall / restic (goal <= 0.5)": ratio("first", "restic"),
+            "first backup wall / borg (goal <= 0.33)": ratio("first", "borg"),
+            "first backup wall / duplicity (goal <= 0.2)": ratio("first", "duplicity"),
+            "vault after first / restic (goal <= 0.8)": ratio("first", "restic", "vault"),
+            "vault after first / borg (goal <= 0.8)": ratio("first", "borg", "vault"),
+            "no-change wall / stat walk (goal <= 2)": (red["nochange"]["wall"] / r["limits"]["stat_walk"]) if red else None,
+            "no-change wall / restic (goal <= 0.5)": ratio("nochange", "restic"),
+            "churn bytes sent / new mail zstd-3 (goal <= 1.2)":
+                (red["churn"]["sent"] / r["churn"]["new_bytes_zstd3"]) if red else None,
+            "restore one mailbox wall / restic (goal <= 0.5)": ratio("restore-one", "restic"),
+        }
+        return g
 
     @staticmethod
     def print_table(r):
@@ -418,6 +453,11 @@ class Bench:
                 ratio = f"{base['wall']/m['wall']:.2f}" if base and m["wall"] > 0 else "-"
                 print(f"{scen:12} {tool:10} {m['wall']:8.2f} {m['cpu']:8.2f} {m['rss_kib']/1024:8.1f} "
                       f"{m['sent']/2**20:9.1f} {m['received']/2**20:9.1f} {m['vault']/2**20:9.1f} {ratio:>11}")
+        print(f"churn: {r['churn']['new']} new messages ({r['churn']['new_bytes']/2**20:.1f} MiB, "
+              f"{r['churn']['new_bytes_zstd3']/2**20:.1f} MiB zstd-3), {r['churn']['flag_changes']} flag changes, "
+              f"{r['churn']['deleted']} deletions")
+        for k, v in Bench.goals(r).items():
+            print(f"  {k}: {'-' if v is None else f'{v:.2f}'}")
 
 
 def parse():
