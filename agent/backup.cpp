@@ -287,18 +287,18 @@ class Backup {
     drain();
     if (progress_shown_) fprintf(stderr, "\r\033[K");
 
-    // Commit: index for every journaled pack, then the snapshot (the commit point).
+    // Commit: index objects for every journaled pack (64 packs each, so memory stays
+    // bounded), then the snapshot — the commit point.
     catalog_->end_staging();
-    std::vector<IndexPack> unindexed = catalog_->unindexed_packs();
     std::uint64_t meta_before = repo_->transport().stats().bytes_written;
-    if (!unindexed.empty()) {
-      catalog_->add_index(repo_->put_object("index", encode_index(unindexed)));
+    for (std::vector<IndexPack> batch; !(batch = catalog_->unindexed_packs(64)).empty();) {
+      catalog_->add_index(repo_->put_object("index", encode_index(batch)));
+      std::vector<Hash> ids;
+      for (const auto& p : batch) ids.push_back(p.id);
+      catalog_->mark_indexed(ids);
     }
     std::string text = encode_snapshot(snap);
     Hash sid = repo_->put_object("snapshots", Bytes(text.begin(), text.end()));
-    std::vector<Hash> ids;
-    for (const auto& p : unindexed) ids.push_back(p.id);
-    catalog_->mark_indexed(ids);
     catalog_->add_snapshot(to_hex(sid), snap, text);
     catalog_->commit_files();
     lease.release();

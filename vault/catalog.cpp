@@ -187,10 +187,11 @@ std::vector<Hash> Catalog::pack_ids() {
   });
 }
 
-std::vector<IndexPack> Catalog::unindexed_packs() {
+std::vector<IndexPack> Catalog::unindexed_packs(std::size_t limit) {
   return guarded(path_, __func__, [&] {
     std::vector<IndexPack> out;
-    SQLite::Statement q(*db_, "SELECT id, size, kind FROM packs WHERE indexed=0 ORDER BY id");
+    SQLite::Statement q(*db_, "SELECT id, size, kind FROM packs WHERE indexed=0 ORDER BY id LIMIT ?");
+    q.bind(1, static_cast<std::int64_t>(limit));
     SQLite::Statement qb(*db_, "SELECT id, type, offset, length FROM blobs WHERE pack=? ORDER BY offset");
     while (q.executeStep()) {
       IndexPack p;

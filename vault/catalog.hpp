@@ -62,8 +62,9 @@ class Catalog {
   /// Records an uploaded pack and its blobs in one transaction (the journal).
   void add_pack(const IndexPack& pack, bool indexed);
   std::vector<Hash> pack_ids();
-  /// Packs uploaded but not yet covered by an index object, with their blobs.
-  std::vector<IndexPack> unindexed_packs();
+  /// Up to `limit` packs uploaded but not yet named by an index object, with their
+  /// blobs (bounded so that a million-message first run never holds them all).
+  std::vector<IndexPack> unindexed_packs(std::size_t limit);
   void mark_indexed(const std::vector<Hash>& packs);
   /// Forgets packs (and their blobs) that are gone from the vault, and drops the
   /// whole file cache so every file is read and re-hashed once. Returns how many
