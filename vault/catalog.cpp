@@ -88,8 +88,6 @@ Catalog::Catalog(const std::string& state_dir) {
     db_->exec(kSchema);
     db_->exec(kStagingSchema);
     q_has_blob_ = std::make_unique<SQLite::Statement>(*db_, "SELECT 1 FROM blobs WHERE id=?");
-    q_find_blob_ =
-        std::make_unique<SQLite::Statement>(*db_, "SELECT pack, type, offset, length FROM blobs WHERE id=?");
     q_find_file_ = std::make_unique<SQLite::Statement>(
         *db_,
         "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, header, body, blob "
@@ -137,20 +135,6 @@ bool Catalog::has_blob(const Hash& id) {
     bool found = q_has_blob_->executeStep();
     q_has_blob_->reset();  // an active statement would pin a read snapshot
     return found;
-  });
-}
-
-std::optional<BlobLocation> Catalog::find_blob(const Hash& id) {
-  return guarded(path_, __func__, [&]() -> std::optional<BlobLocation> {
-    q_find_blob_->reset();
-    bind_hash(*q_find_blob_, 1, id);
-    if (!q_find_blob_->executeStep()) return std::nullopt;
-    BlobLocation loc{col_hash(q_find_blob_->getColumn(0)),
-                     static_cast<BlobType>(q_find_blob_->getColumn(1).getInt()),
-                     static_cast<std::uint64_t>(q_find_blob_->getColumn(2).getInt64()),
-                     static_cast<std::uint64_t>(q_find_blob_->getColumn(3).getInt64())};
-    q_find_blob_->reset();
-    return loc;
   });
 }
 
@@ -413,10 +397,6 @@ void Catalog::carry_folder(const std::string& key) {
     q.exec();
     return 0;
   });
-}
-
-void Catalog::clear_files() {
-  guarded(path_, __func__, [&] { return db_->exec("DELETE FROM main.files; DELETE FROM main.folders;"); });
 }
 
 void Catalog::add_snapshot(const std::string& id, const Snapshot& s, const std::string& json) {

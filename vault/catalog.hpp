@@ -36,12 +36,6 @@ struct CachedFile {
   std::optional<Hash> header, body, blob;
 };
 
-struct BlobLocation {
-  Hash pack;
-  BlobType type;
-  std::uint64_t offset, length;
-};
-
 class Catalog {
  public:
   /// Opens (creating when absent) `state_dir`/catalog.sqlite; creates state_dir.
@@ -58,7 +52,6 @@ class Catalog {
 
   // Blobs and packs.
   bool has_blob(const Hash& id);
-  std::optional<BlobLocation> find_blob(const Hash& id);
   /// Records an uploaded pack and its blobs in one transaction (the journal).
   void add_pack(const IndexPack& pack, bool indexed);
   std::vector<Hash> pack_ids();
@@ -99,7 +92,6 @@ class Catalog {
   void flush_staging();  // commits the staging transaction (call every few thousand rows)
   void end_staging();    // commits and closes the staging transaction
   void commit_files();   // atomically: files, folders := staged rows + carried folders' rows
-  void clear_files();
 
   // Snapshots.
   void add_snapshot(const std::string& id, const Snapshot& s, const std::string& json);
@@ -117,7 +109,7 @@ class Catalog {
  private:
   std::string path_;
   std::unique_ptr<SQLite::Database> db_;
-  std::unique_ptr<SQLite::Statement> q_has_blob_, q_find_blob_, q_find_file_, q_stage_file_, q_has_message_;
+  std::unique_ptr<SQLite::Statement> q_has_blob_, q_find_file_, q_stage_file_, q_has_message_;
   std::unique_ptr<SQLite::Transaction> staging_;
   std::size_t staged_in_txn_ = 0;
 };

@@ -105,20 +105,6 @@ const char* kind_name(EntryKind k) {
 
 }  // namespace
 
-const char* blob_type_name(BlobType t) {
-  switch (t) {
-    case BlobType::kHeader:
-      return "header";
-    case BlobType::kBody:
-      return "body";
-    case BlobType::kFile:
-      return "file";
-    case BlobType::kTree:
-      return "tree";
-  }
-  return "?";
-}
-
 // ---- packs -----------------------------------------------------------------
 
 void PackWriter::add(BlobType type, const Hash& id, const void* data, std::size_t size) {

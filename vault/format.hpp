@@ -24,8 +24,6 @@ namespace reduit {
 enum class BlobType : std::uint8_t { kHeader = 1, kBody = 2, kFile = 3, kTree = 4 };
 enum class PackKind : std::uint8_t { kData = 1, kMetadata = 2 };
 
-const char* blob_type_name(BlobType t);
-
 // ---- packs -----------------------------------------------------------------
 
 struct PackEntry {
