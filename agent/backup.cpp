@@ -322,6 +322,7 @@ class Backup {
   void reconcile_with_vault() {
     // Uploads interrupted by a crash; we hold the lease, so nobody else is uploading.
     for (const std::string& name : repo_->transport().list("tmp")) repo_->transport().remove(name);
+    catalog_->merge_blobs();  // blob rows journaled by a run that did not finish
     std::vector<Hash> vault_indexes = repo_->list_objects("index");
     if (catalog_->pack_ids().empty() && !vault_indexes.empty()) {
       // A new or lost state dir on a host backing up into an existing vault: reuse
@@ -332,6 +333,7 @@ class Backup {
         catalog_->add_pack(p, /*indexed=*/true);
         ++packs;
       }
+      catalog_->merge_blobs();
       for (const Hash& id : ids) catalog_->add_index(id);
       warn("the catalog knew nothing of this vault's " + std::to_string(packs) +
            " pack(s); rebuilt its pack index from the vault's " + std::to_string(ids.size()) +
@@ -364,14 +366,16 @@ class Backup {
 
   bool known(const Hash& id) { return pending_.count(id) || catalog_->has_blob(id); }
 
-  void add_blob(PackWriter& w, BlobType type, const Hash& id, const char* data, std::size_t size) {
-    if (known(id)) return;
+  // Stores a blob unless the vault or this run has it; true when it was new.
+  bool add_blob(PackWriter& w, BlobType type, const Hash& id, const char* data, std::size_t size) {
+    if (known(id)) return false;
     pending_.insert(id);
     w.add(type, id, data, size);
     ++stats_.blobs_new;
     if (type != BlobType::kTree) ++stats_.content_blobs_new;
     stats_.bytes_new += size;
     if (w.size() >= repo_->config().pack_size) flush_pack(w);
+    return true;
   }
 
   void flush_pack(PackWriter& w) {
@@ -384,15 +388,21 @@ class Backup {
     drain();
   }
 
-  // Completed packs are in the catalog: their blobs leave the in-memory set once the
-  // staging transaction is committed (so the next lookups see the new rows).
+  // Completed packs are journaled in the catalog's pending_blobs, which has_blob()
+  // does not see until merged into `blobs` (in id order, one transaction). Their ids
+  // stay in the in-memory set until then; a merge every kMergeBlobs blobs bounds
+  // that set (a million-message first run journals two million blobs).
+  static constexpr std::size_t kMergeBlobs = 1 << 18;
+
   void drain() {
-    std::vector<IndexPack> done = uploader_->take_completed();
-    if (done.empty()) return;
-    catalog_->flush_staging();
-    for (const auto& p : done) {
-      for (const auto& e : p.blobs) pending_.erase(e.id);
+    for (IndexPack& p : uploader_->take_completed()) {
+      for (const auto& e : p.blobs) journaled_.push_back(e.id);
     }
+    if (journaled_.size() < kMergeBlobs) return;
+    catalog_->merge_blobs();
+    for (const Hash& id : journaled_) pending_.erase(id);
+    journaled_.clear();
+    journaled_.shrink_to_fit();
   }
 
   void show_progress() {
@@ -573,12 +583,13 @@ class Backup {
     if (e.kind == EntryKind::kMessage) {
       std::size_t hl = header_block_length(m);
       cf.header = repo_->blob_id(m.data(), hl);
-      add_blob(*data_, BlobType::kHeader, *cf.header, m.data(), hl);
+      const bool new_header = add_blob(*data_, BlobType::kHeader, *cf.header, m.data(), hl);
       if (hl < m.size()) {
         cf.body = repo_->blob_id(m.data() + hl, m.size() - hl);
         add_blob(*data_, BlobType::kBody, *cf.body, m.data() + hl, m.size() - hl);
       }
-      if (!catalog_->has_message(cf.sha256)) {
+      // A header never stored means a message never recorded: skip the look-up.
+      if (new_header || !catalog_->has_message(cf.sha256)) {
         HeaderSummary h = summarize_headers(std::string_view(m.data(), hl));
         catalog_->add_message(cf.sha256, h.message_id, h.date, h.from, h.to, h.subject);
       }
@@ -597,6 +608,7 @@ class Backup {
   std::unique_ptr<PackUploader> uploader_;
   std::unique_ptr<PackWriter> data_, meta_;
   std::unordered_set<Hash, HashHasher> pending_;
+  std::vector<Hash> journaled_;  // ids of completed packs, in pending_ until merged
   ReadBuffer buf_;
   std::chrono::steady_clock::time_point last_progress_{};
   bool progress_shown_ = false;

@@ -65,6 +65,7 @@ RebuildStats rebuild_catalog(const Config& cfg, Repository& repo, Catalog& catal
     ++st.packs;
     st.blobs += p.blobs.size();
   }
+  catalog.merge_blobs();
   for (const Hash& id : index_ids) catalog.add_index(id);
   for (const SnapshotRef& s : snaps) catalog.add_snapshot(s.id, s.snap, encode_snapshot(s.snap));
   st.indexes = index_ids.size();

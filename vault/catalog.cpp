@@ -19,6 +19,8 @@ CREATE TABLE IF NOT EXISTS packs(id BLOB PRIMARY KEY, size INTEGER NOT NULL, kin
 CREATE TABLE IF NOT EXISTS blobs(id BLOB PRIMARY KEY, pack BLOB NOT NULL, type INTEGER NOT NULL,
   offset INTEGER NOT NULL, length INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blobs_pack ON blobs(pack);
+CREATE TABLE IF NOT EXISTS pending_blobs(pack BLOB NOT NULL, id BLOB NOT NULL, type INTEGER NOT NULL,
+  offset INTEGER NOT NULL, length INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS files(folder TEXT NOT NULL, key TEXT NOT NULL, path TEXT NOT NULL,
   dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, mode INTEGER,
   sha256 BLOB, header BLOB, body BLOB, blob BLOB, PRIMARY KEY(folder, key)) WITHOUT ROWID;
@@ -31,15 +33,17 @@ CREATE TABLE IF NOT EXISTS messages(sha256 BLOB PRIMARY KEY, message_id TEXT, da
   from_addr TEXT, to_addr TEXT, subject TEXT) WITHOUT ROWID;
 )sql";
 
+// The run's rows are appended to heaps (rowid order) and sorted once at commit:
+// keyed inserts during the run were random B-tree writes.
 const char* kStagingSchema = R"sql(
 CREATE TEMP TABLE IF NOT EXISTS run_files(folder TEXT NOT NULL, key TEXT NOT NULL, path TEXT NOT NULL,
   dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, mode INTEGER,
-  sha256 BLOB, header BLOB, body BLOB, blob BLOB, PRIMARY KEY(folder, key)) WITHOUT ROWID;
+  sha256 BLOB, header BLOB, body BLOB, blob BLOB);
 CREATE TEMP TABLE IF NOT EXISTS run_folders(key TEXT PRIMARY KEY, stamp TEXT NOT NULL, tree BLOB NOT NULL,
   messages INTEGER, bytes INTEGER, files INTEGER) WITHOUT ROWID;
 CREATE TEMP TABLE IF NOT EXISTS run_carried(key TEXT PRIMARY KEY) WITHOUT ROWID;
-CREATE TEMP TABLE IF NOT EXISTS run_messages(sha256 BLOB PRIMARY KEY, message_id TEXT, date TEXT,
-  from_addr TEXT, to_addr TEXT, subject TEXT) WITHOUT ROWID;
+CREATE TEMP TABLE IF NOT EXISTS run_messages(sha256 BLOB NOT NULL, message_id TEXT, date TEXT,
+  from_addr TEXT, to_addr TEXT, subject TEXT);
 )sql";
 
 void bind_hash(SQLite::Statement& q, int i, const Hash& h) {
@@ -93,11 +97,10 @@ Catalog::Catalog(const std::string& state_dir) {
         "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, sha256, header, body, blob "
         "FROM main.files WHERE folder=? AND key=?");
     q_stage_file_ = std::make_unique<SQLite::Statement>(
-        *db_, "INSERT OR REPLACE INTO temp.run_files VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)");
-    q_has_message_ =
-        std::make_unique<SQLite::Statement>(*db_,
-                                            "SELECT 1 FROM main.messages WHERE sha256=? UNION ALL SELECT 1 "
-                                            "FROM temp.run_messages WHERE sha256=?");
+        *db_, "INSERT INTO temp.run_files VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    q_has_message_ = std::make_unique<SQLite::Statement>(*db_, "SELECT 1 FROM main.messages WHERE sha256=?");
+    q_add_message_ =
+        std::make_unique<SQLite::Statement>(*db_, "INSERT INTO temp.run_messages VALUES(?,?,?,?,?,?)");
     return 0;
   });
 }
@@ -140,18 +143,18 @@ bool Catalog::has_blob(const Hash& id) {
 
 void Catalog::add_pack(const IndexPack& pack, bool indexed) {
   guarded(path_, __func__, [&] {
-    SQLite::Transaction txn(*db_);
+    SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
     SQLite::Statement qp(*db_, "INSERT OR REPLACE INTO packs VALUES(?,?,?,?)");
     bind_hash(qp, 1, pack.id);
     qp.bind(2, static_cast<std::int64_t>(pack.size));
     qp.bind(3, static_cast<int>(pack.kind));
     qp.bind(4, indexed ? 1 : 0);
     qp.exec();
-    SQLite::Statement qb(*db_, "INSERT OR REPLACE INTO blobs VALUES(?,?,?,?,?)");
+    SQLite::Statement qb(*db_, "INSERT INTO pending_blobs VALUES(?,?,?,?,?)");
     for (const PackEntry& e : pack.blobs) {
       qb.reset();
-      bind_hash(qb, 1, e.id);
-      bind_hash(qb, 2, pack.id);
+      bind_hash(qb, 1, pack.id);
+      bind_hash(qb, 2, e.id);
       qb.bind(3, static_cast<int>(e.type));
       qb.bind(4, static_cast<std::int64_t>(e.offset));
       qb.bind(5, static_cast<std::int64_t>(e.length));
@@ -159,6 +162,26 @@ void Catalog::add_pack(const IndexPack& pack, bool indexed) {
     }
     txn.commit();
     return 0;
+  });
+}
+
+std::size_t Catalog::merge_blobs() {
+  return guarded(path_, __func__, [&] {
+    const bool staging = staging_ != nullptr;
+    if (staging) staging_->commit();
+    staging_.reset();
+    std::size_t moved = 0;
+    {
+      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+      moved = static_cast<std::size_t>(db_->exec(
+          "INSERT OR REPLACE INTO blobs SELECT id, pack, type, offset, length FROM pending_blobs "
+          "ORDER BY id, rowid"));
+      if (moved) db_->exec("DELETE FROM pending_blobs");
+      txn.commit();
+    }
+    if (staging) staging_ = std::make_unique<SQLite::Transaction>(*db_);
+    staged_in_txn_ = 0;
+    return moved;
   });
 }
 
@@ -172,6 +195,7 @@ std::vector<Hash> Catalog::pack_ids() {
 }
 
 std::vector<IndexPack> Catalog::unindexed_packs(std::size_t limit) {
+  merge_blobs();
   return guarded(path_, __func__, [&] {
     std::vector<IndexPack> out;
     SQLite::Statement q(*db_, "SELECT id, size, kind FROM packs WHERE indexed=0 ORDER BY id LIMIT ?");
@@ -215,11 +239,15 @@ std::size_t Catalog::forget_packs(const std::vector<Hash>& packs) {
   return guarded(path_, __func__, [&] {
     SQLite::Transaction txn(*db_);
     SQLite::Statement qb(*db_, "DELETE FROM blobs WHERE pack=?");
+    SQLite::Statement qj(*db_, "DELETE FROM pending_blobs WHERE pack=?");
     SQLite::Statement qp(*db_, "DELETE FROM packs WHERE id=?");
     for (const Hash& h : packs) {
       qb.reset();
       bind_hash(qb, 1, h);
       qb.exec();
+      qj.reset();
+      bind_hash(qj, 1, h);
+      qj.exec();
       qp.reset();
       bind_hash(qp, 1, h);
       qp.exec();
@@ -349,10 +377,11 @@ void Catalog::commit_files() {
     }
     SQLite::Transaction txn(*db_);
     db_->exec("DELETE FROM main.files WHERE folder NOT IN (SELECT key FROM temp.run_carried)");
-    db_->exec("INSERT OR REPLACE INTO main.files SELECT * FROM temp.run_files");
+    // rowid breaks ties: a file staged twice in one run keeps its last row.
+    db_->exec("INSERT OR REPLACE INTO main.files SELECT * FROM temp.run_files ORDER BY folder, key, rowid");
     db_->exec("DELETE FROM main.folders WHERE key NOT IN (SELECT key FROM temp.run_carried)");
     db_->exec("INSERT OR REPLACE INTO main.folders SELECT * FROM temp.run_folders");
-    db_->exec("INSERT OR IGNORE INTO main.messages SELECT * FROM temp.run_messages");
+    db_->exec("INSERT OR IGNORE INTO main.messages SELECT * FROM temp.run_messages ORDER BY sha256");
     txn.commit();
     db_->exec(
         "DELETE FROM temp.run_files; DELETE FROM temp.run_messages; DELETE FROM temp.run_folders; "
@@ -441,7 +470,6 @@ bool Catalog::has_message(const Hash& sha) {
   return guarded(path_, __func__, [&] {
     q_has_message_->reset();
     bind_hash(*q_has_message_, 1, sha);
-    bind_hash(*q_has_message_, 2, sha);
     bool found = q_has_message_->executeStep();
     q_has_message_->reset();
     return found;
@@ -451,7 +479,8 @@ bool Catalog::has_message(const Hash& sha) {
 void Catalog::add_message(const Hash& sha, const std::string& message_id, const std::string& date,
                           const std::string& from, const std::string& to, const std::string& subject) {
   guarded(path_, __func__, [&] {
-    SQLite::Statement q(*db_, "INSERT OR IGNORE INTO temp.run_messages VALUES(?,?,?,?,?,?)");
+    auto& q = *q_add_message_;
+    q.reset();
     bind_hash(q, 1, sha);
     q.bind(2, message_id);
     q.bind(3, date);
@@ -466,7 +495,8 @@ void Catalog::add_message(const Hash& sha, const std::string& message_id, const 
 void Catalog::reset() {
   guarded(path_, __func__, [&] {
     db_->exec(
-        "BEGIN; DELETE FROM meta; DELETE FROM packs; DELETE FROM blobs; DELETE FROM main.files; "
+        "BEGIN; DELETE FROM meta; DELETE FROM packs; DELETE FROM blobs; DELETE FROM pending_blobs; "
+        "DELETE FROM main.files; "
         "DELETE FROM snapshots; DELETE FROM indexes; DELETE FROM folders; COMMIT;");
     return 0;
   });

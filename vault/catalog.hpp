@@ -5,6 +5,10 @@
 //   packs      every pack known to be in the vault; indexed=0 means "uploaded and
 //              journaled, not yet in an index object" (the resume journal)
 //   blobs      blob id → pack, offset, length, type (dedup lookups)
+//   pending_blobs  the journal's blob rows, appended per uploaded pack in upload
+//              order and merged into `blobs` sorted by id (merge_blobs()): random
+//              32-byte keys inserted one pack at a time rewrote most of the blobs
+//              B-tree on every commit (30% of a first backup's CPU at 100k messages)
 //   files      stat cache: (folder key, unique name) → dev, ino, size, mtime, ctime,
 //              blob ids, sha256 — unchanged stat means no read
 //   snapshots  snapshot object id → decoded JSON (cache of the vault's snapshots)
@@ -51,12 +55,20 @@ class Catalog {
   void set_meta(const std::string& key, const std::string& value);
 
   // Blobs and packs.
+  /// True when `id` is in the merged `blobs` table. Blobs of packs journaled since the
+  /// last merge_blobs() are not seen: the backup keeps them in its own set.
   bool has_blob(const Hash& id);
-  /// Records an uploaded pack and its blobs in one transaction (the journal).
+  /// Records an uploaded pack and appends its blobs to pending_blobs, in one
+  /// transaction (the journal). Cheap: no random-key B-tree insert.
   void add_pack(const IndexPack& pack, bool indexed);
+  /// Moves every pending blob row into `blobs`, in id order, in one transaction;
+  /// returns the number of rows moved. Commits and reopens an open staging
+  /// transaction around it (a stale read snapshot cannot write).
+  std::size_t merge_blobs();
   std::vector<Hash> pack_ids();
   /// Up to `limit` packs uploaded but not yet named by an index object, with their
   /// blobs (bounded so that a million-message first run never holds them all).
+  /// Merges pending blobs first.
   std::vector<IndexPack> unindexed_packs(std::size_t limit);
   void mark_indexed(const std::vector<Hash>& packs);
   /// Forgets packs (and their blobs) that are gone from the vault, and drops the
@@ -99,6 +111,7 @@ class Catalog {
   void remove_snapshots_not_in(const std::vector<std::string>& ids);
 
   // Message metadata (staged with the file cache, committed by commit_files()).
+  /// True when committed runs recorded `sha256` (rows staged by this run are not seen).
   bool has_message(const Hash& sha256);
   void add_message(const Hash& sha256, const std::string& message_id, const std::string& date,
                    const std::string& from, const std::string& to, const std::string& subject);
@@ -109,7 +122,8 @@ class Catalog {
  private:
   std::string path_;
   std::unique_ptr<SQLite::Database> db_;
-  std::unique_ptr<SQLite::Statement> q_has_blob_, q_find_file_, q_stage_file_, q_has_message_;
+  std::unique_ptr<SQLite::Statement> q_has_blob_, q_find_file_, q_stage_file_, q_has_message_,
+      q_add_message_;
   std::unique_ptr<SQLite::Transaction> staging_;
   std::size_t staged_in_txn_ = 0;
 };
