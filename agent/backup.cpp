@@ -1,9 +1,11 @@
 #include "agent/backup.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -170,6 +172,14 @@ class PackUploader {
   std::vector<std::thread> threads_;
 };
 
+// The hard-link group of an inode within one snapshot (FORMAT.md §7).
+std::string link_group(std::uint64_t dev, std::uint64_t ino) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%llx.%llx", static_cast<unsigned long long>(dev),
+                static_cast<unsigned long long>(ino));
+  return buf;
+}
+
 // A read buffer that grows but is never zero-filled (a resize() of std::string
 // would memset every byte of every message first).
 class ReadBuffer {
@@ -242,8 +252,32 @@ class Backup {
     }
     // Discover first: a source that is not a Maildir fails before the vault is touched.
     std::vector<MailboxSpec> mailboxes;
+    std::vector<bool> keys_backed_up;  // per mailbox: its source names mail_crypt_keys
     for (const SourceConfig& s : cfg_.sources) {
-      for (auto& m : discover_mailboxes(s.root, s.layout)) mailboxes.push_back(std::move(m));
+      std::vector<std::string> layouts = s.profile.empty() ? std::vector<std::string>{s.layout}
+                                                           : layout_profile(s.profile);
+      for (auto& m : discover_mailboxes(s.root, layouts, s.profile)) {
+        m.dovecot_index = s.dovecot_index;
+        mailboxes.push_back(std::move(m));
+        keys_backed_up.push_back(!s.mail_crypt_keys.empty());
+      }
+      if (!s.mail_crypt_keys.empty()) {
+        // Dovecot's mail_crypt keys: without them restored mail is unreadable, so
+        // they travel in the same snapshot, as a mailbox of plain files.
+        struct stat st;
+        if (stat(s.mail_crypt_keys.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+          throw Error(ErrorCode::kSource, "mail_crypt_keys " + s.mail_crypt_keys +
+                                              " is not a directory; name the directory holding the "
+                                              "mail_crypt key files (e.g. /etc/dovecot/mail-crypt)");
+        }
+        MailboxSpec k;
+        k.name = "mail_crypt-keys" + (keys_sources_++ ? "-" + std::to_string(keys_sources_) : std::string());
+        k.source = s.mail_crypt_keys;
+        k.rel = "." + k.name;
+        k.abs = s.mail_crypt_keys;
+        mailboxes.push_back(std::move(k));
+        keys_backed_up.push_back(true);
+      }
     }
     catalog_ = std::make_unique<Catalog>(cfg_.state_dir);
     repo_ = open_repository(cfg_, catalog_.get());
@@ -266,18 +300,21 @@ class Backup {
     snap.host = cfg_.host;
     snap.reduit_version = REDUIT_VERSION;
     snap.tags = opts_.tags;
-    for (const MailboxSpec& m : mailboxes) {
+    for (std::size_t mi = 0; mi < mailboxes.size(); ++mi) {
+      const MailboxSpec& m = mailboxes[mi];
       SnapshotMailbox sm;
       sm.name = m.name;
       sm.source = m.source;
       sm.path = m.rel;
       std::vector<std::string> folders = find_folders(m.abs);
+      crypted_in_mailbox_ = 0;
       for (const std::string& f : folders) {
         sm.folders.push_back(backup_folder(m, f, folders));
         snap.messages += sm.folders.back().messages;
         snap.bytes += sm.folders.back().bytes;
         lease.renew_if_due();
       }
+      check_mail_crypt(m, keys_backed_up[mi]);
       snap.mailboxes.push_back(std::move(sm));
       ++stats_.mailboxes;
     }
@@ -315,7 +352,11 @@ class Backup {
   }
 
  private:
-  void warn(const std::string& w) { stats_.warnings.push_back(w); }
+  void warn(const std::string& w) {
+    // A folder scanned again must not repeat what it said the first time.
+    if (std::find(stats_.warnings.begin(), stats_.warnings.end(), w) == stats_.warnings.end())
+      stats_.warnings.push_back(w);
+  }
 
   // The catalog is a cache of the vault: bring it in line with what is really there
   // before trusting it for deduplication.
@@ -365,6 +406,18 @@ class Backup {
   }
 
   bool known(const Hash& id) { return pending_.count(id) || catalog_->has_blob(id); }
+
+  // Dovecot's mail_crypt encrypts messages at rest (files beginning "CRYPTED"). A
+  // mailbox seen with one is remembered in the catalog (later runs read only new
+  // files), and every run says so loudly while its keys are not in the backup set.
+  void check_mail_crypt(const MailboxSpec& m, bool keys_backed_up) {
+    const std::string key = "mail_crypt:" + m.abs;
+    if (crypted_in_mailbox_ > 0) catalog_->set_meta(key, std::to_string(crypted_in_mailbox_));
+    if (keys_backed_up || (crypted_in_mailbox_ == 0 && !catalog_->get_meta(key))) return;
+    warn("WARNING: mailbox " + m.name + " holds messages encrypted by Dovecot's mail_crypt (they begin "
+         "with CRYPTED) and its keys are not in the backup set: restored mail would be unreadable. "
+         "Set mail_crypt_keys in this [[source]] to the directory of the key files.");
+  }
 
   // Stores a blob unless the vault or this run has it; true when it was new.
   bool add_blob(PackWriter& w, BlobType type, const Hash& id, const char* data, std::size_t size) {
@@ -428,7 +481,7 @@ class Backup {
     if (stamp.empty() || opts_.full_scan) return std::nullopt;
     std::optional<Catalog::CachedFolder> prev = catalog_->find_folder(folder_abs);
     if (!prev || prev->stamp != stamp || !known(prev->tree)) return std::nullopt;
-    ScannedFolder light = scan_folder(m.abs, folder, folders, /*with_messages=*/false);
+    ScannedFolder light = scan_folder(m.abs, folder, folders, /*with_messages=*/false, m.dovecot_index);
     std::uint64_t others = 0;
     for (const ScannedEntry& e : light.entries) {
       if (e.kind == EntryKind::kDir) {
@@ -461,20 +514,98 @@ class Backup {
     return out;
   }
 
+  // A folder's control files and index files as one cut with its messages
+  // (MAILDIR.md, "Concurrency during a backup"): their stat before the scan and
+  // after the last read must agree, and no dovecot-uidlist.lock may exist at
+  // either moment (Dovecot holds it from renaming a saved message into the folder
+  // until the uidlist names it).
+  static std::string control_stamp(const std::string& folder_abs, bool with_index) {
+    std::string out;
+    struct stat st;
+    if (lstat((folder_abs + "/dovecot-uidlist.lock").c_str(), &st) == 0) return "locked";
+    std::vector<std::string> names{"dovecot-uidlist", "dovecot-keywords"};
+    if (with_index) {
+      if (DIR* d = opendir(folder_abs.c_str())) {
+        while (dirent* e = readdir(d)) {
+          if (is_dovecot_index(e->d_name)) names.emplace_back(e->d_name);
+        }
+        closedir(d);
+      }
+      std::sort(names.begin() + 2, names.end());
+    }
+    for (const std::string& n : names) {
+      if (lstat((folder_abs + "/" + n).c_str(), &st) != 0) {
+        out += n + ":-;";
+        continue;
+      }
+      out += n + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
+             std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + ":" +
+             std::to_string(st.st_ctim.tv_sec) + "." + std::to_string(st.st_ctim.tv_nsec) + ";";
+    }
+    return out;
+  }
+
   SnapshotFolder backup_folder(const MailboxSpec& m, const std::string& folder,
                                const std::vector<std::string>& folders) {
     const std::string folder_abs = folder.empty() ? m.abs : m.abs + "/" + folder;
     // The stamp is read before the scan: a change after it is seen next time.
     const std::string stamp = folder_stamp(folder_abs, now_ns(), kRacyNs);
     if (auto same = unchanged_folder(m, folder, folders, folder_abs, stamp)) return *same;
-    ScannedFolder sf = scan_folder(m.abs, folder, folders);
+    bool with_index = m.dovecot_index;
+    constexpr int kAttempts = 5;
+    for (int attempt = 1;; ++attempt) {
+      const std::string before = control_stamp(folder_abs, with_index);
+      const std::uint64_t files = stats_.files, vanished = stats_.vanished;
+      BuiltFolder b = build_folder(m, folder, folders, folder_abs, with_index);
+      const std::string after = control_stamp(folder_abs, with_index);
+      const bool cut = before == after && before != "locked";
+      if (!cut && attempt < kAttempts) {
+        stats_.files = files;  // scanned again: count once
+        stats_.vanished = vanished;
+        ++stats_.folder_rescans;
+        continue;
+      }
+      if (!cut && with_index) {
+        // Dovecot's index files are restored all from one moment or not at all.
+        warn("Dovecot index files of " + folder_abs + " kept changing during " + std::to_string(kAttempts) +
+             " scans; left out of this snapshot (Dovecot rebuilds them)");
+        with_index = false;
+        attempt = 0;
+        stats_.files = files;
+        stats_.vanished = vanished;
+        continue;
+      }
+      if (!cut) {
+        warn("the dovecot-uidlist of " + folder_abs + " kept changing during " + std::to_string(kAttempts) +
+             " scans; the snapshot holds the last scan (Dovecot gives messages it does not list new UIDs)");
+      }
+      for (const auto& [key, cf] : b.rows) catalog_->stage_file(b.folder_key, key, cf);
+      catalog_->stage_folder(b.folder_key, {stamp, b.out.tree, b.out.messages, b.out.bytes, b.files});
+      ++stats_.folders;
+      return b.out;
+    }
+  }
+
+  struct BuiltFolder {
+    SnapshotFolder out;
+    std::string folder_key;
+    std::vector<std::pair<std::string, CachedFile>> rows;  // stat-cache rows to stage
+    std::uint64_t files = 0;
+  };
+
+  BuiltFolder build_folder(const MailboxSpec& m, const std::string& folder,
+                           const std::vector<std::string>& folders, const std::string& folder_abs,
+                           bool with_index) {
+    (void)folder_abs;
+    ScannedFolder sf = scan_folder(m.abs, folder, folders, /*with_messages=*/true, with_index);
     if (!sf.skipped.empty()) {
       warn(std::to_string(sf.skipped.size()) + " symlink(s) or special file(s) not backed up, e.g. " +
            sf.abs + "/" + sf.skipped.front());
     }
-    const std::string folder_key = sf.abs;
+    BuiltFolder b;
+    const std::string& folder_key = b.folder_key = sf.abs;
     Tree tree;
-    SnapshotFolder out;
+    SnapshotFolder& out = b.out;
     out.name = folder;
     struct stat dst;
     if (stat(sf.abs.c_str(), &dst) == 0) {
@@ -487,6 +618,8 @@ class Backup {
       te.path = e.path;
       te.mode = e.mode;
       te.mtime_ns = e.mtime_ns;
+      te.uid = e.uid;
+      te.gid = e.gid;
       if (e.kind == EntryKind::kDir) {
         tree.entries.push_back(std::move(te));
         continue;
@@ -526,7 +659,10 @@ class Backup {
       te.header = cf.header;
       te.body = cf.body;
       te.blob = cf.blob;
-      catalog_->stage_file(folder_key, e.key, cf);
+      te.uid = e.uid;
+      te.gid = e.gid;
+      if (e.nlink > 1) te.link = link_group(e.dev, e.ino);
+      b.rows.emplace_back(e.key, cf);
       if (e.kind == EntryKind::kMessage) ++out.messages;
       out.bytes += e.size;
       tree.entries.push_back(std::move(te));
@@ -542,11 +678,8 @@ class Backup {
       ++stats_.trees_new;
       add_blob(*meta_, BlobType::kTree, out.tree, text.data(), text.size());
     }
-    std::uint64_t files = 0;
-    for (const TreeEntry& e : tree.entries) files += e.kind != EntryKind::kDir;
-    catalog_->stage_folder(folder_key, {stamp, out.tree, out.messages, out.bytes, files});
-    ++stats_.folders;
-    return out;
+    for (const TreeEntry& e : tree.entries) b.files += e.kind != EntryKind::kDir;
+    return b;
   }
 
   // Reads a changed file and stores its blobs. Returns false when it vanished.
@@ -572,6 +705,9 @@ class Backup {
     // What we read is what we record.
     e.dev = st.st_dev;
     e.ino = st.st_ino;
+    e.nlink = st.st_nlink;
+    e.uid = st.st_uid;
+    e.gid = st.st_gid;
     const std::string_view m = buf_.view();
     e.size = m.size();
     e.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
@@ -580,6 +716,10 @@ class Backup {
     ++stats_.files_read;
     stats_.bytes_read += m.size();
     cf.sha256 = sha256(m.data(), m.size());
+    if (e.kind == EntryKind::kMessage && m.substr(0, 7) == "CRYPTED") {
+      ++crypted_in_mailbox_;
+      ++stats_.mail_crypt_messages;
+    }
     if (e.kind == EntryKind::kMessage) {
       std::size_t hl = header_block_length(m);
       cf.header = repo_->blob_id(m.data(), hl);
@@ -608,6 +748,8 @@ class Backup {
   std::unique_ptr<PackUploader> uploader_;
   std::unique_ptr<PackWriter> data_, meta_;
   std::unordered_set<Hash, HashHasher> pending_;
+  std::uint64_t crypted_in_mailbox_ = 0;
+  int keys_sources_ = 0;
   std::vector<Hash> journaled_;  // ids of completed packs, in pending_ until merged
   ReadBuffer buf_;
   std::chrono::steady_clock::time_point last_progress_{};

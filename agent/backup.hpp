@@ -41,6 +41,8 @@ struct BackupStats {
   std::uint64_t metadata_bytes_uploaded = 0;  // metadata packs + index + snapshot
   std::uint64_t packs_forgotten = 0;          // missing from the vault, content re-sent
   std::uint64_t vanished = 0;                 // files gone between scan and read (churn)
+  std::uint64_t folder_rescans = 0;           // folders scanned again: uidlist changed meanwhile
+  std::uint64_t mail_crypt_messages = 0;      // read this run, encrypted by Dovecot's mail_crypt
   double seconds = 0;
   std::vector<std::string> warnings;
 };

@@ -40,6 +40,8 @@ void add_backup(CLI::App& app, Globals& g, Runner& run) {
                     {"metadata_bytes_uploaded", s.metadata_bytes_uploaded},
                     {"packs_forgotten", s.packs_forgotten},
                     {"vanished", s.vanished},
+                    {"folder_rescans", s.folder_rescans},
+                    {"mail_crypt_messages", s.mail_crypt_messages},
                     {"seconds", s.seconds},
                     {"warnings", s.warnings}});
       } else {

@@ -22,6 +22,9 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
   mailbox->excludes(all);
   cmd->add_option("--folder", o->req.folder, "only this folder (e.g. .Archive) and its subfolders");
   cmd->add_option("--to", o->req.dest, "destination directory (must not exist or be empty)")->required();
+  cmd->add_option("--owner", o->req.owner,
+                  "owner of restored files: keep (as backed up; root only), none (yours), or USER:GROUP "
+                  "(e.g. vmail:vmail); default keep as root, else none");
   cmd->add_option("--gnupghome", o->home,
                   "GnuPG home holding an archive secret key (default: config's, or $GNUPGHOME)");
   cmd->callback([&g, &run, o] {
@@ -42,6 +45,7 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
                     {"messages", s.messages},
                     {"files", s.files},
                     {"dirs", s.dirs},
+                    {"hard_links", s.hard_links},
                     {"bytes", s.bytes},
                     {"packs_fetched", s.packs_fetched},
                     {"bytes_fetched", s.bytes_fetched},

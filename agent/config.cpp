@@ -1,7 +1,10 @@
 #include "agent/config.hpp"
 
+#include "agent/scan.hpp"
+
 #include <toml++/toml.h>
 #include <cstdlib>
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -221,13 +224,35 @@ Config parse_config(const std::string& text, const std::string& origin) {
                  const toml::table* t = e.as_table();
                  if (!t) bad(at(origin, e), "[[source]] must be a table");
                  SourceConfig s;
-                 each_key(origin, *t, "source", {"root", "layout"},
+                 bool has_layout = false;
+                 each_key(origin, *t, "source",
+                          {"root", "layout", "profile", "dovecot_index", "mail_crypt_keys"},
                           [&](const std::string& k, const toml::node& n) {
-                            if (k == "root")
+                            if (k == "root") {
                               s.root = get_string(origin, n, k);
-                            else
+                            } else if (k == "dovecot_index") {
+                              s.dovecot_index = get_bool(origin, n, k);
+                            } else if (k == "mail_crypt_keys") {
+                              s.mail_crypt_keys = get_string(origin, n, k);
+                              if (s.mail_crypt_keys.empty() || s.mail_crypt_keys.front() != '/')
+                                bad(at(origin, n), "'source.mail_crypt_keys' must be an absolute path");
+                            } else if (k == "layout") {
                               s.layout = get_string(origin, n, k);
+                              has_layout = true;
+                            } else {
+                              s.profile = get_string(origin, n, k);
+                              const auto& known = layout_profile_names();
+                              if (std::find(known.begin(), known.end(), s.profile) == known.end()) {
+                                std::string list;
+                                for (const auto& p : known) list += (list.empty() ? "" : ", ") + p;
+                                bad(at(origin, n), "unknown 'source.profile' \"" + s.profile +
+                                                       "\" (known: " + list + ")");
+                              }
+                            }
                           });
+                 if (has_layout && !s.profile.empty()) {
+                   bad(at(origin, e), "[[source]] takes 'layout' or 'profile', not both");
+                 }
                  if (s.root.empty()) bad(at(origin, e), "[[source]] needs 'root'");
                  if (s.root.front() != '/') bad(at(origin, e), "'source.root' must be an absolute path");
                  while (s.root.size() > 1 && s.root.back() == '/') s.root.pop_back();

@@ -18,6 +18,9 @@ namespace reduit {
 struct SourceConfig {
   std::string root;              // directory holding the mailboxes
   std::string layout = "%d/%n";  // see discover_mailboxes()
+  std::string profile;           // a named layout profile (layout_profile()); "" = `layout`
+  bool dovecot_index = false;    // also back up Dovecot's index files (else Dovecot rebuilds them)
+  std::string mail_crypt_keys;   // directory of Dovecot mail_crypt key files, backed up too
 };
 
 struct Config {

@@ -7,7 +7,9 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 
 #include "vault/error.hpp"
@@ -93,6 +95,9 @@ std::vector<std::string> split(const std::string& s, char sep) {
 }
 
 void fill_stat(ScannedEntry& e, const struct stat& st) {
+  e.nlink = st.st_nlink;
+  e.uid = st.st_uid;
+  e.gid = st.st_gid;
   e.dev = st.st_dev;
   e.ino = st.st_ino;
   e.size = static_cast<std::uint64_t>(st.st_size);
@@ -124,22 +129,200 @@ std::vector<std::string> stable_listing(const std::string& dir) {
 
 }  // namespace
 
-std::string maildir_unique_name(const std::string& n) {
+namespace {
+
+// Where the info begins: the first ':'; else "!2,"/"!1," (offlineimap, Evolution,
+// mu) or ";2,"/";1," (mbsync, neomutt) on colon-hostile file systems.
+std::size_t info_separator(const std::string& n) {
   std::size_t colon = n.find(':');
-  if (colon != std::string::npos) return n.substr(0, colon);
-  for (const char* sep : {"!2,", "!1,"}) {
+  if (colon != std::string::npos) return colon;
+  for (const char* sep : {"!2,", "!1,", ";2,", ";1,"}) {
     std::size_t p = n.find(sep);
-    if (p != std::string::npos) return n.substr(0, p);
+    if (p != std::string::npos) return p;
   }
-  return n;
+  return std::string::npos;
+}
+
+std::optional<std::uint64_t> name_field(const std::string& unique, const char* field) {
+  // ",S=123" style fields after the first ',' of the unique name.
+  std::size_t p = unique.find(',');
+  while (p != std::string::npos) {
+    std::size_t q = unique.find(',', p + 1);
+    std::string part = unique.substr(p + 1, q == std::string::npos ? std::string::npos : q - p - 1);
+    if (part.size() > 2 && part[0] == field[0] && part[1] == '=' &&
+        part.find_first_not_of("0123456789", 2) == std::string::npos && part.size() <= 22) {
+      return std::stoull(part.substr(2));
+    }
+    p = q;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string maildir_unique_name(const std::string& n) {
+  std::size_t p = info_separator(n);
+  return p == std::string::npos ? n : n.substr(0, p);
+}
+
+MaildirName parse_maildir_name(const std::string& n) {
+  MaildirName m;
+  std::size_t p = info_separator(n);
+  m.unique = p == std::string::npos ? n : n.substr(0, p);
+  if (p != std::string::npos) {
+    m.separator = n[p];
+    m.info = n.substr(p + 1);
+    if (m.info.rfind("2,", 0) == 0) {
+      for (char c : m.info.substr(2)) {
+        if (c >= 'A' && c <= 'Z')
+          m.flags += c;
+        else if (c >= 'a' && c <= 'z')
+          m.keywords += c;
+      }
+    }
+  }
+  m.size = name_field(m.unique, "S");
+  m.vsize = name_field(m.unique, "W");
+  m.uid = name_field(m.unique, "U");
+  return m;
+}
+
+namespace {
+
+// One directory name against one template segment: literals, '*' (any text) and
+// %d %n %u (captured). Backtracking, placeholders longest-first, so "%n-*" splits
+// "jean-luc-2024.01.02.03.04.05" at its last '-'.
+struct Captures {
+  std::string domain, local, user;
+  std::vector<std::string> wild;
+};
+
+bool match_segment(const std::string& seg, std::size_t si, const std::string& name, std::size_t ni,
+                   Captures& c) {
+  if (si == seg.size()) return ni == name.size();
+  const bool star = seg[si] == '*';
+  const bool placeholder = seg[si] == '%' && si + 1 < seg.size();
+  if (!star && !placeholder) {
+    return ni < name.size() && name[ni] == seg[si] && match_segment(seg, si + 1, name, ni + 1, c);
+  }
+  const std::size_t next = si + (star ? 1 : 2);
+  for (std::size_t len = name.size() - ni; len >= 1; --len) {
+    Captures trial = c;
+    std::string part = name.substr(ni, len);
+    if (star) {
+      trial.wild.push_back(part);
+    } else if (seg[si + 1] == 'd') {
+      trial.domain = part;
+    } else if (seg[si + 1] == 'n') {
+      trial.local = part;
+    } else if (seg[si + 1] == 'u') {
+      trial.user = part;
+    }
+    if (match_segment(seg, next, name, ni + len, trial)) {
+      c = std::move(trial);
+      return true;
+    }
+  }
+  return false;
+}
+
+void check_template(const std::string& layout) {
+  for (std::size_t i = 0; i < layout.size(); ++i) {
+    if (layout[i] != '%') continue;
+    if (i + 1 >= layout.size() || std::string("dnu").find(layout[i + 1]) == std::string::npos) {
+      throw Error(ErrorCode::kUsage, "layout '" + layout + "': unknown placeholder " +
+                                         layout.substr(i, 2) + " (use %d, %n, %u or *)");
+    }
+    ++i;
+  }
+}
+
+// iRedMail's <c1>/<c2>/<c3>: the first three letters of the local part, the last
+// one repeated when it is shorter (MAILDIR.md, "Where mail lives").
+bool iredmail_hash_dirs_match(const Captures& c) {
+  // The wildcards end with c1, c2, c3 and the timestamp.
+  if (c.wild.size() < 4 || c.local.empty()) return false;
+  const std::size_t base = c.wild.size() - 4;
+  for (std::size_t i = 0; i < 3; ++i) {
+    char want = c.local[std::min(i, c.local.size() - 1)];
+    if (c.wild[base + i] != std::string(1, want)) return false;
+  }
+  return true;
+}
+
+struct Candidate {
+  MailboxSpec spec;
+  Captures caps;
+};
+
+std::vector<Candidate> match_template(const std::string& root, const std::string& layout) {
+  check_template(layout);
+  struct Partial {
+    std::string rel;
+    Captures caps;
+  };
+  std::vector<Partial> cur{{}};
+  for (const std::string& seg : split(layout, '/')) {
+    if (seg.empty() || seg == ".") continue;
+    std::vector<Partial> next;
+    const bool literal = seg.find_first_of("%*") == std::string::npos;
+    for (const Partial& p : cur) {
+      std::string dir = join(root, p.rel);
+      if (literal) {
+        if (is_dir(dir + "/" + seg)) next.push_back({join(p.rel, seg), p.caps});
+        continue;
+      }
+      for (const std::string& d : subdirs(dir)) {
+        Captures c = p.caps;
+        if (match_segment(seg, 0, d, 0, c)) next.push_back({join(p.rel, d), std::move(c)});
+      }
+    }
+    cur = std::move(next);
+  }
+  std::vector<Candidate> out;
+  for (Partial& p : cur) {
+    std::string abs = join(root, p.rel);
+    if (!has_maildir_below(abs, 8)) continue;
+    std::string name = p.rel;
+    if (!p.caps.local.empty() && !p.caps.domain.empty())
+      name = p.caps.local + "@" + p.caps.domain;
+    else if (!p.caps.user.empty())
+      name = p.caps.user;
+    out.push_back({{name, root, p.rel, abs}, std::move(p.caps)});
+  }
+  return out;
+}
+
+}  // namespace
+
+const std::vector<std::string>& layout_profile_names() {
+  static const std::vector<std::string> names{"postfix-dovecot", "iredmail", "mailinabox", "mailcow",
+                                              "docker-mailserver"};
+  return names;
+}
+
+std::vector<std::string> layout_profile(const std::string& profile) {
+  if (profile == "postfix-dovecot") return {"%d/%n/Maildir", "%d/%n"};
+  if (profile == "iredmail") return {"vmail*/%d/*/*/*/%n-*/Maildir", "%d/*/*/*/%n-*/Maildir"};
+  if (profile == "mailinabox") return {"mail/mailboxes/%d/%n", "mailboxes/%d/%n", "%d/%n"};
+  if (profile == "mailcow") return {"%d/%n/Maildir"};
+  if (profile == "docker-mailserver") return {"%d/%n"};
+  std::string known;
+  for (const auto& n : layout_profile_names()) known += (known.empty() ? "" : ", ") + n;
+  throw Error(ErrorCode::kUsage, "unknown layout profile '" + profile + "' (known: " + known + ")");
 }
 
 std::vector<MailboxSpec> discover_mailboxes(const std::string& root, const std::string& layout) {
+  return discover_mailboxes(root, std::vector<std::string>{layout});
+}
+
+std::vector<MailboxSpec> discover_mailboxes(const std::string& root, const std::vector<std::string>& layouts,
+                                            const std::string& profile) {
   if (!is_dir(root)) {
     throw Error(ErrorCode::kSource, "mailbox root " + root + " does not exist or is not a directory");
   }
   std::vector<MailboxSpec> out;
-  if (layout == "." || layout.empty()) {
+  if (layouts.size() == 1 && (layouts[0] == "." || layouts[0].empty())) {
     if (!has_maildir_below(root, 8)) {
       throw Error(ErrorCode::kSource, root + " is not a Maildir: no folder with cur/ and new/ found");
     }
@@ -147,50 +330,43 @@ std::vector<MailboxSpec> discover_mailboxes(const std::string& root, const std::
     out.push_back({base.empty() ? root : base, root, "", root});
     return out;
   }
-  std::vector<std::string> segs = split(layout, '/');
-  struct Partial {
-    std::string rel, domain, local, user;
-  };
-  std::vector<Partial> cur{{}};
-  for (const std::string& seg : segs) {
-    std::vector<Partial> next;
-    for (const Partial& p : cur) {
-      std::string dir = join(root, p.rel);
-      if (seg.empty() || seg == ".") continue;
-      if (seg[0] != '%' && seg != "*") {
-        if (is_dir(dir + "/" + seg)) next.push_back({join(p.rel, seg), p.domain, p.local, p.user});
-        continue;
-      }
-      for (const std::string& d : subdirs(dir)) {
-        Partial q{join(p.rel, d), p.domain, p.local, p.user};
-        if (seg == "%d")
-          q.domain = d;
-        else if (seg == "%n")
-          q.local = d;
-        else if (seg == "%u")
-          q.user = d;
-        else if (seg != "*") {
-          throw Error(ErrorCode::kUsage,
-                      "layout '" + layout + "': unknown placeholder " + seg + " (use %d, %n, %u or *)");
-        }
-        next.push_back(std::move(q));
-      }
+  std::vector<Candidate> found;
+  for (const std::string& layout : layouts) {
+    for (Candidate& c : match_template(root, layout)) {
+      if (profile == "iredmail" && !iredmail_hash_dirs_match(c.caps)) continue;
+      found.push_back(std::move(c));
     }
-    cur = std::move(next);
   }
-  for (const Partial& p : cur) {
-    std::string abs = join(root, p.rel);
-    if (!has_maildir_below(abs, 8)) continue;
-    std::string name = p.rel;
-    if (!p.local.empty() && !p.domain.empty())
-      name = p.local + "@" + p.domain;
-    else if (!p.user.empty())
-      name = p.user;
-    out.push_back({name, root, p.rel, abs});
+  // Several templates may match one mailbox at two depths (%d/%n and %d/%n/Maildir):
+  // the deeper directory is the mailbox; a directory inside another is not a second one.
+  std::sort(found.begin(), found.end(),
+            [](const Candidate& a, const Candidate& b) { return a.spec.rel < b.spec.rel; });
+  for (std::size_t i = 0; i < found.size(); ++i) {
+    bool ancestor = false, same = false;
+    for (std::size_t j = 0; j < found.size(); ++j) {
+      if (j == i) continue;
+      const std::string& a = found[i].spec.rel;
+      const std::string& b = found[j].spec.rel;
+      if (b.size() > a.size() && b.compare(0, a.size(), a) == 0 && (a.empty() || b[a.size()] == '/'))
+        ancestor = true;
+      if (j < i && a == b) same = true;
+    }
+    if (!ancestor && !same) out.push_back(found[i].spec);
   }
   if (out.empty()) {
-    throw Error(ErrorCode::kSource, "no Maildir found under " + root + " with layout '" + layout +
+    std::string shown;
+    for (const auto& l : layouts) shown += (shown.empty() ? "" : "', '") + l;
+    throw Error(ErrorCode::kSource, "no Maildir found under " + root + " with layout '" + shown +
                                         "' (a mailbox is a directory with cur/ and new/)");
+  }
+  // Two directories for one address (iRedMail keeps a re-created account's old
+  // directory beside the new one, told apart by the timestamp): the last in path
+  // order — the newest timestamp — keeps the address, the others get "#<path>".
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.name != b.name ? a.name < b.name : a.rel < b.rel;
+  });
+  for (std::size_t i = 0; i + 1 < out.size(); ++i) {
+    if (out[i].name == out[i + 1].name) out[i].name += "#" + out[i].rel;
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
   return out;
@@ -242,8 +418,12 @@ std::string folder_stamp(const std::string& folder_abs, std::int64_t now_ns, std
   return stamp;
 }
 
+bool is_dovecot_index(const std::string& n) {
+  return n.rfind("dovecot.index", 0) == 0 || n.rfind("dovecot.list.index", 0) == 0;
+}
+
 ScannedFolder scan_folder(const std::string& mailbox_abs, const std::string& folder,
-                          const std::vector<std::string>& folders, bool with_messages) {
+                          const std::vector<std::string>& folders, bool with_messages, bool with_index) {
   ScannedFolder out;
   out.name = folder;
   out.abs = join(mailbox_abs, folder);
@@ -274,6 +454,7 @@ ScannedFolder scan_folder(const std::string& mailbox_abs, const std::string& fol
       for (auto& e : list_dir(abs)) names.push_back(std::move(e.name));
     }
     for (const std::string& name : names) {
+      if (!with_index && !message_dir && is_dovecot_index(name)) continue;
       std::string crel = join(rel, name);
       std::string cabs = abs + "/" + name;
       if (lstat(cabs.c_str(), &st) != 0) {
@@ -322,15 +503,17 @@ ScannedFolder scan_folder(const std::string& mailbox_abs, const std::string& fol
     }
   }
 
-  // One entry per message inode (a rename seen under both names), preferring cur/.
+  // One entry per message inode and unique name (a rename seen under both names),
+  // preferring cur/. Two unique names on one inode are hard links (Dovecot's
+  // maildir_copy_with_hardlinks): both are messages.
   std::sort(out.entries.begin(), out.entries.end(),
             [](const ScannedEntry& a, const ScannedEntry& b) { return a.path < b.path; });
-  std::map<std::pair<std::uint64_t, std::uint64_t>, std::size_t> by_inode;
+  std::map<std::tuple<std::uint64_t, std::uint64_t, std::string>, std::size_t> by_inode;
   std::vector<bool> drop(out.entries.size(), false);
   for (std::size_t i = 0; i < out.entries.size(); ++i) {
     auto& e = out.entries[i];
     if (e.kind != EntryKind::kMessage) continue;
-    auto [it, fresh] = by_inode.emplace(std::make_pair(e.dev, e.ino), i);
+    auto [it, fresh] = by_inode.emplace(std::make_tuple(e.dev, e.ino, e.key), i);
     if (!fresh) {
       // Same inode twice: keep the path that still exists, prefer cur/.
       std::size_t j = it->second;

@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "restore/snapshots.hpp"
@@ -69,12 +72,69 @@ struct PendingFile {
   bool created = false;
 };
 
+// Who owns what is restored (RestoreRequest::owner).
+struct OwnerPolicy {
+  enum Kind { kNone, kKeep, kMap } kind = kNone;
+  uid_t uid = 0;
+  gid_t gid = 0;
+
+  // The owner for an entry, or nullopt to leave the restoring user's.
+  std::optional<std::pair<uid_t, gid_t>> of(const std::optional<std::uint32_t>& u,
+                                            const std::optional<std::uint32_t>& g) const {
+    if (kind == kMap) return std::make_pair(uid, gid);
+    if (kind == kKeep && u && g) return std::make_pair(static_cast<uid_t>(*u), static_cast<gid_t>(*g));
+    return std::nullopt;
+  }
+};
+
+OwnerPolicy parse_owner(const std::string& spec) {
+  OwnerPolicy p;
+  if (spec.empty()) {
+    p.kind = geteuid() == 0 ? OwnerPolicy::kKeep : OwnerPolicy::kNone;
+    return p;
+  }
+  if (spec == "keep" || spec == "none") {
+    p.kind = spec == "keep" ? OwnerPolicy::kKeep : OwnerPolicy::kNone;
+    if (p.kind == OwnerPolicy::kKeep && geteuid() != 0) {
+      throw Error(ErrorCode::kUsage, "--owner keep needs root (only root may give files to another user)");
+    }
+    return p;
+  }
+  std::size_t colon = spec.find(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == spec.size()) {
+    throw Error(ErrorCode::kUsage, "--owner must be keep, none or USER:GROUP (names or numbers), not '" +
+                                       spec + "'");
+  }
+  const std::string u = spec.substr(0, colon), g = spec.substr(colon + 1);
+  auto number = [](const std::string& s) { return s.find_first_not_of("0123456789") == std::string::npos; };
+  if (number(u)) {
+    p.uid = static_cast<uid_t>(std::stoul(u));
+  } else if (const passwd* pw = getpwnam(u.c_str())) {
+    p.uid = pw->pw_uid;
+  } else {
+    throw Error(ErrorCode::kUsage, "--owner: no user '" + u + "' on this host");
+  }
+  if (number(g)) {
+    p.gid = static_cast<gid_t>(std::stoul(g));
+  } else if (const group* gr = getgrnam(g.c_str())) {
+    p.gid = gr->gr_gid;
+  } else {
+    throw Error(ErrorCode::kUsage, "--owner: no group '" + g + "' on this host");
+  }
+  if (geteuid() != 0 && (p.uid != geteuid() || p.gid != getegid())) {
+    throw Error(ErrorCode::kUsage, "--owner " + spec + " needs root (only root may give files away)");
+  }
+  p.kind = OwnerPolicy::kMap;
+  return p;
+}
+
 }  // namespace
 
 RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
   auto t0 = std::chrono::steady_clock::now();
   RestoreStats stats;
   if (req.dest.empty()) throw Error(ErrorCode::kUsage, "restore needs --to DIR");
+  const OwnerPolicy owner = parse_owner(req.owner);
 
   std::vector<SnapshotRef> all = list_snapshots(repo, nullptr, &stats.warnings);
   SnapshotRef snap = find_snapshot(all, req.snapshot);
@@ -191,22 +251,44 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
     std::vector<PendingFile> files;
     std::map<Hash, std::vector<Part>> need;  // blob id → parts
     std::vector<std::tuple<std::string, std::uint32_t, std::int64_t>> dir_times;
+    std::map<std::string, std::optional<std::pair<uid_t, gid_t>>> dir_owner;  // absolute dir → owner
+    std::map<std::string, std::size_t> link_first;  // link group → first file restored for it
+    std::vector<std::pair<std::size_t, std::string>> links;  // (first file, link path)
     std::uint64_t tmp_counter = 0;
     for (auto& [frel, f, tree] : loaded) {
       ++stats.folders;
       mkdirs(root, frel);
       if (f->mtime_ns != 0) dir_times.emplace_back(join(root, frel), f->mode, f->mtime_ns);
       std::string fdir = join(root, frel);
+      // The folder directory itself is no entry: it gets its cur/ directory's owner.
+      for (const TreeEntry& e : tree.entries) {
+        if (e.kind == EntryKind::kDir && e.path == "cur") dir_owner[fdir] = owner.of(e.uid, e.gid);
+      }
       for (const TreeEntry& e : tree.entries) {
         std::string rel = join(frel, e.path);
         if (e.kind == EntryKind::kDir) {
           mkdirs(root, rel);
           dir_times.emplace_back(join(root, rel), e.mode, e.mtime_ns);
+          dir_owner[join(root, rel)] = owner.of(e.uid, e.gid);
           ++stats.dirs;
           continue;
         }
         std::string parent = rel.substr(0, rel.rfind('/') == std::string::npos ? 0 : rel.rfind('/'));
         mkdirs(root, parent);
+        if (!e.link.empty()) {
+          // A second name of one inode (same content): a link, made once the first
+          // name is complete. Different content under one group is not trusted as a link.
+          auto [it, first] = link_first.emplace(e.link, files.size());
+          if (!first && files[it->second].entry->sha256 == e.sha256 && files[it->second].entry->size == e.size) {
+            links.emplace_back(it->second, join(root, rel));
+            if (e.kind == EntryKind::kMessage)
+              ++stats.messages;
+            else
+              ++stats.files;
+            ++stats.hard_links;
+            continue;
+          }
+        }
         PendingFile pf;
         pf.final_path = join(root, rel);
         pf.entry = &e;
@@ -266,6 +348,11 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
         unlink(pf.temp_path.c_str());
         throw Error(ErrorCode::kVerify,
                     "restored " + pf.final_path + " does not match the manifest's SHA-256");
+      }
+      if (auto o = owner.of(e.uid, e.gid); o && fchown(fd, o->first, o->second) != 0) {
+        int err = errno;
+        ::close(fd);
+        throw_errno("set owner of " + pf.temp_path, err);
       }
       fchmod(fd, e.mode & 07777);
       timespec times[2];
@@ -339,6 +426,11 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
       if (pf.parts_left != 0)
         throw Error(ErrorCode::kInternal, "restore left " + pf.final_path + " incomplete");
     }
+    for (const auto& [first, path] : links) {
+      if (link(files[first].final_path.c_str(), path.c_str()) != 0) {
+        throw_errno("hard link " + path + " to " + files[first].final_path, errno);
+      }
+    }
     // Directory modes and mtimes last (writing into a directory changes its mtime).
     std::sort(dir_times.begin(), dir_times.end(),
               [](const auto& a, const auto& b) { return std::get<0>(a).size() > std::get<0>(b).size(); });
@@ -346,6 +438,10 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
       timespec times[2];
       times[0].tv_sec = times[1].tv_sec = mtime / 1000000000;
       times[0].tv_nsec = times[1].tv_nsec = mtime % 1000000000;
+      if (auto it = dir_owner.find(path); it != dir_owner.end() && it->second) {
+        if (lchown(path.c_str(), it->second->first, it->second->second) != 0)
+          throw_errno("set owner of " + path, errno);
+      }
       chmod(path.c_str(), mode & 07777);
       utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW);
     }

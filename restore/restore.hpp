@@ -5,7 +5,8 @@
 // every pack's SHA-256 name, its OpenPGP signature (the vault's agent key), every
 // blob's HMAC id and every file's SHA-256; writes Maildir with the original file
 // names (info flags included), folder structure, modes and mtimes (to the
-// nanosecond). Messages are written into their folder's tmp/ and renamed into
+// nanosecond), owners (or one mapped owner) and hard links (entries of one link
+// group become links to one inode). Messages are written into their folder's tmp/ and renamed into
 // cur/ or new/; other files through a temporary name beside them.
 //
 // Safety: every folder name and entry path of the selection is checked before
@@ -30,12 +31,18 @@ struct RestoreRequest {
   bool all = false;    // every mailbox, each at its path below the source root
   std::string dest;
   bool progress = false;
+  /// Owner of restored files and directories: "keep" = the uid/gid recorded in the
+  /// snapshot; "none" = the restoring user's; "UID:GID" (numbers or names, e.g.
+  /// "vmail:vmail") = all of them mapped to one owner. "" = keep when run as root,
+  /// else none (only root may give files away).
+  std::string owner;
 };
 
 struct RestoreStats {
   std::string snapshot_id;
   std::string mailbox;
   std::uint64_t folders = 0, messages = 0, files = 0, dirs = 0, bytes = 0;
+  std::uint64_t hard_links = 0;  // entries restored as a link to an earlier one (same inode)
   std::uint64_t packs_fetched = 0, bytes_fetched = 0;
   double seconds = 0;
   std::vector<std::string> warnings;  // e.g. damaged snapshots that were skipped

@@ -92,7 +92,9 @@ TEST(MainJob, CorpusToSftpVaultRestoresEveryMailboxByteIdentical) {
   if (corpus.empty()) GTEST_SKIP() << "the shared corpus (../shared/corpus) is not beside this checkout";
   reduit::test::TestSshd sshd;
   TempDir vault;
-  Site site({corpus + "/maildir"}, "*", sftp_url(sshd, vault.path() + "/v"), sftp_vault_extra(sshd));
+  // Dovecot's index files too (dovecot_index = true), so the whole tree comes back.
+  Site site({corpus + "/maildir"}, "*", sftp_url(sshd, vault.path() + "/v"), sftp_vault_extra(sshd), "",
+            "dovecot_index = true");
   site.init();
   nlohmann::json b = site.backup();
   // 6 sources; 1,901 message files in the corpus of which 1,652 are in Maildirs,

@@ -1,5 +1,6 @@
 #include "vault/format.hpp"
 
+#include <map>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -208,6 +209,20 @@ std::vector<IndexPack> decode_index(const Bytes& data) {
 // ---- trees -----------------------------------------------------------------
 
 std::string encode_tree(const Tree& tree) {
+  // The owner most entries share is written once ("owner"); entries that differ
+  // carry their own uid/gid. Ties go to the smaller pair, so encoding is deterministic.
+  std::map<std::pair<std::uint32_t, std::uint32_t>, std::size_t> owners;
+  for (const TreeEntry& e : tree.entries) {
+    if (e.uid && e.gid) ++owners[{*e.uid, *e.gid}];
+  }
+  std::optional<std::pair<std::uint32_t, std::uint32_t>> owner;
+  std::size_t best = 0;
+  for (const auto& [o, n] : owners) {
+    if (n > best) {
+      best = n;
+      owner = o;
+    }
+  }
   json entries = json::array();
   for (const TreeEntry& e : tree.entries) {
     json j;
@@ -222,10 +237,16 @@ std::string encode_tree(const Tree& tree) {
     if (e.header) j["header"] = to_hex(*e.header);
     if (e.body) j["body"] = to_hex(*e.body);
     if (e.blob) j["blob"] = to_hex(*e.blob);
+    if (e.uid && e.gid && (!owner || owner->first != *e.uid || owner->second != *e.gid)) {
+      j["uid"] = *e.uid;
+      j["gid"] = *e.gid;
+    }
+    if (!e.link.empty()) j["link"] = e.link;
     entries.push_back(std::move(j));
   }
   json t;
   t["version"] = 1;
+  if (owner) t["owner"] = json::array({owner->first, owner->second});
   t["entries"] = std::move(entries);
   return t.dump();
 }
@@ -235,6 +256,16 @@ Tree decode_tree(const Bytes& data) {
   if (field<int>(t, "version", "tree") != 1) malformed("tree: unsupported version");
   const json& entries = t["entries"];
   if (!entries.is_array()) malformed("tree: entries is not an array");
+  std::optional<std::uint32_t> owner_uid, owner_gid;
+  if (t.contains("owner")) {
+    const json& o = t["owner"];
+    if (!o.is_array() || o.size() != 2 || !o[0].is_number_unsigned() || !o[1].is_number_unsigned() ||
+        o[0].get<std::uint64_t>() > 0xffffffffu || o[1].get<std::uint64_t>() > 0xffffffffu) {
+      malformed("tree: owner is not [uid, gid]");
+    }
+    owner_uid = o[0].get<std::uint32_t>();
+    owner_gid = o[1].get<std::uint32_t>();
+  }
   Tree tree;
   tree.entries.reserve(entries.size());
   for (const json& j : entries) {
@@ -260,6 +291,16 @@ Tree decode_tree(const Bytes& data) {
     e.body = opt_hash(j, "body", "tree body id");
     e.blob = opt_hash(j, "blob", "tree blob id");
     if (e.kind == EntryKind::kMessage && !e.header) malformed("tree: message without header");
+    e.uid = owner_uid;
+    e.gid = owner_gid;
+    if (j.contains("uid") || j.contains("gid")) {
+      e.uid = field<std::uint32_t>(j, "uid", "tree");
+      e.gid = field<std::uint32_t>(j, "gid", "tree");
+    }
+    if (j.contains("link")) {
+      e.link = field<std::string>(j, "link", "tree");
+      if (e.link.empty() || e.link.size() > 64 || e.kind == EntryKind::kDir) malformed("tree: bad link group");
+    }
     tree.entries.push_back(std::move(e));
   }
   return tree;

@@ -88,6 +88,9 @@ struct TreeEntry {
   std::optional<Hash> header;  // message: header block blob (kHeader)
   std::optional<Hash> body;    // message: body blob (kBody), absent when empty
   std::optional<Hash> blob;    // file: content blob (kFile), absent when empty
+  std::optional<std::uint32_t> uid, gid;  // numeric owner (absent in trees written before 0.2)
+  std::string link;  // hard-link group: entries of one snapshot with the same non-empty
+                     // value were one inode (FORMAT.md §7); "" = not linked
 };
 
 struct Tree {

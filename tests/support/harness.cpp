@@ -128,10 +128,15 @@ std::map<std::string, FileFacts> tree_facts(const std::string& root) {
 
 std::string write_config(const std::string& dir, const std::string& vault_url, const std::string& gnupghome,
                          const std::vector<std::string>& roots, const std::string& layout,
-                         const std::string& vault_extra, const std::string& top_extra) {
+                         const std::string& vault_extra, const std::string& top_extra,
+                         const std::string& source_extra) {
   std::string t = "state_dir = \"" + dir + "/state\"\n" + top_extra + "\n[vault]\nurl = \"" + vault_url +
                   "\"\n" + vault_extra + "\n[keys]\ngnupghome = \"" + gnupghome + "\"\n";
-  for (const auto& r : roots) t += "[[source]]\nroot = \"" + r + "\"\nlayout = \"" + layout + "\"\n";
+  const bool profile = layout.rfind("profile:", 0) == 0;
+  for (const auto& r : roots) {
+    t += "[[source]]\nroot = \"" + r + "\"\n" +
+         (profile ? "profile = \"" + layout.substr(8) : "layout = \"" + layout) + "\"\n" + source_extra + "\n";
+  }
   std::string path = dir + "/reduit.toml";
   write_file(path, t);
   return path;

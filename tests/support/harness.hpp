@@ -62,9 +62,12 @@ std::map<std::string, FileFacts> tree_facts(const std::string& root);
 
 /// Writes dir/reduit.toml (state in dir/state) and returns its path. `vault_extra`
 /// is appended to [vault] (ssh settings), `top_extra` to the top level.
+/// `layout` "profile:NAME" writes `profile = "NAME"` instead; `source_extra` is
+/// appended to every [[source]] table.
 std::string write_config(const std::string& dir, const std::string& vault_url, const std::string& gnupghome,
                          const std::vector<std::string>& roots, const std::string& layout,
-                         const std::string& vault_extra = "", const std::string& top_extra = "");
+                         const std::string& vault_extra = "", const std::string& top_extra = "",
+                         const std::string& source_extra = "");
 
 /// Path of a reduit binary and the source dir (for scripts/gen-maildir).
 std::string reduit_binary();

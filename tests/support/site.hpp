@@ -12,11 +12,12 @@ class Site {
  public:
   /// `vault_url` empty = file://<tmp>/vault.
   Site(const std::vector<std::string>& roots, const std::string& layout, std::string vault_url = "",
-       const std::string& vault_extra = "", const std::string& top_extra = "")
+       const std::string& vault_extra = "", const std::string& top_extra = "",
+       const std::string& source_extra = "")
       : keys_(SiteKeys::get()) {
     url_ = vault_url.empty() ? "file://" + dir_.path() + "/vault" : vault_url;
-    config_ =
-        write_config(dir_.path(), url_, keys_.agent_home->path(), roots, layout, vault_extra, top_extra);
+    config_ = write_config(dir_.path(), url_, keys_.agent_home->path(), roots, layout, vault_extra, top_extra,
+                           source_extra);
   }
 
   /// Runs `reduit --config C --json ARGS…`.
