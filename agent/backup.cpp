@@ -254,8 +254,8 @@ class Backup {
     std::vector<MailboxSpec> mailboxes;
     std::vector<bool> keys_backed_up;  // per mailbox: its source names mail_crypt_keys
     for (const SourceConfig& s : cfg_.sources) {
-      std::vector<std::string> layouts = s.profile.empty() ? std::vector<std::string>{s.layout}
-                                                           : layout_profile(s.profile);
+      std::vector<std::string> layouts =
+          s.profile.empty() ? std::vector<std::string>{s.layout} : layout_profile(s.profile);
       for (auto& m : discover_mailboxes(s.root, layouts, s.profile)) {
         m.dovecot_index = s.dovecot_index;
         mailboxes.push_back(std::move(m));
@@ -327,6 +327,7 @@ class Backup {
     // Commit: index objects for every journaled pack (64 packs each, so memory stays
     // bounded), then the snapshot — the commit point.
     catalog_->end_staging();
+    for (const auto& [key, value] : crypt_marks_) catalog_->set_meta(key, value);
     std::uint64_t meta_before = repo_->transport().stats().bytes_written;
     for (std::vector<IndexPack> batch; !(batch = catalog_->unindexed_packs(64)).empty();) {
       catalog_->add_index(repo_->put_object("index", encode_index(batch)));
@@ -412,9 +413,12 @@ class Backup {
   // files), and every run says so loudly while its keys are not in the backup set.
   void check_mail_crypt(const MailboxSpec& m, bool keys_backed_up) {
     const std::string key = "mail_crypt:" + m.abs;
-    if (crypted_in_mailbox_ > 0) catalog_->set_meta(key, std::to_string(crypted_in_mailbox_));
+    // Written after the staging transaction: a write to the main database now would
+    // hold its lock against the upload thread's journal until the run ends.
+    if (crypted_in_mailbox_ > 0) crypt_marks_.emplace_back(key, std::to_string(crypted_in_mailbox_));
     if (keys_backed_up || (crypted_in_mailbox_ == 0 && !catalog_->get_meta(key))) return;
-    warn("WARNING: mailbox " + m.name + " holds messages encrypted by Dovecot's mail_crypt (they begin "
+    warn("WARNING: mailbox " + m.name +
+         " holds messages encrypted by Dovecot's mail_crypt (they begin "
          "with CRYPTED) and its keys are not in the backup set: restored mail would be unreadable. "
          "Set mail_crypt_keys in this [[source]] to the directory of the key files.");
   }
@@ -425,7 +429,10 @@ class Backup {
     pending_.insert(id);
     w.add(type, id, data, size);
     ++stats_.blobs_new;
-    if (type != BlobType::kTree) ++stats_.content_blobs_new;
+    if (type != BlobType::kTree) {
+      ++stats_.content_blobs_new;
+      stats_.content_bytes_new += size;
+    }
     stats_.bytes_new += size;
     if (w.size() >= repo_->config().pack_size) flush_pack(w);
     return true;
@@ -749,6 +756,7 @@ class Backup {
   std::unique_ptr<PackWriter> data_, meta_;
   std::unordered_set<Hash, HashHasher> pending_;
   std::uint64_t crypted_in_mailbox_ = 0;
+  std::vector<std::pair<std::string, std::string>> crypt_marks_;  // catalog meta, set at commit
   int keys_sources_ = 0;
   std::vector<Hash> journaled_;  // ids of completed packs, in pending_ until merged
   ReadBuffer buf_;

@@ -34,6 +34,7 @@ struct BackupStats {
   std::uint64_t blobs_new = 0;          // blobs added to the vault by this run
   std::uint64_t content_blobs_new = 0;  // header/body/file blobs (not trees)
   std::uint64_t bytes_new = 0;          // plaintext bytes of those blobs
+  std::uint64_t content_bytes_new = 0;  // plaintext bytes of the header/body/file blobs
   std::uint64_t trees_new = 0, trees_reused = 0;
   std::uint64_t folders_unchanged = 0;  // taken whole from the folder cache (no message stat)
   std::uint64_t data_packs = 0, metadata_packs = 0;

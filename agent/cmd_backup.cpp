@@ -31,6 +31,7 @@ void add_backup(CLI::App& app, Globals& g, Runner& run) {
                     {"blobs_new", s.blobs_new},
                     {"content_blobs_new", s.content_blobs_new},
                     {"bytes_new", s.bytes_new},
+                    {"content_bytes_new", s.content_bytes_new},
                     {"trees_new", s.trees_new},
                     {"trees_reused", s.trees_reused},
                     {"folders_unchanged", s.folders_unchanged},

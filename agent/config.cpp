@@ -3,8 +3,8 @@
 #include "agent/scan.hpp"
 
 #include <toml++/toml.h>
-#include <cstdlib>
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -151,17 +151,17 @@ Config parse_config(const std::string& text, const std::string& origin) {
   }
   Config c;
   c.origin = origin;
-  each_key(origin, root, "", {"state_dir", "host", "vault", "keys", "source", "pack"},
-           [&](const std::string& key, const toml::node& v) {
-             if (key == "state_dir")
-               c.state_dir = get_string(origin, v, key);
-             else if (key == "host")
-               c.host = get_string(origin, v, key);
-             else if (key == "vault") {
-               const toml::table* t = v.as_table();
-               if (!t) bad(at(origin, v), "[vault] must be a table");
-               each_key(
-                   origin, *t, "vault",
+  each_key(
+      origin, root, "", {"state_dir", "host", "vault", "keys", "source", "pack"},
+      [&](const std::string& key, const toml::node& v) {
+        if (key == "state_dir")
+          c.state_dir = get_string(origin, v, key);
+        else if (key == "host")
+          c.host = get_string(origin, v, key);
+        else if (key == "vault") {
+          const toml::table* t = v.as_table();
+          if (!t) bad(at(origin, v), "[vault] must be a table");
+          each_key(origin, *t, "vault",
                    {"url", "ssh_key", "known_hosts", "host_key", "accept_new_host_key", "connect_timeout"},
                    [&](const std::string& k, const toml::node& n) {
                      if (k == "url") {
@@ -188,78 +188,77 @@ Config parse_config(const std::string& text, const std::string& origin) {
                        c.ssh.connect_timeout_seconds = static_cast<int>(get_int(origin, n, k, 1, 600));
                      }
                    });
-             } else if (key == "keys") {
-               const toml::table* t = v.as_table();
-               if (!t) bad(at(origin, v), "[keys] must be a table");
-               each_key(origin, *t, "keys", {"gnupghome", "archive_keys", "agent_key"},
-                        [&](const std::string& k, const toml::node& n) {
-                          if (k == "gnupghome")
-                            c.gnupghome = get_string(origin, n, k);
-                          else if (k == "agent_key")
-                            c.agent_key = get_string(origin, n, k);
-                          else if (k == "archive_keys") {
-                            const toml::array* a = n.as_array();
-                            if (!a) bad(at(origin, n), "'keys.archive_keys' must be an array of strings");
-                            for (const auto& e : *a) c.archive_keys.push_back(get_string(origin, e, k));
-                          }
-                        });
-             } else if (key == "pack") {
-               const toml::table* t = v.as_table();
-               if (!t) bad(at(origin, v), "[pack] must be a table");
-               each_key(origin, *t, "pack", {"size", "zstd_level"},
-                        [&](const std::string& k, const toml::node& n) {
-                          if (k == "size") {
-                            c.pack_size = get_size(origin, n, k);
-                            if (c.pack_size < 4096 || c.pack_size > (1u << 30)) {
-                              bad(at(origin, n), "'pack.size' must be between 4KiB and 1GiB");
-                            }
-                          } else if (k == "zstd_level") {
-                            c.zstd_level = static_cast<int>(get_int(origin, n, k, 1, 19));
-                          }
-                        });
-             } else if (key == "source") {
-               const toml::array* a = v.as_array();
-               if (!a) bad(at(origin, v), "sources are written [[source]] (an array of tables)");
-               for (const auto& e : *a) {
-                 const toml::table* t = e.as_table();
-                 if (!t) bad(at(origin, e), "[[source]] must be a table");
-                 SourceConfig s;
-                 bool has_layout = false;
-                 each_key(origin, *t, "source",
-                          {"root", "layout", "profile", "dovecot_index", "mail_crypt_keys"},
-                          [&](const std::string& k, const toml::node& n) {
-                            if (k == "root") {
-                              s.root = get_string(origin, n, k);
-                            } else if (k == "dovecot_index") {
-                              s.dovecot_index = get_bool(origin, n, k);
-                            } else if (k == "mail_crypt_keys") {
-                              s.mail_crypt_keys = get_string(origin, n, k);
-                              if (s.mail_crypt_keys.empty() || s.mail_crypt_keys.front() != '/')
-                                bad(at(origin, n), "'source.mail_crypt_keys' must be an absolute path");
-                            } else if (k == "layout") {
-                              s.layout = get_string(origin, n, k);
-                              has_layout = true;
-                            } else {
-                              s.profile = get_string(origin, n, k);
-                              const auto& known = layout_profile_names();
-                              if (std::find(known.begin(), known.end(), s.profile) == known.end()) {
-                                std::string list;
-                                for (const auto& p : known) list += (list.empty() ? "" : ", ") + p;
-                                bad(at(origin, n), "unknown 'source.profile' \"" + s.profile +
-                                                       "\" (known: " + list + ")");
-                              }
-                            }
-                          });
-                 if (has_layout && !s.profile.empty()) {
-                   bad(at(origin, e), "[[source]] takes 'layout' or 'profile', not both");
-                 }
-                 if (s.root.empty()) bad(at(origin, e), "[[source]] needs 'root'");
-                 if (s.root.front() != '/') bad(at(origin, e), "'source.root' must be an absolute path");
-                 while (s.root.size() > 1 && s.root.back() == '/') s.root.pop_back();
-                 c.sources.push_back(std::move(s));
-               }
-             }
-           });
+        } else if (key == "keys") {
+          const toml::table* t = v.as_table();
+          if (!t) bad(at(origin, v), "[keys] must be a table");
+          each_key(origin, *t, "keys", {"gnupghome", "archive_keys", "agent_key"},
+                   [&](const std::string& k, const toml::node& n) {
+                     if (k == "gnupghome")
+                       c.gnupghome = get_string(origin, n, k);
+                     else if (k == "agent_key")
+                       c.agent_key = get_string(origin, n, k);
+                     else if (k == "archive_keys") {
+                       const toml::array* a = n.as_array();
+                       if (!a) bad(at(origin, n), "'keys.archive_keys' must be an array of strings");
+                       for (const auto& e : *a) c.archive_keys.push_back(get_string(origin, e, k));
+                     }
+                   });
+        } else if (key == "pack") {
+          const toml::table* t = v.as_table();
+          if (!t) bad(at(origin, v), "[pack] must be a table");
+          each_key(origin, *t, "pack", {"size", "zstd_level"},
+                   [&](const std::string& k, const toml::node& n) {
+                     if (k == "size") {
+                       c.pack_size = get_size(origin, n, k);
+                       if (c.pack_size < 4096 || c.pack_size > (1u << 30)) {
+                         bad(at(origin, n), "'pack.size' must be between 4KiB and 1GiB");
+                       }
+                     } else if (k == "zstd_level") {
+                       c.zstd_level = static_cast<int>(get_int(origin, n, k, 1, 19));
+                     }
+                   });
+        } else if (key == "source") {
+          const toml::array* a = v.as_array();
+          if (!a) bad(at(origin, v), "sources are written [[source]] (an array of tables)");
+          for (const auto& e : *a) {
+            const toml::table* t = e.as_table();
+            if (!t) bad(at(origin, e), "[[source]] must be a table");
+            SourceConfig s;
+            bool has_layout = false;
+            each_key(origin, *t, "source", {"root", "layout", "profile", "dovecot_index", "mail_crypt_keys"},
+                     [&](const std::string& k, const toml::node& n) {
+                       if (k == "root") {
+                         s.root = get_string(origin, n, k);
+                       } else if (k == "dovecot_index") {
+                         s.dovecot_index = get_bool(origin, n, k);
+                       } else if (k == "mail_crypt_keys") {
+                         s.mail_crypt_keys = get_string(origin, n, k);
+                         if (s.mail_crypt_keys.empty() || s.mail_crypt_keys.front() != '/')
+                           bad(at(origin, n), "'source.mail_crypt_keys' must be an absolute path");
+                       } else if (k == "layout") {
+                         s.layout = get_string(origin, n, k);
+                         has_layout = true;
+                       } else {
+                         s.profile = get_string(origin, n, k);
+                         const auto& known = layout_profile_names();
+                         if (std::find(known.begin(), known.end(), s.profile) == known.end()) {
+                           std::string list;
+                           for (const auto& p : known) list += (list.empty() ? "" : ", ") + p;
+                           bad(at(origin, n),
+                               "unknown 'source.profile' \"" + s.profile + "\" (known: " + list + ")");
+                         }
+                       }
+                     });
+            if (has_layout && !s.profile.empty()) {
+              bad(at(origin, e), "[[source]] takes 'layout' or 'profile', not both");
+            }
+            if (s.root.empty()) bad(at(origin, e), "[[source]] needs 'root'");
+            if (s.root.front() != '/') bad(at(origin, e), "'source.root' must be an absolute path");
+            while (s.root.size() > 1 && s.root.back() == '/') s.root.pop_back();
+            c.sources.push_back(std::move(s));
+          }
+        }
+      });
   if (c.state_dir.empty()) throw Error(ErrorCode::kUsage, origin + ": 'state_dir' is required");
   if (c.state_dir.front() != '/') {
     bad(at(origin, *root.get("state_dir")), "'state_dir' must be an absolute path");

@@ -230,8 +230,8 @@ void check_template(const std::string& layout) {
   for (std::size_t i = 0; i < layout.size(); ++i) {
     if (layout[i] != '%') continue;
     if (i + 1 >= layout.size() || std::string("dnu").find(layout[i + 1]) == std::string::npos) {
-      throw Error(ErrorCode::kUsage, "layout '" + layout + "': unknown placeholder " +
-                                         layout.substr(i, 2) + " (use %d, %n, %u or *)");
+      throw Error(ErrorCode::kUsage, "layout '" + layout + "': unknown placeholder " + layout.substr(i, 2) +
+                                         " (use %d, %n, %u or *)");
     }
     ++i;
   }
@@ -362,9 +362,8 @@ std::vector<MailboxSpec> discover_mailboxes(const std::string& root, const std::
   // Two directories for one address (iRedMail keeps a re-created account's old
   // directory beside the new one, told apart by the timestamp): the last in path
   // order — the newest timestamp — keeps the address, the others get "#<path>".
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
-    return a.name != b.name ? a.name < b.name : a.rel < b.rel;
-  });
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.name != b.name ? a.name < b.name : a.rel < b.rel; });
   for (std::size_t i = 0; i + 1 < out.size(); ++i) {
     if (out[i].name == out[i + 1].name) out[i].name += "#" + out[i].rel;
   }
@@ -452,6 +451,14 @@ ScannedFolder scan_folder(const std::string& mailbox_abs, const std::string& fol
       names = stable_listing(abs);
     } else {
       for (auto& e : list_dir(abs)) names.push_back(std::move(e.name));
+      if (is_folder && rel.empty()) {
+        // Messages only move new/ → cur/: list new/ first, so one moving meanwhile is
+        // in cur/ when cur/ is listed (the other order can miss it in both). The
+        // stack pops in reverse: cur/ and new/ go first, so they are popped last, new/ then cur/.
+        auto rank = [](const std::string& n) { return n == "cur" ? 0 : n == "new" ? 1 : 2; };
+        std::stable_sort(names.begin(), names.end(),
+                         [&](const std::string& a, const std::string& b) { return rank(a) < rank(b); });
+      }
     }
     for (const std::string& name : names) {
       if (!with_index && !message_dir && is_dovecot_index(name)) continue;

@@ -27,10 +27,10 @@
 namespace reduit {
 
 struct MailboxSpec {
-  std::string name;    // "alice@example.ch" or the relative path
-  std::string source;  // configured root
-  std::string rel;     // relative to the root ("" when the root is the mailbox)
-  std::string abs;     // absolute directory
+  std::string name;            // "alice@example.ch" or the relative path
+  std::string source;          // configured root
+  std::string rel;             // relative to the root ("" when the root is the mailbox)
+  std::string abs;             // absolute directory
   bool dovecot_index = false;  // back up Dovecot's index files (dovecot.index*) with each folder
 };
 
@@ -70,11 +70,11 @@ std::string maildir_unique_name(const std::string& file_name);
 /// A Maildir file name taken apart (MAILDIR.md, "Names and delivery"). Names are
 /// stored verbatim; this is for reading them, never for rewriting a stored name.
 struct MaildirName {
-  std::string unique;    // before the info separator (the stat-cache key)
-  char separator = 0;    // ':' (standard), '!' or ';' (colon-hostile), 0 = no info
-  std::string info;      // after the separator, e.g. "2,FRSab"
-  std::string flags;     // the "2," info's standard flags (upper case, as written)
-  std::string keywords;  // the "2," info's Dovecot keyword letters a–z
+  std::string unique;                  // before the info separator (the stat-cache key)
+  char separator = 0;                  // ':' (standard), '!' or ';' (colon-hostile), 0 = no info
+  std::string info;                    // after the separator, e.g. "2,FRSab"
+  std::string flags;                   // the "2," info's standard flags (upper case, as written)
+  std::string keywords;                // the "2," info's Dovecot keyword letters a–z
   std::optional<std::uint64_t> size;   // ",S=<physical size>" (Dovecot)
   std::optional<std::uint64_t> vsize;  // ",W=<size with CRLF line ends>" (Dovecot)
   std::optional<std::uint64_t> uid;    // ",U=<uid>" (mbsync)

@@ -102,8 +102,8 @@ OwnerPolicy parse_owner(const std::string& spec) {
   }
   std::size_t colon = spec.find(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == spec.size()) {
-    throw Error(ErrorCode::kUsage, "--owner must be keep, none or USER:GROUP (names or numbers), not '" +
-                                       spec + "'");
+    throw Error(ErrorCode::kUsage,
+                "--owner must be keep, none or USER:GROUP (names or numbers), not '" + spec + "'");
   }
   const std::string u = spec.substr(0, colon), g = spec.substr(colon + 1);
   auto number = [](const std::string& s) { return s.find_first_not_of("0123456789") == std::string::npos; };
@@ -164,9 +164,11 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
     }
     if (folders.empty()) {
       std::string names;
-      for (const auto& f : mb.folders) names += (names.empty() ? "" : ", ") + (f.name.empty() ? "\"\"" : f.name);
+      for (const auto& f : mb.folders)
+        names += (names.empty() ? "" : ", ") + (f.name.empty() ? "\"\"" : f.name);
       throw Error(ErrorCode::kNotFound, "mailbox " + mb.name + " has no folder '" + req.folder +
-                                            "' in snapshot " + snap.id.substr(0, 8) + " (it has: " + names + ")");
+                                            "' in snapshot " + snap.id.substr(0, 8) + " (it has: " + names +
+                                            ")");
     }
   }
 
@@ -252,7 +254,7 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
     std::map<Hash, std::vector<Part>> need;  // blob id → parts
     std::vector<std::tuple<std::string, std::uint32_t, std::int64_t>> dir_times;
     std::map<std::string, std::optional<std::pair<uid_t, gid_t>>> dir_owner;  // absolute dir → owner
-    std::map<std::string, std::size_t> link_first;  // link group → first file restored for it
+    std::map<std::string, std::size_t> link_first;           // link group → first file restored for it
     std::vector<std::pair<std::size_t, std::string>> links;  // (first file, link path)
     std::uint64_t tmp_counter = 0;
     for (auto& [frel, f, tree] : loaded) {
@@ -279,7 +281,8 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
           // A second name of one inode (same content): a link, made once the first
           // name is complete. Different content under one group is not trusted as a link.
           auto [it, first] = link_first.emplace(e.link, files.size());
-          if (!first && files[it->second].entry->sha256 == e.sha256 && files[it->second].entry->size == e.size) {
+          if (!first && files[it->second].entry->sha256 == e.sha256 &&
+              files[it->second].entry->size == e.size) {
             links.emplace_back(it->second, join(root, rel));
             if (e.kind == EntryKind::kMessage)
               ++stats.messages;

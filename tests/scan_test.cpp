@@ -112,3 +112,110 @@ TEST(FolderScan, ResolveMessageFindsARenamedFile) {
   EXPECT_EQ(resolve_message(mb.path(), "6.M6P6.h"), "cur/6.M6P6.h:2,FS");
   EXPECT_EQ(resolve_message(mb.path(), "7.M7P7.h"), "");
 }
+
+TEST(MaildirNames, VariantsAreTakenApartWithoutRewriting) {
+  MaildirName d = parse_maildir_name("1276528487.M364837P9451.kurkku,S=1355,W=1394:2,RSab");
+  EXPECT_EQ(d.unique, "1276528487.M364837P9451.kurkku,S=1355,W=1394");
+  EXPECT_EQ(d.separator, ':');
+  EXPECT_EQ(d.info, "2,RSab");
+  EXPECT_EQ(d.flags, "RS");
+  EXPECT_EQ(d.keywords, "ab");
+  EXPECT_EQ(d.size, 1355u);
+  EXPECT_EQ(d.vsize, 1394u);
+  EXPECT_FALSE(d.uid.has_value());
+  // mbsync: ,U= in the base, ';' on colon-hostile file systems.
+  MaildirName m = parse_maildir_name("1700000000.12345_1.host,U=42;2,FS");
+  EXPECT_EQ(m.unique, "1700000000.12345_1.host,U=42");
+  EXPECT_EQ(m.separator, ';');
+  EXPECT_EQ(m.flags, "FS");
+  EXPECT_EQ(m.uid, 42u);
+  EXPECT_EQ(maildir_unique_name("1700000000.12345_1.host,U=42;2,FS"), "1700000000.12345_1.host,U=42");
+  // offlineimap's '!' and a "2," info already in new/.
+  MaildirName o = parse_maildir_name("1220863042.12663_1.mindcrime!2,S");
+  EXPECT_EQ(o.separator, '!');
+  EXPECT_EQ(o.flags, "S");
+  MaildirName n = parse_maildir_name("1700000001.M1P1.mx,S=12:2,");
+  EXPECT_EQ(n.info, "2,");
+  EXPECT_EQ(n.flags, "");
+  EXPECT_EQ(n.size, 12u);
+  MaildirName plain = parse_maildir_name("1700000002.M2P2.mx");
+  EXPECT_EQ(plain.separator, 0);
+  EXPECT_EQ(plain.unique, "1700000002.M2P2.mx");
+  EXPECT_FALSE(plain.size.has_value());
+  // A size field that is not a number is not a size.
+  EXPECT_FALSE(parse_maildir_name("1.M1.mx,S=12a:2,S").size.has_value());
+}
+
+// Must-show 5: one fixture per layout profile discovers exactly the expected
+// mailboxes and names.
+TEST(MailboxDiscovery, LayoutProfilesFindEveryMailboxOfTheirStack) {
+  TempDir pd;  // Postfix + Dovecot virtual: %d/%n/Maildir and %d/%n side by side
+  maildir(pd / "example.ch/alice/Maildir");
+  maildir(pd / "example.ch/alice/Maildir/.Sent");
+  maildir(pd / "example.ch/bob");
+  maildir(pd / "example.org/carol/Maildir");
+  auto pdm = discover_mailboxes(pd.path(), layout_profile("postfix-dovecot"), "postfix-dovecot");
+  EXPECT_EQ(names(pdm),
+            (std::vector<std::string>{"alice@example.ch", "bob@example.ch", "carol@example.org"}));
+  EXPECT_EQ(pdm[0].rel, "example.ch/alice/Maildir");
+  EXPECT_EQ(pdm[1].rel, "example.ch/bob");
+
+  TempDir ir;  // iRedMail: vmail1/<domain>/<c1>/<c2>/<c3>/<user>-<timestamp>/Maildir
+  maildir(ir / "vmail1/example.ch/a/l/i/alice-2024.01.02.03.04.05/Maildir");
+  maildir(ir / "vmail1/example.ch/j/e/a/jean-luc-2023.05.06.07.08.09/Maildir");
+  maildir(ir / "vmail1/example.ch/b/o/o/bo-2022.01.01.00.00.00/Maildir");  // short name: last letter repeated
+  maildir(ir / "vmail1/example.ch/a/l/i/alice-2019.01.01.00.00.00/Maildir");    // an old account's directory
+  maildir(ir / "vmail1/example.ch/x/y/z/mallory-2024.01.01.00.00.00/Maildir");  // hash dirs do not match
+  auto irm = discover_mailboxes(ir.path(), layout_profile("iredmail"), "iredmail");
+  EXPECT_EQ(names(irm), (std::vector<std::string>{
+                            "alice@example.ch",
+                            "alice@example.ch#vmail1/example.ch/a/l/i/alice-2019.01.01.00.00.00/Maildir",
+                            "bo@example.ch", "jean-luc@example.ch"}));
+  EXPECT_EQ(irm[0].rel, "vmail1/example.ch/a/l/i/alice-2024.01.02.03.04.05/Maildir");
+  // The same tree given from vmail1/ itself.
+  EXPECT_EQ(discover_mailboxes(ir / "vmail1", layout_profile("iredmail"), "iredmail").size(), 4u);
+
+  TempDir miab;  // Mail-in-a-Box: /home/user-data/mail/mailboxes/<domain>/<user>
+  maildir(miab / "mail/mailboxes/box.example.ch/admin");
+  maildir(miab / "mail/mailboxes/example.ch/dora");
+  fs::create_directories(miab / "backup/encrypted");  // not mail
+  EXPECT_EQ(names(discover_mailboxes(miab.path(), layout_profile("mailinabox"), "mailinabox")),
+            (std::vector<std::string>{"admin@box.example.ch", "dora@example.ch"}));
+  EXPECT_EQ(names(discover_mailboxes(miab / "mail/mailboxes", layout_profile("mailinabox"), "mailinabox")),
+            (std::vector<std::string>{"admin@box.example.ch", "dora@example.ch"}));
+
+  TempDir mc;  // mailcow: /var/vmail/<domain>/<local>/Maildir
+  maildir(mc / "example.ch/eve/Maildir");
+  maildir(mc / "example.ch/eve/Maildir/.Archive");
+  write_file(mc / "example.ch/eve/sieve/active.sieve", "keep;\n");
+  EXPECT_EQ(names(discover_mailboxes(mc.path(), layout_profile("mailcow"), "mailcow")),
+            (std::vector<std::string>{"eve@example.ch"}));
+
+  TempDir dms;  // docker-mailserver: /var/mail/<domain>/<local>
+  maildir(dms / "example.ch/fred");
+  maildir(dms / "example.org/gina");
+  EXPECT_EQ(names(discover_mailboxes(dms.path(), layout_profile("docker-mailserver"), "docker-mailserver")),
+            (std::vector<std::string>{"fred@example.ch", "gina@example.org"}));
+
+  EXPECT_EQ(reduit::test::error_code_of([] { layout_profile("exchange"); }), ErrorCode::kUsage);
+}
+
+// Two unique names on one inode are a hard link (IMAP COPY in one folder), not a
+// rename in flight: both are messages of the folder.
+TEST(FolderScan, HardLinkedMessagesAreBothListed) {
+  TempDir root;
+  maildir(root / "m");
+  write_file(root / "m/cur/1700000000.M1P1.mx:2,S", "Subject: a\n\nA\n");
+  ASSERT_EQ(
+      link((root / "m/cur/1700000000.M1P1.mx:2,S").c_str(), (root / "m/cur/1700000001.M2P1.mx:2,S").c_str()),
+      0);
+  ScannedFolder f = scan_folder(root / "m", "", find_folders(root / "m"));
+  std::vector<std::string> msgs;
+  for (const auto& e : f.entries) {
+    if (e.kind == EntryKind::kMessage) {
+      msgs.push_back(e.key);
+      EXPECT_EQ(e.nlink, 2u);
+    }
+  }
+  EXPECT_EQ(msgs, (std::vector<std::string>{"1700000000.M1P1.mx", "1700000001.M2P1.mx"}));
+}

@@ -1,7 +1,7 @@
 #include "vault/format.hpp"
 
-#include <map>
 #include <cstring>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "vault/error.hpp"
@@ -299,7 +299,8 @@ Tree decode_tree(const Bytes& data) {
     }
     if (j.contains("link")) {
       e.link = field<std::string>(j, "link", "tree");
-      if (e.link.empty() || e.link.size() > 64 || e.kind == EntryKind::kDir) malformed("tree: bad link group");
+      if (e.link.empty() || e.link.size() > 64 || e.kind == EntryKind::kDir)
+        malformed("tree: bad link group");
     }
     tree.entries.push_back(std::move(e));
   }

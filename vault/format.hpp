@@ -80,17 +80,17 @@ enum class EntryKind { kMessage, kFile, kDir };
 
 struct TreeEntry {
   EntryKind kind = EntryKind::kFile;
-  std::string path;            // relative to the folder, '/'-separated
-  std::uint32_t mode = 0;      // permission bits (07777)
-  std::int64_t mtime_ns = 0;   // nanoseconds since the epoch
-  std::uint64_t size = 0;      // file bytes (0 for dirs)
-  Hash sha256{};               // of the whole file (messages and files)
-  std::optional<Hash> header;  // message: header block blob (kHeader)
-  std::optional<Hash> body;    // message: body blob (kBody), absent when empty
-  std::optional<Hash> blob;    // file: content blob (kFile), absent when empty
+  std::string path;                       // relative to the folder, '/'-separated
+  std::uint32_t mode = 0;                 // permission bits (07777)
+  std::int64_t mtime_ns = 0;              // nanoseconds since the epoch
+  std::uint64_t size = 0;                 // file bytes (0 for dirs)
+  Hash sha256{};                          // of the whole file (messages and files)
+  std::optional<Hash> header;             // message: header block blob (kHeader)
+  std::optional<Hash> body;               // message: body blob (kBody), absent when empty
+  std::optional<Hash> blob;               // file: content blob (kFile), absent when empty
   std::optional<std::uint32_t> uid, gid;  // numeric owner (absent in trees written before 0.2)
-  std::string link;  // hard-link group: entries of one snapshot with the same non-empty
-                     // value were one inode (FORMAT.md §7); "" = not linked
+  std::string link;                       // hard-link group: entries of one snapshot with the same non-empty
+                                          // value were one inode (FORMAT.md §7); "" = not linked
 };
 
 struct Tree {

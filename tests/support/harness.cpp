@@ -135,7 +135,8 @@ std::string write_config(const std::string& dir, const std::string& vault_url, c
   const bool profile = layout.rfind("profile:", 0) == 0;
   for (const auto& r : roots) {
     t += "[[source]]\nroot = \"" + r + "\"\n" +
-         (profile ? "profile = \"" + layout.substr(8) : "layout = \"" + layout) + "\"\n" + source_extra + "\n";
+         (profile ? "profile = \"" + layout.substr(8) : "layout = \"" + layout) + "\"\n" + source_extra +
+         "\n";
   }
   std::string path = dir + "/reduit.toml";
   write_file(path, t);
