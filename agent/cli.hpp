@@ -26,6 +26,7 @@ void add_snapshots(CLI::App& app, Globals& g, Runner& run);
 void add_ls(CLI::App& app, Globals& g, Runner& run);
 void add_restore(CLI::App& app, Globals& g, Runner& run);
 void add_check(CLI::App& app, Globals& g, Runner& run);
+void add_drill(CLI::App& app, Globals& g, Runner& run);
 void add_catalog(CLI::App& app, Globals& g, Runner& run);
 
 /// Prints a JSON document (stable keys; --json output) to stdout.

@@ -63,6 +63,7 @@ int main(int argc, char** argv) {
   cli::add_ls(app, g, run);
   cli::add_restore(app, g, run);
   cli::add_check(app, g, run);
+  cli::add_drill(app, g, run);
   cli::add_catalog(app, g, run);
   try {
     app.parse(argc, argv);
