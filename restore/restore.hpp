@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,12 @@ struct RestoreRequest {
   bool all = false;    // every mailbox, each at its path below the source root
   std::string dest;
   bool progress = false;
+  /// Only the messages this picks (folder name, entry), with the other files of
+  /// their folders except Dovecot index files (dovecot.index*, dovecot.list.index*:
+  /// they would describe messages not restored); empty = everything. kNotFound when
+  /// it picks nothing; `select_what` describes it in that message.
+  std::function<bool(const std::string&, const TreeEntry&)> select;
+  std::string select_what;
 };
 
 struct RestoreStats {

@@ -1,0 +1,220 @@
+// Restore targets of the IMAP-exact issue: restore into a live mailbox (judged by
+// Dovecot's doveadm), single messages, exports read back by Python's mailbox
+// module, and reduit find. Real binary, real gpg keys, real doveadm and python3.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <regex>
+#include <set>
+
+#include "support/harness.hpp"
+#include "support/site.hpp"
+#include "vault/hash.hpp"
+
+namespace fs = std::filesystem;
+using reduit::test::read_file;
+using reduit::test::RunResult;
+using reduit::test::Site;
+using reduit::test::TempDir;
+using reduit::test::write_file;
+
+namespace {
+
+std::string sha_hex(const std::string& s) {
+  return reduit::to_hex(reduit::sha256(s));
+}
+
+
+// Reads exports back with Python's mailbox module and prints, per file, the SHA-256
+// of every message. mailbox.mbox hands out the bytes between From_ lines as they
+// are (it does not undo any quoting: it reads mboxo and mboxrd alike), so the
+// script undoes the mboxrd quoting itself (one '>' off every line matching
+// ^>+From ) before hashing; .eml files are parsed by mailbox.Message and hashed.
+const char* kPythonReader = R"py(
+import hashlib, json, mailbox, os, re, sys
+out = {"mbox": {}, "eml": {}, "from_lines": {}, "message_ids": {}}
+unquote = re.compile(rb"^>(>*From )", re.M)
+for path in sys.argv[1:]:
+    if path.endswith(".mbox") or os.path.isfile(path) and not path.endswith(".eml"):
+        box = mailbox.mbox(path, create=False)
+        hs = []
+        for key in box.keys():
+            raw = box.get_bytes(key)
+            hs.append(hashlib.sha256(unquote.sub(rb"\1", raw)).hexdigest())
+            msg = box.get_message(key)
+            out["from_lines"].setdefault(path, []).append(msg.get_from())
+            out["message_ids"].setdefault(path, []).append(msg["Message-ID"])
+        out["mbox"][path] = hs
+    else:
+        for root, dirs, files in os.walk(path):
+            for f in sorted(files):
+                p = os.path.join(root, f)
+                with open(p, "rb") as fh:
+                    data = fh.read()
+                with open(p, "rb") as fh:
+                    msg = mailbox.Message(fh)
+                out["eml"].setdefault(os.path.relpath(p, path), hashlib.sha256(data).hexdigest())
+                out["message_ids"].setdefault(path, []).append(msg["Message-ID"])
+print(json.dumps(out))
+)py";
+
+nlohmann::json python_read(const std::vector<std::string>& paths) {
+  TempDir d;
+  write_file(d / "read.py", kPythonReader);
+  std::vector<std::string> argv{"/usr/bin/python3", d / "read.py"};
+  argv.insert(argv.end(), paths.begin(), paths.end());
+  RunResult r = reduit::test::run_command(argv);
+  EXPECT_EQ(r.status, 0) << r.err;
+  return r.json();
+}
+
+void set_mtime(const std::string& p, std::int64_t sec) {
+  timespec t[2] = {{sec, 0}, {sec, 0}};
+  utimensat(AT_FDCWD, p.c_str(), t, 0);
+}
+
+// A Maildir++ mailbox of tricky messages, by hand.
+struct Tricky {
+  std::string root;                          // the mailbox
+  std::map<std::string, std::string> files;  // path below root → bytes
+};
+
+Tricky make_tricky(const std::string& mail) {
+  Tricky t;
+  t.root = mail + "/example.ch/alice";
+  for (const std::string f : {"", "/.Archive", "/.Odd"}) {
+    for (const char* d : {"cur", "new", "tmp"}) fs::create_directories(t.root + f + "/" + d);
+  }
+  write_file(t.root + "/.Archive/maildirfolder", "");
+  write_file(t.root + "/.Odd/maildirfolder", "");
+  t.files["cur/1700000001.M1P1.mx,S=0:2,S"] =
+      "Return-Path: <bounce+alice@lists.example.org>\nFrom: List <list@example.org>\nTo: alice@example.ch\n"
+      "Subject: From lines\nMessage-ID: <from-lines@example.org>\n\n"
+      "From here on, quoting matters.\n>From one level\n>>From two levels\nFrom\nFromage\n >From not at "
+      "start\n"
+      "From the last line\n";
+  t.files["cur/1700000002.M2P1.mx:2,RS"] =
+      "From: Bob <bob@example.ch>\r\nTo: alice@example.ch\r\nSubject: CRLF\r\nMessage-ID: "
+      "<crlf@example.ch>\r\n\r\n"
+      "Line one\r\nFrom a CRLF line\r\n\r\n";
+  t.files["new/1700000003.M3P1.mx"] =
+      "Return-Path: <>\nFrom: MAILER-DAEMON@example.ch\nSubject: bounce\nMessage-ID: <bounce@example.ch>\n\n"
+      "ends with blank lines\n\n\n";
+  t.files[".Archive/cur/1600000000.M4P1.mx:2,S"] =
+      "From: Carol <carol@example.ch>\nSubject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\nMessage-ID: "
+      "<archive@example.ch>\n"
+      "Date: Sun, 13 Sep 2020 12:26:40 +0000\n\nold mail\n";
+  t.files[".Odd/cur/1700000005.M5P1.mx:2,"] =
+      "Subject: no newline\nMessage-ID: <odd@example.ch>\n\nno final newline";
+  for (const auto& [p, b] : t.files) {
+    write_file(t.root + "/" + p, b);
+    set_mtime(t.root + "/" + p, std::stoll(p.substr(p.rfind('/') + 1, 10)));  // INTERNALDATE = name's epoch
+  }
+  return t;
+}
+
+}  // namespace
+
+// Must show 6: Python's mailbox module reads the exported mbox and EML files; each
+// message's bytes hash equal to the original.
+TEST(RestoreTargets, ExportsReadByPythonMailboxHashEqualToTheOriginals) {
+  TempDir mail;
+  Tricky t = make_tricky(mail.path());
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  site.backup();
+  const std::string home = site.keys().archive_home->path();
+  auto exp = [&](std::vector<std::string> args) {
+    std::vector<std::string> a{"export", "--mailbox", "alice@example.ch", "--gnupghome", home};
+    a.insert(a.end(), args.begin(), args.end());
+    return site.reduit(a);
+  };
+
+  // One folder as one mbox file.
+  RunResult r = exp({"--folder", "INBOX", "--format", "mbox", "--to", site.path("inbox.mbox")});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.json()["messages"], 3);
+  // The whole mailbox as a directory of mbox files, and as .eml files.
+  r = exp({"--format", "mbox", "--to", site.path("all-mbox")});
+  ASSERT_EQ(r.status, 1) << r.err;  // the .Odd message has no final newline: warned
+  EXPECT_EQ(r.json()["warnings"],
+            nlohmann::json::array({"1 message(s) did not end with a newline; mbox added one (the eml format "
+                                   "keeps every byte)"}));
+  EXPECT_EQ(r.json()["files"], nlohmann::json::array({"INBOX.mbox", "Archive.mbox", "Odd.mbox"}));
+  r = exp({"--format", "eml", "--to", site.path("all-eml")});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.json()["messages"], 5);
+
+  nlohmann::json py = python_read({site.path("inbox.mbox"), site.path("all-mbox/INBOX.mbox"),
+                                   site.path("all-mbox/Archive.mbox"), site.path("all-eml")});
+  std::multiset<std::string> inbox, archive, all;
+  for (const auto& [p, b] : t.files) {
+    all.insert(sha_hex(b));
+    if (p[0] != '.') inbox.insert(sha_hex(b));
+    if (p.rfind(".Archive/", 0) == 0) archive.insert(sha_hex(b));
+  }
+  auto as_set = [](const nlohmann::json& a) {
+    std::multiset<std::string> s;
+    for (const auto& h : a) s.insert(h.get<std::string>());
+    return s;
+  };
+  EXPECT_EQ(as_set(py["mbox"][site.path("inbox.mbox")]), inbox);
+  EXPECT_EQ(as_set(py["mbox"][site.path("all-mbox/INBOX.mbox")]), inbox);
+  EXPECT_EQ(as_set(py["mbox"][site.path("all-mbox/Archive.mbox")]), archive);
+  std::multiset<std::string> eml;
+  for (const auto& [name, h] : py["eml"].items()) eml.insert(h.get<std::string>());
+  EXPECT_EQ(eml, all);
+  // One .eml per message, in a directory per folder, named by the unique name.
+  EXPECT_TRUE(py["eml"].contains("INBOX/1700000001.M1P1.mx,S=0.eml")) << py["eml"].dump();
+  EXPECT_TRUE(py["eml"].contains("Archive/1600000000.M4P1.mx.eml")) << py["eml"].dump();
+  // From_ lines: envelope sender from Return-Path (MAILER-DAEMON for <> or none),
+  // date = INTERNALDATE (the file's mtime), asctime in UTC.
+  std::multiset<std::string> from_lines;
+  for (const auto& f : py["from_lines"][site.path("inbox.mbox")]) from_lines.insert(f.get<std::string>());
+  EXPECT_EQ(from_lines, (std::multiset<std::string>{"bounce+alice@lists.example.org Tue Nov 14 22:13:21 2023",
+                                                    "MAILER-DAEMON Tue Nov 14 22:13:22 2023",
+                                                    "MAILER-DAEMON Tue Nov 14 22:13:23 2023"}));
+  // The quoting itself, byte for byte (mboxrd: every ^>*From  line gets one '>').
+  std::string mbox = read_file(site.path("inbox.mbox"));
+  EXPECT_NE(
+      mbox.find("\n\n>From here on, quoting matters.\n>>From one level\n>>>From two levels\nFrom\nFromage\n"
+                " >From not at start\n>From the last line\n\n"),
+      std::string::npos)
+      << mbox;
+  EXPECT_NE(mbox.find("Line one\r\n>From a CRLF line\r\n\r\n\n"), std::string::npos) << mbox;
+}
+
+TEST(RestoreTargets, ExportRefusesExistingTargetsAndWritesNothingOutside) {
+  TempDir mail;
+  make_tricky(mail.path());
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  site.backup();
+  const std::string home = site.keys().archive_home->path();
+  write_file(site.path("taken.mbox"), "keep me");
+  RunResult r = site.reduit({"export", "--mailbox", "alice@example.ch", "--folder", "INBOX", "--format",
+                             "mbox", "--to", site.path("taken.mbox"), "--gnupghome", home});
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("exists; give a new file name"), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(site.path("taken.mbox")), "keep me");
+  write_file(site.path("full/other"), "x");
+  r = site.reduit({"export", "--mailbox", "alice@example.ch", "--format", "eml", "--to", site.path("full"),
+                   "--gnupghome", home});
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_EQ(std::distance(fs::directory_iterator(site.path("full")), fs::directory_iterator()), 1);
+  // An unknown folder: exit 8, nothing created.
+  r = site.reduit({"export", "--mailbox", "alice@example.ch", "--folder", ".Nope", "--format", "eml", "--to",
+                   site.path("nope"), "--gnupghome", home});
+  EXPECT_EQ(r.status, 8) << r.err;
+  EXPECT_FALSE(fs::exists(site.path("nope")));
+  // Without an archive key: exit 5 and the target is not left behind.
+  r = site.reduit({"export", "--mailbox", "alice@example.ch", "--folder", "INBOX", "--format", "mbox", "--to",
+                   site.path("nokey.mbox")});
+  EXPECT_EQ(r.status, 5) << r.err;
+  EXPECT_FALSE(fs::exists(site.path("nokey.mbox")));
+}
