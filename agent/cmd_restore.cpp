@@ -80,25 +80,27 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
   cmd->add_option("--message-id", o->message_id,
                   "only the message(s) with this Message-ID (from the catalog)");
   cmd->add_option("--unique-name", o->unique_name, "only the message with this Maildir unique name");
-  auto* to = cmd->add_option("--to", o->req.dest,
-                             "destination directory (must not exist or be empty); with --into-live: the live "
-                             "mailbox directory (default: where the snapshot found it)");
+  cmd->add_option("--to", o->req.dest,
+                  "destination directory (must not exist or be empty); with --into-live: the live "
+                  "mailbox directory (default: where the snapshot found it)");
   auto* live = cmd->add_flag("--into-live", o->into_live,
                              "restore into the live mailbox under a new folder .Restored-<date>, touching "
                              "nothing else (fresh names, keywords remapped, doveadm force-resync)");
   live->excludes(all);
-  cmd->add_option("--folder-name", o->folder_name,
-                  "with --into-live: the new folder's name (default Restored-<date>)")
-      ->needs(live);
+  auto* folder_name = cmd->add_option("--folder-name", o->folder_name,
+                                      "with --into-live: the new folder's name (default Restored-<date>)")
+                          ->needs(live);
   cmd->add_option("--doveadm", o->doveadm,
                   "with --into-live: doveadm command prefix, %u = the mailbox name; 'none' skips doveadm")
       ->default_str("doveadm -u %u")
       ->needs(live);
   cmd->add_option("--gnupghome", o->home,
                   "GnuPG home holding an archive secret key (default: config's, or $GNUPGHOME)");
-  (void)to;
-  cmd->callback([&g, &run, o] {
-    run = [&g, o] {
+  cmd->callback([&g, &run, o, folder_name] {
+    const bool folder_name_given = folder_name->count() > 0;
+    run = [&g, o, folder_name_given] {
+      if (folder_name_given && o->folder_name.empty())
+        throw Error(ErrorCode::kUsage, "--folder-name is empty");
       if (o->req.mailbox.empty() && !o->req.all) {
         throw Error(ErrorCode::kUsage, "restore needs --mailbox M (see 'reduit ls latest') or --all");
       }

@@ -11,6 +11,7 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <sstream>
 
 #include "support/harness.hpp"
 #include "support/site.hpp"
@@ -28,7 +29,6 @@ namespace {
 std::string sha_hex(const std::string& s) {
   return reduit::to_hex(reduit::sha256(s));
 }
-
 
 // Reads exports back with Python's mailbox module and prints, per file, the SHA-256
 // of every message. mailbox.mbox hands out the bytes between From_ lines as they
@@ -217,4 +217,210 @@ TEST(RestoreTargets, ExportRefusesExistingTargetsAndWritesNothingOutside) {
                    site.path("nokey.mbox")});
   EXPECT_EQ(r.status, 5) << r.err;
   EXPECT_FALSE(fs::exists(site.path("nokey.mbox")));
+}
+
+namespace {
+
+// Dovecot's doveadm on a Maildir, without a daemon: as nobody (doveadm refuses
+// uid 0), with the Maildir's own control files (so UIDs come from its
+// dovecot-uidlist) and the Maildir++ quota. The same prefix is what reduit runs.
+struct Dovecot {
+  TempDir home;
+  std::string maildir;
+  std::vector<std::string> prefix() const {
+    return {"/usr/sbin/runuser",
+            "-u",
+            "nobody",
+            "--",
+            "/usr/bin/env",
+            "HOME=" + home.path(),
+            "/usr/bin/doveadm",
+            "-o",
+            "mail_location=maildir:" + maildir,
+            "-o",
+            "mail_plugins=quota",
+            "-o",
+            "plugin/quota=maildir"};
+  }
+  std::string prefix_string() const {
+    std::string s;
+    for (const auto& a : prefix()) s += (s.empty() ? "" : " ") + a;
+    return s;
+  }
+  RunResult run(const std::vector<std::string>& args, const std::string& stdin_file = "") const {
+    std::vector<std::string> argv = prefix();
+    argv.insert(argv.end(), args.begin(), args.end());
+    if (!stdin_file.empty()) {
+      // doveadm save reads the message on stdin.
+      std::string cmd;
+      for (const auto& a : argv) cmd += "'" + a + "' ";
+      return reduit::test::run_command({"/bin/sh", "-c", cmd + "< '" + stdin_file + "'"});
+    }
+    return reduit::test::run_command(argv);
+  }
+  void save(const std::string& mailbox, const std::string& message) const {
+    std::string f = home / "msg.eml";
+    write_file(f, message);
+    chmod(f.c_str(), 0644);
+    RunResult r = run({"save", "-m", mailbox}, f);
+    ASSERT_EQ(r.status, 0) << r.out << r.err;
+  }
+  void ok(const std::vector<std::string>& args) const {
+    RunResult r = run(args);
+    ASSERT_EQ(r.status, 0) << r.out << r.err;
+  }
+  // mailbox → uid → "message-id flags" (without \Recent, which is per session).
+  std::map<std::string, std::map<int, std::string>> messages() const {
+    RunResult r = run({"-f", "tab", "fetch", "mailbox uid hdr.message-id flags", "ALL"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::map<std::string, std::map<int, std::string>> out;
+    std::istringstream in(r.out);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::vector<std::string> f;
+      std::size_t s = 0;
+      for (std::size_t t; (t = line.find('\t', s)) != std::string::npos; s = t + 1)
+        f.push_back(line.substr(s, t - s));
+      f.push_back(line.substr(s));
+      if (f.size() < 4) continue;
+      std::string flags = std::regex_replace(f[3], std::regex("\\\\Recent ?"), "");
+      while (!flags.empty() && flags.back() == ' ') flags.pop_back();
+      out[f[0]][std::stoi(f[1])] = f[2] + " " + flags;
+    }
+    return out;
+  }
+  // mailbox → "uidvalidity uidnext"
+  std::map<std::string, std::string> status() const {
+    RunResult r = run({"-f", "tab", "mailbox", "status", "uidvalidity uidnext", "*"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::map<std::string, std::string> out;
+    std::istringstream in(r.out);
+    std::string line;
+    std::getline(in, line);
+    while (std::getline(in, line)) {
+      std::size_t t = line.find('\t');
+      if (t != std::string::npos) out[line.substr(0, t)] = line.substr(t + 1);
+    }
+    return out;
+  }
+};
+
+std::string message(int n, const std::string& subject) {
+  return "From: Bob <bob@example.ch>\nTo: alice@example.ch\nSubject: " + subject + "\nMessage-ID: <m" +
+         std::to_string(n) + "@example.ch>\nDate: Thu, 1 Oct 2026 12:0" + std::to_string(n) +
+         ":00 +0000\n\nbody " + std::to_string(n) + "\n";
+}
+
+}  // namespace
+
+// Must show 4: restore one deleted message into a live mailbox that has since
+// received mail and changed flags: it appears exactly once under the restore
+// folder, with its keywords; no existing UID changes (checked through Dovecot).
+TEST(RestoreTargets, DeletedMessageRestoredIntoLiveMailboxOnceWithKeywordsAndNoUidChanges) {
+  TempDir mail;
+  Dovecot dv;
+  dv.maildir = mail.path() + "/example.ch/alice";
+  fs::create_directories(dv.maildir);
+  ASSERT_EQ(
+      reduit::test::run_command({"/bin/chown", "-R", "nobody:nogroup", mail.path(), dv.home.path()}).status,
+      0);
+  // A mailbox Dovecot made: INBOX with three messages, Work with one, keywords
+  // (INBOX's dovecot-keywords: 0 $Junk, 1 $Label1, 2 Important), subscriptions.
+  for (int i = 1; i <= 3; ++i) dv.save("INBOX", message(i, "message " + std::to_string(i)));
+  dv.ok({"mailbox", "create", "Work"});
+  dv.save("Work", message(9, "work"));
+  dv.ok({"mailbox", "subscribe", "INBOX", "Work"});
+  dv.ok({"flags", "add", "$Junk", "mailbox", "INBOX", "uid", "1"});
+  dv.ok({"flags", "add", "\\Seen $Label1 Important", "mailbox", "INBOX", "uid", "2"});
+  ASSERT_EQ(read_file(dv.maildir + "/dovecot-keywords"), "0 $Junk\n1 $Label1\n2 Important\n");
+
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  site.backup();
+
+  // Since the backup: message 2 deleted, new mail delivered, flags changed.
+  auto received = [&](const std::string& mailbox, const std::string& uid) {
+    RunResult r = dv.run({"-f", "flow", "fetch", "date.received", "mailbox", mailbox, "uid", uid});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return r.out;
+  };
+  const std::string m2_received = received("INBOX", "2");
+  ASSERT_NE(m2_received.find("date.received="), std::string::npos) << m2_received;
+  dv.ok({"expunge", "mailbox", "INBOX", "uid", "2"});
+  dv.save("INBOX", message(4, "arrived later"));
+  dv.ok({"flags", "add", "\\Answered", "mailbox", "INBOX", "uid", "1"});
+  const auto before = dv.messages();
+  const auto status_before = dv.status();
+  ASSERT_EQ(before.at("INBOX").size(), 3u);
+  ASSERT_EQ(before.at("INBOX").at(1), "<m1@example.ch> \\Answered $Junk");
+
+  RunResult r =
+      site.reduit({"restore", "--mailbox", "alice@example.ch", "--into-live", "--message-id", "m2@example.ch",
+                   "--doveadm", dv.prefix_string(), "--gnupghome", site.keys().archive_home->path()});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  nlohmann::json j = r.json();
+  const std::string folder = j["imap_name"];
+  EXPECT_TRUE(std::regex_match(folder, std::regex("Restored-[0-9]{4}-[0-9]{2}-[0-9]{2}"))) << folder;
+  EXPECT_EQ(j["messages"], 1);
+  EXPECT_EQ(j["subscribed"], true);
+  EXPECT_EQ(j["doveadm"].size(), 2u) << j.dump();
+  EXPECT_EQ(j["live_mailbox"], dv.maildir);
+
+  // Dovecot's view: every existing message keeps its UID and flags, every folder
+  // its UIDVALIDITY and UIDNEXT; the message is back exactly once, with keywords.
+  auto after = dv.messages();
+  auto status_after = dv.status();
+  for (const auto& [mb, uids] : before) EXPECT_EQ(after[mb], uids) << mb;
+  for (const auto& [mb, st] : status_before) EXPECT_EQ(status_after[mb], st) << mb;
+  ASSERT_EQ(after.size(), before.size() + 1) << "expected one new folder";
+  EXPECT_EQ(after[folder], (std::map<int, std::string>{{1, "<m2@example.ch> \\Seen $Label1 Important"}}));
+  EXPECT_EQ(received(folder, "1"), m2_received);  // INTERNALDATE kept
+  int copies = 0;
+  for (const auto& [mb, uids] : after) {
+    for (const auto& [uid, v] : uids) copies += v.rfind("<m2@example.ch> ", 0) == 0;
+  }
+  EXPECT_EQ(copies, 1);
+
+  // On disk: a Maildir++ folder of its own, keyword letters of its own keyword list,
+  // a fresh unique name keeping S=/W=, the INTERNALDATE, the mailbox's owner.
+  const std::string dir = dv.maildir + "/." + folder;
+  EXPECT_TRUE(fs::exists(dir + "/maildirfolder"));
+  EXPECT_EQ(read_file(dir + "/dovecot-keywords"), "0 $Label1\n1 Important\n");
+  // doveadm save delivered into new/ (with info: Maildir allows it); it stays there.
+  EXPECT_TRUE(fs::is_empty(dir + "/cur"));
+  std::vector<fs::path> cur(fs::directory_iterator(dir + "/new"), fs::directory_iterator());
+  ASSERT_EQ(cur.size(), 1u);
+  std::string name = cur[0].filename();
+  EXPECT_TRUE(std::regex_match(
+      name, std::regex("[0-9]+\\.M[0-9]+P[0-9]+Q[0-9]+R[0-9a-f]{16}\\.[^,]+,S=[0-9]+,W=[0-9]+:2,Sab")))
+      << name;
+  struct stat st;
+  ASSERT_EQ(stat(cur[0].c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);
+  EXPECT_EQ(read_file(cur[0]), message(2, "message 2"));
+  std::string subs = read_file(dv.maildir + "/subscriptions");
+  EXPECT_EQ(subs, "V\t2\n\nINBOX\nWork\n" + folder + "\n");
+
+  // A second restore of the same message gets a folder of its own (-2); a named
+  // folder that exists is refused and nothing changes.
+  r = site.reduit({"restore", "--mailbox", "alice@example.ch", "--into-live", "--unique-name",
+                   name.substr(0, name.find(':')), "--doveadm", "none", "--gnupghome",
+                   site.keys().archive_home->path()});
+  EXPECT_EQ(r.status, 8) << r.err;  // the fresh name is not in the snapshot
+  r = site.reduit({"restore", "--mailbox", "alice@example.ch", "--into-live", "--message-id",
+                   "<m2@example.ch>", "--doveadm", "none", "--gnupghome", site.keys().archive_home->path()});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.json()["imap_name"], folder + "-2");
+  r = site.reduit({"restore", "--mailbox", "alice@example.ch", "--into-live", "--folder-name", "Work",
+                   "--doveadm", "none", "--gnupghome", site.keys().archive_home->path()});
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("folder .Work already exists"), std::string::npos) << r.err;
+  for (const std::string bad : {"../evil", "a/b", "a.b", "INBOX", ""}) {
+    r = site.reduit({"restore", "--mailbox", "alice@example.ch", "--into-live", "--folder-name", bad,
+                     "--doveadm", "none", "--gnupghome", site.keys().archive_home->path()});
+    EXPECT_EQ(r.status, 2) << bad << ": " << r.out << r.err;
+  }
+  EXPECT_FALSE(fs::exists(mail.path() + "/example.ch/evil"));
+  EXPECT_EQ(dv.messages().size(), before.size() + 2);
 }
