@@ -424,3 +424,159 @@ TEST(RestoreTargets, DeletedMessageRestoredIntoLiveMailboxOnceWithKeywordsAndNoU
   EXPECT_FALSE(fs::exists(mail.path() + "/example.ch/evil"));
   EXPECT_EQ(dv.messages().size(), before.size() + 2);
 }
+
+namespace {
+
+std::string mail_text(const std::string& from, const std::string& subject, const std::string& mid,
+                      const std::string& date) {
+  return "From: " + from + "\nTo: Alice <alice@example.ch>\nSubject: " + subject + "\nMessage-ID: <" + mid +
+         ">\nDate: " + date + "\n\nHello.\n";
+}
+
+std::set<std::string> field_of(const nlohmann::json& results, const char* key) {
+  std::set<std::string> out;
+  for (const auto& r : results) out.insert(r[key].get<std::string>());
+  return out;
+}
+
+}  // namespace
+
+TEST(RestoreTargets, FindLocatesMessagesAcrossSnapshotsAndRestoreTakesOne) {
+  TempDir mail;
+  const std::string m = mail.path() + "/example.ch/alice";
+  for (const std::string f : {"", "/.Archive"}) {
+    for (const char* d : {"cur", "new", "tmp"}) fs::create_directories(m + f + "/" + d);
+  }
+  write_file(m + "/cur/1780000001.M1P1.mx,S=1:2,S",
+             mail_text("Bob <bob@example.ch>", "Quarterly REPORT", "q3@example.ch",
+                       "Thu, 1 Oct 2026 09:00:00 +0200"));
+  write_file(m + "/cur/1780000002.M2P1.mx:2,",
+             mail_text("Carol <carol@example.org>", "Lunch?", "lunch@example.org",
+                       "Fri, 2 Oct 2026 11:00:00 +0000"));
+  write_file(m + "/new/1780000003.M3P1.mx",
+             mail_text("=?UTF-8?Q?J=C3=BCrg?= <juerg@example.ch>",
+                       "=?UTF-8?Q?Gr=C3=BC=C3=9Fe?=", "gruss@example.ch", "Sat, 3 Oct 2026 08:00:00 +0000"));
+  write_file(
+      m + "/.Archive/cur/1600000000.M4P1.mx:2,S",
+      mail_text("Bob <bob@example.ch>", "Old report", "old@example.ch", "Sun, 13 Sep 2020 12:26:40 +0000"));
+  write_file(m + "/dovecot-uidlist",
+             "3 V1 N4 G0\n1 :1780000001.M1P1.mx,S=1\n2 :1780000002.M2P1.mx\n3 :1780000003.M3P1.mx\n");
+  write_file(m + "/dovecot.index", "index bytes");
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  const std::string first = site.backup()["snapshot"];
+  // Between the snapshots: a flag change (rename) and a deletion.
+  fs::rename(m + "/cur/1780000001.M1P1.mx,S=1:2,S", m + "/cur/1780000001.M1P1.mx,S=1:2,FS");
+  fs::remove(m + "/cur/1780000002.M2P1.mx:2,");
+  const std::string second = site.backup()["snapshot"];
+  auto find = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), "find");
+    return site.reduit(args);
+  };
+
+  RunResult r = find({"--message-id", "q3@example.ch"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  nlohmann::json j = r.json();
+  ASSERT_EQ(j.size(), 1u) << j.dump();
+  EXPECT_EQ(j[0]["mailbox"], "alice@example.ch");
+  EXPECT_EQ(j[0]["folder"], "");
+  EXPECT_EQ(j[0]["unique_name"], "1780000001.M1P1.mx,S=1");
+  EXPECT_EQ(j[0]["path"], "cur/1780000001.M1P1.mx,S=1:2,FS");  // as named in the newest snapshot
+  EXPECT_EQ(j[0]["message_id"], "<q3@example.ch>");
+  EXPECT_EQ(j[0]["time"], "2026-10-01T07:00:00Z");
+  EXPECT_EQ(j[0]["from"], "Bob <bob@example.ch>");
+  EXPECT_EQ(j[0]["subject"], "Quarterly REPORT");
+  EXPECT_EQ(j[0]["snapshots"], nlohmann::json::array({first, second}));
+  EXPECT_EQ(find({"--message-id", "<q3@example.ch>"}).json(), j);
+
+  EXPECT_EQ(field_of(find({"--subject", "report"}).json(), "message_id"),
+            (std::set<std::string>{"<q3@example.ch>", "<old@example.ch>"}));
+  EXPECT_EQ(field_of(find({"--subject", "Grüße"}).json(), "message_id"),
+            (std::set<std::string>{"<gruss@example.ch>"}));
+  EXPECT_EQ(field_of(find({"--from", "BOB@"}).json(), "message_id"),
+            (std::set<std::string>{"<q3@example.ch>", "<old@example.ch>"}));
+  EXPECT_EQ(field_of(find({"--since", "2026-10-02", "--until", "2026-10-02"}).json(), "message_id"),
+            (std::set<std::string>{"<lunch@example.org>"}));
+  EXPECT_EQ(field_of(find({"--until", "2021-01-01T00:00"}).json(), "message_id"),
+            (std::set<std::string>{"<old@example.ch>"}));
+  EXPECT_EQ(field_of(find({"--folder", ".Archive"}).json(), "message_id"),
+            (std::set<std::string>{"<old@example.ch>"}));
+  EXPECT_EQ(find({"--folder", "INBOX"}).json().size(), 3u);
+  EXPECT_EQ(find({"--snapshot", "latest"}).json().size(), 3u);  // the deleted one is only in the first
+  nlohmann::json deleted = find({"--message-id", "lunch@example.org"}).json();
+  ASSERT_EQ(deleted.size(), 1u);
+  EXPECT_EQ(deleted[0]["snapshots"], nlohmann::json::array({first}));
+  // Nothing found, an unknown mailbox, a bad date: exit 8, 8, 2.
+  r = find({"--message-id", "nobody@nowhere"});
+  EXPECT_EQ(r.status, 8) << r.out;
+  EXPECT_NE(r.err.find("no message matches"), std::string::npos) << r.err;
+  EXPECT_EQ(find({"--mailbox", "eve@example.ch"}).status, 8);
+  EXPECT_EQ(find({"--since", "1 Oct"}).status, 2);
+  // Text output names what restore needs.
+  r = reduit::test::run_command({reduit::test::reduit_binary(), "--config", site.config(), "find",
+                                 "--message-id", "lunch@example.org"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("unique name 1780000002.M2P1.mx  <lunch@example.org>  in 1 snapshot(s): " +
+                       first.substr(0, 8)),
+            std::string::npos)
+      << r.out;
+
+  // Restore one message into a new directory: the message (name, bytes, mtime) and
+  // its folder's control files; not the index (it describes the other messages).
+  const std::string home = site.keys().archive_home->path();
+  r = site.reduit({"restore", "--mailbox", "alice@example.ch", "--unique-name", "1780000001.M1P1.mx,S=1",
+                   "--to", site.path("one"), "--gnupghome", home});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.json()["messages"], 1);
+  auto facts = reduit::test::tree_facts(site.path("one"));
+  std::set<std::string> names;
+  for (const auto& [p, f] : facts) names.insert(p);
+  EXPECT_EQ(names, (std::set<std::string>{"cur/1780000001.M1P1.mx,S=1:2,FS", "dovecot-uidlist"}));
+  auto orig = reduit::test::tree_facts(m);
+  EXPECT_EQ(facts["cur/1780000001.M1P1.mx,S=1:2,FS"].sha256, orig["cur/1780000001.M1P1.mx,S=1:2,FS"].sha256);
+  EXPECT_EQ(facts["cur/1780000001.M1P1.mx,S=1:2,FS"].mtime_ns,
+            orig["cur/1780000001.M1P1.mx,S=1:2,FS"].mtime_ns);
+  // The deleted message by Message-ID: not in the latest snapshot (exit 8), in the first.
+  r = site.reduit({"restore", "--mailbox", "alice@example.ch", "--message-id", "lunch@example.org", "--to",
+                   site.path("two"), "--gnupghome", home});
+  EXPECT_EQ(r.status, 8) << r.err;
+  EXPECT_NE(
+      r.err.find("no message with Message-ID <lunch@example.org> in mailbox alice@example.ch of snapshot " +
+                 second.substr(0, 8)),
+      std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(site.path("two")));
+  r = site.reduit({"restore", "--snapshot", first.substr(0, 8), "--mailbox", "alice@example.ch",
+                   "--message-id", "lunch@example.org", "--to", site.path("two"), "--gnupghome", home});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(read_file(site.path("two/cur/1780000002.M2P1.mx:2,")),
+            mail_text("Carol <carol@example.org>", "Lunch?", "lunch@example.org",
+                      "Fri, 2 Oct 2026 11:00:00 +0000"));
+  // A Message-ID the catalog never saw: exit 8 before the vault is touched.
+  r = site.reduit({"restore", "--mailbox", "alice@example.ch", "--message-id", "ghost@example.ch", "--to",
+                   site.path("three"), "--gnupghome", home});
+  EXPECT_EQ(r.status, 8) << r.err;
+  EXPECT_NE(r.err.find("no message with Message-ID <ghost@example.ch> is recorded in the catalog"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(site.path("three")));
+  // A destination that is not empty: refused, untouched.
+  write_file(site.path("busy/keep"), "keep");
+  r = site.reduit({"restore", "--mailbox", "alice@example.ch", "--unique-name", "1780000001.M1P1.mx,S=1",
+                   "--to", site.path("busy"), "--gnupghome", home});
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_EQ(std::distance(fs::directory_iterator(site.path("busy")), fs::directory_iterator()), 1);
+
+  // A lost catalog: after `catalog rebuild`, find reads the folder trees from the
+  // vault again; the header summaries are gone until the next backup (warned).
+  fs::remove_all(site.path("state"));
+  ASSERT_EQ(site.reduit({"catalog", "rebuild"}).status, 0);
+  r = find({"--mailbox", "alice@example.ch"});
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("4 message(s) have no header summary"), std::string::npos) << r.err;
+  EXPECT_EQ(field_of(r.json(), "unique_name"),
+            (std::set<std::string>{"1780000001.M1P1.mx,S=1", "1780000002.M2P1.mx", "1780000003.M3P1.mx",
+                                   "1600000000.M4P1.mx"}));
+  site.backup();
+  EXPECT_EQ(find({"--message-id", "q3@example.ch"}).json()[0]["snapshots"].size(), 3u);
+}
