@@ -67,7 +67,7 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
     RestoreRequest req;
     std::string home;
     bool into_live = false;
-    std::string folder_name, message_id, unique_name, doveadm = "doveadm -u %u";
+    std::string folder_name, message_id, unique_name, doveadm = "doveadm %c -u %u";
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("--snapshot", o->req.snapshot, "snapshot id (prefix) or 'latest'")->default_val("latest");
@@ -91,8 +91,9 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
                                       "with --into-live: the new folder's name (default Restored-<date>)")
                           ->needs(live);
   cmd->add_option("--doveadm", o->doveadm,
-                  "with --into-live: doveadm command prefix, %u = the mailbox name; 'none' skips doveadm")
-      ->default_str("doveadm -u %u")
+                  "with --into-live: how to run doveadm: %c = its command (force-resync, quota recalc), %u = "
+                  "the mailbox name; 'none' skips it")
+      ->default_str("doveadm %c -u %u")
       ->needs(live);
   cmd->add_option("--gnupghome", o->home,
                   "GnuPG home holding an archive secret key (default: config's, or $GNUPGHOME)");

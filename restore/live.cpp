@@ -420,17 +420,28 @@ LiveRestoreStats restore_into_live(Repository& repo, const LiveRestoreRequest& r
     if (!on_path(req.doveadm.front())) {
       stats.doveadm_note = req.doveadm.front() + " not found: Dovecot picks the folder up at its next sync";
     } else {
-      std::vector<std::string> prefix;
-      for (std::string a : req.doveadm) {
-        for (std::size_t p; (p = a.find("%u")) != std::string::npos;) a.replace(p, 2, sel.mailbox.name);
-        prefix.push_back(a);
-      }
-      // The mask: the folder, or it and its subfolders ('*' crosses hierarchy levels).
-      const std::string mask = targets.size() == 1 ? name : name + "*";
-      for (const std::vector<std::string>& cmd :
-           {std::vector<std::string>{"force-resync", mask}, std::vector<std::string>{"quota", "recalc"}}) {
-        std::vector<std::string> argv = prefix;
-        argv.insert(argv.end(), cmd.begin(), cmd.end());
+      // The template's %c is the doveadm command (its options such as -u follow
+      // it), %u the mailbox name; the command's arguments come last.
+      const std::string mask = targets.size() == 1 ? name : name + "*";  // '*' crosses levels
+      for (const auto& [command, args] :
+           std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>>{
+               {{"force-resync"}, {mask}}, {{"quota", "recalc"}, {}}}) {
+        std::vector<std::string> argv;
+        bool placed = false;
+        for (std::string a : req.doveadm) {
+          if (a == "%c") {
+            argv.insert(argv.end(), command.begin(), command.end());
+            placed = true;
+            continue;
+          }
+          for (std::size_t p = 0; (p = a.find("%u", p)) != std::string::npos; p += sel.mailbox.name.size()) {
+            a.replace(p, 2, sel.mailbox.name);
+          }
+          argv.push_back(a);
+        }
+        if (!placed) argv.insert(argv.end(), command.begin(), command.end());
+        argv.insert(argv.end(), args.begin(), args.end());
+        const auto& cmd = command;
         std::string line, shown;
         for (const auto& a : argv) shown += (shown.empty() ? "" : " ") + a;
         int rc = run(argv, line);

@@ -40,8 +40,9 @@ struct LiveRestoreRequest {
   SelectRequest select;
   std::string live_dir;     // "" = the snapshot's <source>/<path> of the mailbox
   std::string folder_name;  // "" = "Restored-<local date>" (then -2, -3… when taken)
-  /// The doveadm command prefix, e.g. {"doveadm", "-u", "%u"} ("%u" = the mailbox
-  /// name); empty = do not run doveadm.
+  /// The doveadm command line, e.g. {"doveadm", "%c", "-u", "%u"}: "%c" is replaced by
+  /// the doveadm command ("force-resync", "quota recalc"; appended when absent), "%u"
+  /// by the mailbox name; the command's arguments follow. Empty = do not run doveadm.
   std::vector<std::string> doveadm;
   bool progress = false;
 };

@@ -357,7 +357,7 @@ TEST(RestoreTargets, DeletedMessageRestoredIntoLiveMailboxOnceWithKeywordsAndNoU
 
   RunResult r =
       site.reduit({"restore", "--mailbox", "alice@example.ch", "--into-live", "--message-id", "m2@example.ch",
-                   "--doveadm", dv.prefix_string(), "--gnupghome", site.keys().archive_home->path()});
+                   "--doveadm", dv.prefix_string() + " %c", "--gnupghome", site.keys().archive_home->path()});
   ASSERT_EQ(r.status, 0) << r.out << r.err;
   nlohmann::json j = r.json();
   const std::string folder = j["imap_name"];
@@ -408,10 +408,21 @@ TEST(RestoreTargets, DeletedMessageRestoredIntoLiveMailboxOnceWithKeywordsAndNoU
                    name.substr(0, name.find(':')), "--doveadm", "none", "--gnupghome",
                    site.keys().archive_home->path()});
   EXPECT_EQ(r.status, 8) << r.err;  // the fresh name is not in the snapshot
+  // (doveadm failing is a warning: the mail is in place; exit 1.)
   r = site.reduit({"restore", "--mailbox", "alice@example.ch", "--into-live", "--message-id",
-                   "<m2@example.ch>", "--doveadm", "none", "--gnupghome", site.keys().archive_home->path()});
-  ASSERT_EQ(r.status, 0) << r.err;
+                   "<m2@example.ch>", "--doveadm", "/bin/false %c -u %u", "--gnupghome",
+                   site.keys().archive_home->path()});
+  ASSERT_EQ(r.status, 1) << r.err;
   EXPECT_EQ(r.json()["imap_name"], folder + "-2");
+  EXPECT_EQ(r.json()["warnings"][0],
+            "'/bin/false force-resync -u alice@example.ch " + folder + "-2' failed (exit 1)");
+  // (no doveadm at all: a note, not a warning.)
+  r = site.reduit({"restore", "--mailbox", "alice@example.ch", "--into-live", "--message-id",
+                   "<m2@example.ch>", "--folder-name", "Again", "--doveadm", "/nonexistent/doveadm %c",
+                   "--gnupghome", site.keys().archive_home->path()});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.json()["doveadm_note"],
+            "/nonexistent/doveadm not found: Dovecot picks the folder up at its next sync");
   r = site.reduit({"restore", "--mailbox", "alice@example.ch", "--into-live", "--folder-name", "Work",
                    "--doveadm", "none", "--gnupghome", site.keys().archive_home->path()});
   EXPECT_EQ(r.status, 2) << r.err;
@@ -422,7 +433,11 @@ TEST(RestoreTargets, DeletedMessageRestoredIntoLiveMailboxOnceWithKeywordsAndNoU
     EXPECT_EQ(r.status, 2) << bad << ": " << r.out << r.err;
   }
   EXPECT_FALSE(fs::exists(mail.path() + "/example.ch/evil"));
-  EXPECT_EQ(dv.messages().size(), before.size() + 2);
+  auto final_view = dv.messages();
+  EXPECT_EQ(final_view.size(), before.size() + 3);
+  EXPECT_EQ(final_view["Again"],
+            (std::map<int, std::string>{{1, "<m2@example.ch> \\Seen $Label1 Important"}}));
+  for (const auto& [mb, uids] : before) EXPECT_EQ(final_view[mb], uids) << mb;
 }
 
 namespace {
