@@ -202,27 +202,31 @@ void add_find(CLI::App& app, Globals& g, Runner& run) {
       if (list.empty()) throw Error(ErrorCode::kNotFound, "no message matches");
       const std::size_t shown = o->limit && o->limit < list.size() ? o->limit : list.size();
       if (g.json) {
-        nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+        // Streamed, one object a line: a search may list millions of messages.
+        std::fputs("[", stdout);
         for (std::size_t i = 0; i < shown; ++i) {
           const Found& f = *list[i];
           std::vector<std::string> ids;
           for (std::size_t s : f.snaps) ids.push_back(snaps[s].id);
-          arr.push_back({{"mailbox", f.mailbox},
-                         {"folder", f.folder},
-                         {"unique_name", f.unique},
-                         {"path", f.path},
-                         {"message_id", f.message_id},
-                         {"date", f.date},
-                         {"time", iso_time(f.when * 1000000000)},
-                         {"internal_date", iso_time(f.mtime_ns)},
-                         {"from", f.from},
-                         {"to", f.to},
-                         {"subject", f.subject},
-                         {"size", f.size},
-                         {"sha256", to_hex(f.sha256)},
-                         {"snapshots", ids}});
+          nlohmann::ordered_json item = {{"mailbox", f.mailbox},
+                                         {"folder", f.folder},
+                                         {"unique_name", f.unique},
+                                         {"path", f.path},
+                                         {"message_id", f.message_id},
+                                         {"date", f.date},
+                                         {"time", iso_time(f.when * 1000000000)},
+                                         {"internal_date", iso_time(f.mtime_ns)},
+                                         {"from", f.from},
+                                         {"to", f.to},
+                                         {"subject", f.subject},
+                                         {"size", f.size},
+                                         {"sha256", to_hex(f.sha256)},
+                                         {"snapshots", ids}};
+          std::fputs(i ? ",\n " : "\n ", stdout);
+          std::fputs(item.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str(),
+                     stdout);
         }
-        print_json(arr);
+        std::fputs("\n]\n", stdout);
       } else {
         for (std::size_t i = 0; i < shown; ++i) {
           const Found& f = *list[i];
