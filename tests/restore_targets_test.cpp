@@ -286,7 +286,7 @@ struct Dovecot {
       if (f.size() < 4) continue;
       std::string flags = std::regex_replace(f[3], std::regex("\\\\Recent ?"), "");
       while (!flags.empty() && flags.back() == ' ') flags.pop_back();
-      out[f[0]][std::stoi(f[1])] = f[2] + " " + flags;
+      out[f[0]][std::stoi(f[1])] = flags.empty() ? f[2] : f[2] + " " + flags;
     }
     return out;
   }
@@ -594,4 +594,61 @@ TEST(RestoreTargets, FindLocatesMessagesAcrossSnapshotsAndRestoreTakesOne) {
                                    "1600000000.M4P1.mx"}));
   site.backup();
   EXPECT_EQ(find({"--message-id", "q3@example.ch"}).json()[0]["snapshots"].size(), 3u);
+}
+
+// A folder and its subfolder into the live mailbox: each lands below the new
+// folder, Dovecot lists and subscribes both, keywords follow their names per folder.
+TEST(RestoreTargets, FolderWithSubfolderIntoLiveMailboxKeepsTheHierarchy) {
+  TempDir mail;
+  Dovecot dv;
+  dv.maildir = mail.path() + "/example.ch/bob";
+  fs::create_directories(dv.maildir);
+  ASSERT_EQ(
+      reduit::test::run_command({"/bin/chown", "-R", "nobody:nogroup", mail.path(), dv.home.path()}).status,
+      0);
+  dv.save("INBOX", message(1, "inbox"));
+  dv.ok({"mailbox", "create", "Archive", "Archive.2023"});
+  dv.ok({"mailbox", "subscribe", "INBOX", "Archive", "Archive.2023"});
+  dv.save("Archive", message(2, "archived"));
+  dv.save("Archive.2023", message(3, "archived 2023"));
+  dv.save("Archive.2023", message(4, "archived 2023 too"));
+  dv.ok({"flags", "add", "Project $Forwarded", "mailbox", "Archive.2023", "uid", "2"});
+  dv.ok({"flags", "add", "$Forwarded", "mailbox", "Archive", "uid", "1"});
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  site.backup();
+  const auto before = dv.messages();
+  const std::string subscriptions = read_file(dv.maildir + "/subscriptions");
+
+  RunResult r = site.reduit({"restore", "--mailbox", "bob@example.ch", "--folder", ".Archive", "--into-live",
+                             "--folder-name", "Back", "--doveadm", dv.prefix_string() + " %c", "--gnupghome",
+                             site.keys().archive_home->path()});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  nlohmann::json j = r.json();
+  EXPECT_EQ(j["folders_created"], nlohmann::json::array({".Back.Archive", ".Back.Archive.2023"}));
+  EXPECT_EQ(j["messages"], 3);
+  EXPECT_EQ(j["doveadm"][0], dv.prefix_string() + " force-resync Back*");
+  auto after = dv.messages();
+  for (const auto& [mb, uids] : before) EXPECT_EQ(after[mb], uids) << mb;
+  EXPECT_EQ(after["Back.Archive"], (std::map<int, std::string>{{1, "<m2@example.ch> $Forwarded"}}));
+  EXPECT_EQ(after["Back.Archive.2023"],
+            (std::map<int, std::string>{{1, "<m3@example.ch>"}, {2, "<m4@example.ch> Project $Forwarded"}}));
+  ASSERT_EQ(subscriptions.rfind("V\t2\n\n", 0), 0u) << subscriptions;
+  EXPECT_EQ(read_file(dv.maildir + "/subscriptions"), subscriptions + "Back\tArchive\nBack\tArchive\t2023\n");
+  // Dovecot's own list of subscribed folders.
+  RunResult list = dv.run({"mailbox", "list", "-s"});
+  std::set<std::string> subscribed;
+  std::istringstream lines(list.out);
+  for (std::string l; std::getline(lines, l);) subscribed.insert(l);
+  EXPECT_EQ(subscribed,
+            (std::set<std::string>{"INBOX", "Archive", "Archive.2023", "Back.Archive", "Back.Archive.2023"}));
+
+  // Hostile or wrong targets: a live mailbox that is not there, or not a Maildir.
+  for (const std::string bad : {mail.path() + "/nope", mail.path() + "/example.ch"}) {
+    r = site.reduit({"restore", "--mailbox", "bob@example.ch", "--into-live", "--to", bad, "--doveadm",
+                     "none", "--gnupghome", site.keys().archive_home->path()});
+    EXPECT_EQ(r.status, 7) << bad << ": " << r.err;
+    EXPECT_NE(r.err.find("is not a Maildir"), std::string::npos) << r.err;
+  }
+  EXPECT_FALSE(fs::exists(mail.path() + "/nope"));
 }
