@@ -16,6 +16,7 @@
 #include "support/harness.hpp"
 #include "support/site.hpp"
 #include "vault/hash.hpp"
+#include "vault/repository.hpp"
 
 namespace fs = std::filesystem;
 using reduit::test::read_file;
@@ -651,4 +652,49 @@ TEST(RestoreTargets, FolderWithSubfolderIntoLiveMailboxKeepsTheHierarchy) {
     EXPECT_NE(r.err.find("is not a Maildir"), std::string::npos) << r.err;
   }
   EXPECT_FALSE(fs::exists(mail.path() + "/nope"));
+}
+
+// A damaged pack found half-way: the live mailbox and the export target are left
+// exactly as they were (no new folder, nothing in tmp/, no partial file).
+TEST(RestoreTargets, FailedLiveRestoreAndExportLeaveNothingBehind) {
+  TempDir mail;
+  Tricky t = make_tricky(mail.path());
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  site.backup();
+  auto before = reduit::test::tree_facts(t.root);
+  // Damage the data pack only: trees still load, so the restore gets as far as
+  // writing messages before it finds the damage.
+  reduit::Repository repo(reduit::open_transport(site.url(), {}), site.keys().archive_home->path());
+  repo.load_config();
+  int damaged = 0;
+  for (const auto& p : repo.load_indexes()) {
+    if (p.kind != reduit::PackKind::kData) continue;
+    std::string path = site.vault_dir() + "/" + reduit::pack_name(p.id);
+    std::string bytes = read_file(path);
+    bytes[bytes.size() / 2] ^= 0x01;
+    fs::permissions(path, fs::perms::owner_write, fs::perm_options::add);
+    write_file(path, bytes);
+    ++damaged;
+  }
+  ASSERT_EQ(damaged, 1);
+  const std::string home = site.keys().archive_home->path();
+  RunResult r = site.reduit(
+      {"restore", "--mailbox", "alice@example.ch", "--into-live", "--doveadm", "none", "--gnupghome", home});
+  EXPECT_EQ(r.status, 6) << r.err;
+  EXPECT_EQ(reduit::test::tree_facts(t.root).size(), before.size());
+  std::vector<std::string> left;
+  for (const auto& e : fs::recursive_directory_iterator(t.root)) left.push_back(e.path());
+  for (const auto& p : left) {
+    EXPECT_EQ(p.find("Restored"), std::string::npos) << p;
+    EXPECT_EQ(p.find(".reduit-restore"), std::string::npos) << p;
+  }
+  r = site.reduit({"export", "--mailbox", "alice@example.ch", "--format", "eml", "--to", site.path("out"),
+                   "--gnupghome", home});
+  EXPECT_EQ(r.status, 6) << r.err;
+  EXPECT_FALSE(fs::exists(site.path("out")));
+  r = site.reduit({"export", "--mailbox", "alice@example.ch", "--folder", "INBOX", "--format", "mbox", "--to",
+                   site.path("out.mbox"), "--gnupghome", home});
+  EXPECT_EQ(r.status, 6) << r.err;
+  EXPECT_FALSE(fs::exists(site.path("out.mbox")));
 }
