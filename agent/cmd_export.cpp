@@ -41,12 +41,16 @@ void add_export(CLI::App& app, Globals& g, Runner& run) {
       Config cfg = load_config(g.config_path);
       // INBOX names the mailbox root (an empty --folder would mean "every folder").
       if (o->req.select.folder == "INBOX") o->req.select.folder = "";
-      MessagePick pick = pick_messages(cfg, o->message_id, o->unique_name);
+      auto repo = open_repository(cfg, nullptr, o->home);
+      SelectRequest where = o->req.select;
+      where.subfolders = !o->req.one_folder;
+      std::string note;
+      MessagePick pick = pick_messages(cfg, o->message_id, o->unique_name, repo.get(), &where, &note);
+      if (!note.empty() && !g.quiet) std::fprintf(stderr, "reduit: note: %s\n", note.c_str());
       o->req.select.message = pick.pred;
       o->req.select.what = pick.what;
       o->req.format = o->format == "eml" ? ExportFormat::kEml : ExportFormat::kMbox;
       o->req.progress = want_progress(g);
-      auto repo = open_repository(cfg, nullptr, o->home);
       ExportStats s = export_messages(*repo, o->req);
       for (const auto& w : s.warnings) std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
       if (g.json) {

@@ -108,8 +108,14 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
       if (o->req.dest.empty() && !o->into_live)
         throw Error(ErrorCode::kUsage, "restore needs --to DIR or --into-live");
       Config cfg = load_config(g.config_path);
-      MessagePick pick = pick_messages(cfg, o->message_id, o->unique_name);
       auto repo = open_repository(cfg, nullptr, o->home);
+      SelectRequest where;
+      where.snapshot = o->req.snapshot;
+      where.mailbox = o->req.mailbox;
+      where.folder = o->req.folder;
+      std::string note;
+      MessagePick pick = pick_messages(cfg, o->message_id, o->unique_name, repo.get(), &where, &note);
+      if (!note.empty() && !g.quiet) std::fprintf(stderr, "reduit: note: %s\n", note.c_str());
       if (o->into_live) return run_live(g, *o, pick, *repo);
       o->req.progress = want_progress(g);
       o->req.select = pick.pred;

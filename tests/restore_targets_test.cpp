@@ -568,12 +568,15 @@ TEST(RestoreTargets, FindLocatesMessagesAcrossSnapshotsAndRestoreTakesOne) {
   EXPECT_EQ(read_file(site.path("two/cur/1780000002.M2P1.mx:2,")),
             mail_text("Carol <carol@example.org>", "Lunch?", "lunch@example.org",
                       "Fri, 2 Oct 2026 11:00:00 +0000"));
-  // A Message-ID the catalog never saw: exit 8 before the vault is touched.
+  // A Message-ID the catalog never saw: the headers are read from the vault; not
+  // there either: exit 8, nothing written.
   r = site.reduit({"restore", "--mailbox", "alice@example.ch", "--message-id", "ghost@example.ch", "--to",
                    site.path("three"), "--gnupghome", home});
   EXPECT_EQ(r.status, 8) << r.err;
-  EXPECT_NE(r.err.find("no message with Message-ID <ghost@example.ch> is recorded in the catalog"),
-            std::string::npos)
+  EXPECT_NE(
+      r.err.find("no message with Message-ID <ghost@example.ch> in mailbox alice@example.ch of snapshot "
+                 "latest (read from the vault: the catalog on this host did not know it)"),
+      std::string::npos)
       << r.err;
   EXPECT_FALSE(fs::exists(site.path("three")));
   // A destination that is not empty: refused, untouched.
@@ -595,6 +598,21 @@ TEST(RestoreTargets, FindLocatesMessagesAcrossSnapshotsAndRestoreTakesOne) {
                                    "1600000000.M4P1.mx"}));
   site.backup();
   EXPECT_EQ(find({"--message-id", "q3@example.ch"}).json()[0]["snapshots"].size(), 3u);
+
+  // A fresh host (own empty catalog, only the archive key): --message-id reads the
+  // headers from the vault.
+  TempDir fresh;
+  std::string cfg = reduit::test::write_config(fresh.path(), site.url(), home, {}, "");
+  r = reduit::test::run_command({reduit::test::reduit_binary(), "--config", cfg, "--json", "restore",
+                                 "--snapshot", first.substr(0, 8), "--mailbox", "alice@example.ch",
+                                 "--message-id", "lunch@example.org", "--to", fresh.path() + "/out"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("does not know Message-ID <lunch@example.org>: read the headers of mailbox "
+                       "alice@example.ch from the vault"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.json()["messages"], 1);
+  EXPECT_TRUE(fs::exists(fresh.path() + "/out/cur/1780000002.M2P1.mx:2,"));
 }
 
 // A folder and its subfolder into the live mailbox: each lands below the new
