@@ -685,6 +685,9 @@ class Backup {
       ++stats_.trees_new;
       add_blob(*meta_, BlobType::kTree, out.tree, text.data(), text.size());
     }
+    // Where each message is, for `reduit find`: once per new tree (an unchanged
+    // folder keeps its tree id and its rows).
+    if (out.messages && !catalog_->has_tree_messages(out.tree)) catalog_->stage_tree_messages(out.tree, tree);
     for (const TreeEntry& e : tree.entries) b.files += e.kind != EntryKind::kDir;
     return b;
   }

@@ -67,3 +67,18 @@ HeaderSummary summarize_headers(std::string_view h) {
 }
 
 }  // namespace reduit
+
+namespace reduit {
+
+std::optional<std::int64_t> header_date_seconds(const std::string& date) {
+  if (date.empty()) return std::nullopt;
+  static std::once_flag once;
+  std::call_once(once, [] { g_mime_init(); });
+  GDateTime* dt = g_mime_utils_header_decode_date(date.c_str());
+  if (!dt) return std::nullopt;
+  std::int64_t s = g_date_time_to_unix(dt);
+  g_date_time_unref(dt);
+  return s;
+}
+
+}  // namespace reduit

@@ -19,3 +19,14 @@ struct HeaderSummary {
 HeaderSummary summarize_headers(std::string_view header_block);
 
 }  // namespace reduit
+
+#include <cstdint>
+#include <optional>
+
+namespace reduit {
+
+/// Seconds since the epoch of an RFC 5322 §3.3 date ("Tue, 1 Oct 2026 12:00:00
+/// +0200"; obsolete forms too, via GMime); nullopt when it cannot be read.
+std::optional<std::int64_t> header_date_seconds(const std::string& date);
+
+}  // namespace reduit

@@ -65,6 +65,8 @@ int main(int argc, char** argv) {
   cli::add_check(app, g, run);
   cli::add_drill(app, g, run);
   cli::add_catalog(app, g, run);
+  cli::add_find(app, g, run);
+  cli::add_export(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -193,7 +193,26 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
         }
       }
     }
+    if (req.select) {
+      bool picked = false;
+      std::erase_if(t.entries, [&](const TreeEntry& e) {
+        if (e.kind == EntryKind::kMessage) {
+          bool keep = req.select(f->name, e);
+          picked = picked || keep;
+          return !keep;
+        }
+        return e.kind == EntryKind::kFile &&
+               (e.path.rfind("dovecot.index", 0) == 0 || e.path.rfind("dovecot.list.index", 0) == 0);
+      });
+      if (!picked) continue;
+    }
     loaded.push_back({rel, f, std::move(t)});
+  }
+  if (req.select && loaded.empty()) {
+    throw Error(ErrorCode::kNotFound,
+                "no message with " + req.select_what + " in mailbox " + stats.mailbox + " of snapshot " +
+                    snap.id.substr(0, 8) + (req.folder.empty() ? "" : " folder " + req.folder) +
+                    " (reduit find lists the snapshots and folders that hold a message)");
   }
 
   // Destination: absent or empty.

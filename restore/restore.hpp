@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,12 @@ struct RestoreRequest {
   /// "vmail:vmail") = all of them mapped to one owner. "" = keep when run as root,
   /// else none (only root may give files away).
   std::string owner;
+  /// Only the messages this picks (folder name, entry), with the other files of
+  /// their folders except Dovecot index files (dovecot.index*, dovecot.list.index*:
+  /// they would describe messages not restored); empty = everything. kNotFound when
+  /// it picks nothing; `select_what` describes it in that message.
+  std::function<bool(const std::string&, const TreeEntry&)> select;
+  std::string select_what;
 };
 
 struct RestoreStats {

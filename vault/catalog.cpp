@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS snapshots(id TEXT PRIMARY KEY, time_ns INTEGER NOT NU
   json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS messages(sha256 BLOB PRIMARY KEY, message_id TEXT, date TEXT,
   from_addr TEXT, to_addr TEXT, subject TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tree_messages(tree BLOB NOT NULL, path TEXT NOT NULL, sha256 BLOB NOT NULL,
+  mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL, PRIMARY KEY(tree, path)) WITHOUT ROWID;
 )sql";
 
 // The run's rows are appended to heaps (rowid order) and sorted once at commit:
@@ -44,6 +46,8 @@ CREATE TEMP TABLE IF NOT EXISTS run_folders(key TEXT PRIMARY KEY, stamp TEXT NOT
 CREATE TEMP TABLE IF NOT EXISTS run_carried(key TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TEMP TABLE IF NOT EXISTS run_messages(sha256 BLOB NOT NULL, message_id TEXT, date TEXT,
   from_addr TEXT, to_addr TEXT, subject TEXT);
+CREATE TEMP TABLE IF NOT EXISTS run_tree_messages(tree BLOB NOT NULL, path TEXT NOT NULL, sha256 BLOB NOT NULL,
+  mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL);
 )sql";
 
 void bind_hash(SQLite::Statement& q, int i, const Hash& h) {
@@ -101,6 +105,8 @@ Catalog::Catalog(const std::string& state_dir) {
     q_has_message_ = std::make_unique<SQLite::Statement>(*db_, "SELECT 1 FROM main.messages WHERE sha256=?");
     q_add_message_ =
         std::make_unique<SQLite::Statement>(*db_, "INSERT INTO temp.run_messages VALUES(?,?,?,?,?,?)");
+    q_stage_tree_message_ =
+        std::make_unique<SQLite::Statement>(*db_, "INSERT INTO temp.run_tree_messages VALUES(?,?,?,?,?)");
     return 0;
   });
 }
@@ -318,7 +324,7 @@ void Catalog::begin_staging() {
   guarded(path_, __func__, [&] {
     db_->exec(
         "DELETE FROM temp.run_files; DELETE FROM temp.run_messages; DELETE FROM temp.run_folders; "
-        "DELETE FROM temp.run_carried;");
+        "DELETE FROM temp.run_carried; DELETE FROM temp.run_tree_messages;");
     staging_ = std::make_unique<SQLite::Transaction>(*db_);
     staged_in_txn_ = 0;
     return 0;
@@ -382,10 +388,12 @@ void Catalog::commit_files() {
     db_->exec("DELETE FROM main.folders WHERE key NOT IN (SELECT key FROM temp.run_carried)");
     db_->exec("INSERT OR REPLACE INTO main.folders SELECT * FROM temp.run_folders");
     db_->exec("INSERT OR IGNORE INTO main.messages SELECT * FROM temp.run_messages ORDER BY sha256");
+    db_->exec(
+        "INSERT OR IGNORE INTO main.tree_messages SELECT * FROM temp.run_tree_messages ORDER BY tree, path");
     txn.commit();
     db_->exec(
         "DELETE FROM temp.run_files; DELETE FROM temp.run_messages; DELETE FROM temp.run_folders; "
-        "DELETE FROM temp.run_carried;");
+        "DELETE FROM temp.run_carried; DELETE FROM temp.run_tree_messages;");
     return 0;
   });
 }
@@ -492,12 +500,131 @@ void Catalog::add_message(const Hash& sha, const std::string& message_id, const 
   });
 }
 
+bool Catalog::has_tree_messages(const Hash& tree) {
+  return guarded(path_, __func__, [&] {
+    SQLite::Statement q(*db_, "SELECT 1 FROM main.tree_messages WHERE tree=? LIMIT 1");
+    bind_hash(q, 1, tree);
+    return q.executeStep();
+  });
+}
+
+void Catalog::stage_tree_messages(const Hash& tree_id, const Tree& tree) {
+  guarded(path_, __func__, [&] {
+    auto& q = *q_stage_tree_message_;
+    for (const TreeEntry& e : tree.entries) {
+      if (e.kind != EntryKind::kMessage) continue;
+      q.reset();
+      bind_hash(q, 1, tree_id);
+      q.bind(2, e.path);
+      bind_hash(q, 3, e.sha256);
+      q.bind(4, e.mtime_ns);
+      q.bind(5, static_cast<std::int64_t>(e.size));
+      q.exec();
+    }
+    return 0;
+  });
+}
+
+void Catalog::add_tree_messages(const Hash& tree_id, const Tree& tree) {
+  guarded(path_, __func__, [&] {
+    SQLite::Transaction txn(*db_);
+    SQLite::Statement q(*db_, "INSERT OR IGNORE INTO main.tree_messages VALUES(?,?,?,?,?)");
+    for (const TreeEntry& e : tree.entries) {
+      if (e.kind != EntryKind::kMessage) continue;
+      q.reset();
+      bind_hash(q, 1, tree_id);
+      q.bind(2, e.path);
+      bind_hash(q, 3, e.sha256);
+      q.bind(4, e.mtime_ns);
+      q.bind(5, static_cast<std::int64_t>(e.size));
+      q.exec();
+    }
+    txn.commit();
+    return 0;
+  });
+}
+
+std::vector<Hash> Catalog::messages_with_id(const std::string& message_id) {
+  return guarded(path_, __func__, [&] {
+    std::string bare = message_id;
+    if (bare.size() >= 2 && bare.front() == '<' && bare.back() == '>') bare = bare.substr(1, bare.size() - 2);
+    std::vector<Hash> out;
+    SQLite::Statement q(*db_, "SELECT sha256 FROM main.messages WHERE message_id=? OR message_id=?");
+    q.bind(1, bare);
+    q.bind(2, "<" + bare + ">");
+    while (q.executeStep()) out.push_back(col_hash(q.getColumn(0)));
+    return out;
+  });
+}
+
+namespace {
+// A LIKE pattern matching `s` anywhere ('\\' escapes % and _).
+std::string like_anywhere(const std::string& s) {
+  std::string out = "%";
+  for (char c : s) {
+    if (c == '%' || c == '_' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "%";
+}
+}  // namespace
+
+void Catalog::find_messages(const MessageFilter& filter, const std::vector<Hash>& trees,
+                            const std::function<void(const MessageRow&)>& row) {
+  guarded(path_, __func__, [&] {
+    db_->exec("CREATE TEMP TABLE IF NOT EXISTS want_trees(tree BLOB PRIMARY KEY) WITHOUT ROWID");
+    {
+      SQLite::Transaction txn(*db_);
+      db_->exec("DELETE FROM temp.want_trees");
+      SQLite::Statement ins(*db_, "INSERT OR IGNORE INTO temp.want_trees VALUES(?)");
+      for (const Hash& t : trees) {
+        ins.reset();
+        bind_hash(ins, 1, t);
+        ins.exec();
+      }
+      txn.commit();
+    }
+    std::string bare = filter.message_id;
+    if (bare.size() >= 2 && bare.front() == '<' && bare.back() == '>') bare = bare.substr(1, bare.size() - 2);
+    SQLite::Statement q(
+        *db_,
+        "SELECT t.tree, t.path, t.sha256, t.mtime_ns, t.size, m.sha256 IS NOT NULL, m.message_id, m.date, "
+        "m.from_addr, m.to_addr, m.subject FROM temp.want_trees w JOIN main.tree_messages t ON t.tree = "
+        "w.tree "
+        "LEFT JOIN main.messages m ON m.sha256 = t.sha256 "
+        "WHERE (?1 = '' OR m.message_id = ?1 OR m.message_id = '<' || ?1 || '>') "
+        "AND (?2 = '' OR m.from_addr LIKE ?2 ESCAPE '\\') AND (?3 = '' OR m.to_addr LIKE ?3 ESCAPE '\\') "
+        "AND (?4 = '' OR m.subject LIKE ?4 ESCAPE '\\')");
+    q.bind(1, bare);
+    q.bind(2, filter.from.empty() ? "" : like_anywhere(filter.from));
+    q.bind(3, filter.to.empty() ? "" : like_anywhere(filter.to));
+    q.bind(4, filter.subject.empty() ? "" : like_anywhere(filter.subject));
+    MessageRow r;
+    while (q.executeStep()) {
+      r.tree = col_hash(q.getColumn(0));
+      r.path = q.getColumn(1).getString();
+      r.sha256 = col_hash(q.getColumn(2));
+      r.mtime_ns = q.getColumn(3).getInt64();
+      r.size = static_cast<std::uint64_t>(q.getColumn(4).getInt64());
+      r.has_summary = q.getColumn(5).getInt() != 0;
+      r.message_id = q.getColumn(6).getString();
+      r.date = q.getColumn(7).getString();
+      r.from = q.getColumn(8).getString();
+      r.to = q.getColumn(9).getString();
+      r.subject = q.getColumn(10).getString();
+      row(r);
+    }
+    return 0;
+  });
+}
+
 void Catalog::reset() {
   guarded(path_, __func__, [&] {
     db_->exec(
         "BEGIN; DELETE FROM meta; DELETE FROM packs; DELETE FROM blobs; DELETE FROM pending_blobs; "
         "DELETE FROM main.files; "
-        "DELETE FROM snapshots; DELETE FROM indexes; DELETE FROM folders; COMMIT;");
+        "DELETE FROM snapshots; DELETE FROM indexes; DELETE FROM folders; DELETE FROM tree_messages; "
+        "COMMIT;");
     return 0;
   });
 }

@@ -14,6 +14,11 @@
 //   snapshots  snapshot object id → decoded JSON (cache of the vault's snapshots)
 //   messages   header metadata per message sha256 (Message-ID, Date, From, To,
 //              Subject; RFC 2047 decoded) for search and reports
+//   tree_messages  per folder tree id, its messages: path (cur/<name>), sha256,
+//              mtime (INTERNALDATE), size. Written only for trees not yet recorded
+//              (an unchanged folder keeps its tree id and costs nothing); joined
+//              with the cached snapshots it tells which snapshot, mailbox and
+//              folder hold a message (reduit find)
 // The catalog is a cache: `reduit catalog rebuild` recreates all of it but the file
 // cache from the vault. WAL mode. One Catalog object per thread; the backup's
 // upload thread opens its own to write the journal.
@@ -22,6 +27,7 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -116,13 +122,43 @@ class Catalog {
   void add_message(const Hash& sha256, const std::string& message_id, const std::string& date,
                    const std::string& from, const std::string& to, const std::string& subject);
 
+  // Message locations (tree_messages).
+  /// True when rows for `tree` are recorded (committed runs only).
+  bool has_tree_messages(const Hash& tree);
+  /// Stages a row per message entry of `tree` (heap append; sorted into
+  /// tree_messages by commit_files()).
+  void stage_tree_messages(const Hash& tree_id, const Tree& tree);
+  /// Records the message entries of `tree` at once (for trees read back from the vault).
+  void add_tree_messages(const Hash& tree_id, const Tree& tree);
+  /// The sha256 of every recorded message whose Message-ID is `message_id` (with or
+  /// without its angle brackets).
+  std::vector<Hash> messages_with_id(const std::string& message_id);
+
+  struct MessageFilter {
+    std::string message_id;         // exact, with or without <>; "" = any
+    std::string from, to, subject;  // substring, case-insensitive for ASCII; "" = any
+  };
+  struct MessageRow {
+    Hash tree{};
+    std::string path;  // relative to the folder, e.g. "cur/1700000000.M1P2.mx,S=9:2,S"
+    Hash sha256{};
+    std::int64_t mtime_ns = 0;
+    std::uint64_t size = 0;
+    bool has_summary = false;  // false: no header row (fields empty; header filters never match)
+    std::string message_id, date, from, to, subject;
+  };
+  /// Calls `row` for every recorded message of the given trees that passes `filter`.
+  void find_messages(const MessageFilter& filter, const std::vector<Hash>& trees,
+                     const std::function<void(const MessageRow&)>& row);
+
   /// Empties every table (for catalog rebuild).
   void reset();
 
  private:
   std::string path_;
   std::unique_ptr<SQLite::Database> db_;
-  std::unique_ptr<SQLite::Statement> q_has_blob_, q_find_file_, q_stage_file_, q_has_message_, q_add_message_;
+  std::unique_ptr<SQLite::Statement> q_has_blob_, q_find_file_, q_stage_file_, q_has_message_, q_add_message_,
+      q_stage_tree_message_;
   std::unique_ptr<SQLite::Transaction> staging_;
   std::size_t staged_in_txn_ = 0;
 };
