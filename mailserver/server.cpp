@@ -297,11 +297,38 @@ class Connection : public std::enable_shared_from_this<Connection> {
     closed_ = true;
     timer_.cancel();
     asio::error_code ignored;
-    sock_.shutdown(tcp::socket::shutdown_both, ignored);
-    sock_.close(ignored);
+    if (!tls_ && !srv_.stopping) {
+      // Lingering close: stop sending, then read and drop what the client still
+      // pipelines (at most 2 s), so that our last replies are not destroyed by a
+      // TCP reset for unread input.
+      sock_.shutdown(tcp::socket::shutdown_send, ignored);
+      auto s = std::make_shared<tcp::socket>(std::move(sock_));
+      auto t = std::make_shared<asio::steady_timer>(srv_.io, std::chrono::seconds(2));
+      t->async_wait([s](const asio::error_code&) {
+        asio::error_code e;
+        s->close(e);
+      });
+      drain(s, t);
+    } else {
+      sock_.shutdown(tcp::socket::shutdown_both, ignored);
+      sock_.close(ignored);
+    }
     srv_.log->info("disconnect from " + client_.text() + " commands=" + std::to_string(session_.commands()) +
                    " errors=" + std::to_string(session_.errors()));
     srv_.closed(shared_from_this());
+  }
+
+  static void drain(std::shared_ptr<tcp::socket> s, std::shared_ptr<asio::steady_timer> t) {
+    auto buf = std::make_shared<std::array<char, 16384>>();
+    s->async_read_some(asio::buffer(*buf), [s, t, buf](const asio::error_code& ec, std::size_t) {
+      if (ec) {
+        t->cancel();
+        asio::error_code e;
+        s->close(e);
+        return;
+      }
+      drain(s, t);
+    });
   }
 
   MailServer::Impl& srv_;
