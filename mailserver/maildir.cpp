@@ -167,12 +167,15 @@ std::vector<DeliveryOutcome> MaildirDelivery::deliver(const DeliveryJob& job) {
     c.tmp_path = c.dir + "/tmp/" + c.name;
     c.new_path = c.dir + "/new/" + c.name;
     c.error = ensure_maildir(c.dir);
-    if (c.error == -ENOENT) {  // removed behind our back: forget and create again
-      std::lock_guard<std::mutex> lock(known_mu_);
-      known_dirs_.erase(c.dir);
-    }
-    if (c.error == -ENOENT) c.error = ensure_maildir(c.dir);
     if (c.error == 0) c.error = write_copy(c, job);
+    if (c.error == -ENOENT) {  // the mailbox was removed behind our back: create it again
+      {
+        std::lock_guard<std::mutex> lock(known_mu_);
+        known_dirs_.erase(c.dir);
+      }
+      c.error = ensure_maildir(c.dir);
+      if (c.error == 0) c.error = write_copy(c, job);
+    }
     c.written = c.error == 0;
     if (c.error != 0 && first_error == 0) first_error = c.error;
     if (first_error != 0 && job.all_or_nothing) break;

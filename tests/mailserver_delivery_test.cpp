@@ -159,6 +159,17 @@ TEST(MailDelivery, AFailureAtAnyStepLeavesNothingHalfWritten) {
   }
 }
 
+// A mailbox removed while the server runs is created again on the next delivery
+// (found by the benchmark, which empties the Maildir between rounds).
+TEST(MailDelivery, AMailboxRemovedBehindItsBackIsCreatedAgain) {
+  TempDir t;
+  MaildirDelivery d(t.path(), "%d/%n", "mx", posix_delivery_fs());
+  ASSERT_EQ(d.deliver(job({"alice@example.test"}, true)), std::vector<DeliveryOutcome>{DeliveryOutcome::kDelivered});
+  fs::remove_all(t / "example.test");
+  EXPECT_EQ(d.deliver(job({"alice@example.test"}, true)), std::vector<DeliveryOutcome>{DeliveryOutcome::kDelivered});
+  EXPECT_EQ(names(t / "example.test/alice/new").size(), 1u);
+}
+
 // LMTP (not all-or-nothing): only the failed user's copy is missing.
 TEST(MailDelivery, PerUserOutcomesWithoutAllOrNothing) {
   TempDir t;
