@@ -164,9 +164,11 @@ TEST(MailDelivery, AFailureAtAnyStepLeavesNothingHalfWritten) {
 TEST(MailDelivery, AMailboxRemovedBehindItsBackIsCreatedAgain) {
   TempDir t;
   MaildirDelivery d(t.path(), "%d/%n", "mx", posix_delivery_fs());
-  ASSERT_EQ(d.deliver(job({"alice@example.test"}, true)), std::vector<DeliveryOutcome>{DeliveryOutcome::kDelivered});
+  ASSERT_EQ(d.deliver(job({"alice@example.test"}, true)),
+            std::vector<DeliveryOutcome>{DeliveryOutcome::kDelivered});
   fs::remove_all(t / "example.test");
-  EXPECT_EQ(d.deliver(job({"alice@example.test"}, true)), std::vector<DeliveryOutcome>{DeliveryOutcome::kDelivered});
+  EXPECT_EQ(d.deliver(job({"alice@example.test"}, true)),
+            std::vector<DeliveryOutcome>{DeliveryOutcome::kDelivered});
   EXPECT_EQ(names(t / "example.test/alice/new").size(), 1u);
 }
 
