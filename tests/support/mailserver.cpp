@@ -2,10 +2,12 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -84,8 +86,18 @@ MailServerProcess::MailServerProcess(const std::string& extra, const std::string
                      extra;
   config_ = tmp_ / "mailserver.toml";
   write_file(config_, text);
-  pid_ =
-      spawn_command({reduit_binary(), "mailserver", "--config", config_}, tmp_ / "stdout", tmp_ / "stderr");
+  // Like spawn_command, and the server dies with the test process, even if that crashes.
+  std::string out = tmp_ / "stdout", err = tmp_ / "stderr", bin = reduit_binary();
+  pid_ = fork();
+  if (pid_ == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(o, 1);
+    dup2(e, 2);
+    execl(bin.c_str(), bin.c_str(), "mailserver", "--config", config_.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
   for (int i = 0; i < 500; ++i) {
     std::string l = read_file(log_);
     std::size_t n = 0;
