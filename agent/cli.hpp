@@ -30,6 +30,7 @@ void add_drill(CLI::App& app, Globals& g, Runner& run);
 void add_catalog(CLI::App& app, Globals& g, Runner& run);
 void add_find(CLI::App& app, Globals& g, Runner& run);
 void add_export(CLI::App& app, Globals& g, Runner& run);
+void add_mailserver(CLI::App& app, Globals& g, Runner& run);
 
 /// Prints a JSON document (stable keys; --json output) to stdout.
 void print_json(const nlohmann::ordered_json& j);

@@ -67,6 +67,7 @@ int main(int argc, char** argv) {
   cli::add_catalog(app, g, run);
   cli::add_find(app, g, run);
   cli::add_export(app, g, run);
+  cli::add_mailserver(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
