@@ -40,6 +40,10 @@ void add_backup(CLI::App& app, Globals& g, Runner& run) {
                     {"metadata_bytes_uploaded", s.metadata_bytes_uploaded},
                     {"packs_forgotten", s.packs_forgotten},
                     {"vanished", s.vanished},
+                    {"delta_files", s.delta_files},
+                    {"delta_bytes", s.delta_bytes},
+                    {"rebased", s.rebased},
+                    {"signatures_from_vault", s.signatures_from_vault},
                     {"seconds", s.seconds},
                     {"warnings", s.warnings}});
       } else {

@@ -38,7 +38,7 @@ std::uint64_t get_u64(const std::uint8_t* p) {
 }
 
 BlobType blob_type_from(std::uint8_t v, const char* what) {
-  if (v < 1 || v > 4) malformed(std::string(what) + ": unknown blob type " + std::to_string(v));
+  if (v < 1 || v > 6) malformed(std::string(what) + ": unknown blob type " + std::to_string(v));
   return static_cast<BlobType>(v);
 }
 
@@ -222,6 +222,8 @@ std::string encode_tree(const Tree& tree) {
     if (e.header) j["header"] = to_hex(*e.header);
     if (e.body) j["body"] = to_hex(*e.body);
     if (e.blob) j["blob"] = to_hex(*e.blob);
+    if (e.delta) j["delta"] = to_hex(*e.delta);
+    if (e.signature) j["signature"] = to_hex(*e.signature);
     entries.push_back(std::move(j));
   }
   json t;
@@ -259,6 +261,10 @@ Tree decode_tree(const Bytes& data) {
     e.header = opt_hash(j, "header", "tree header id");
     e.body = opt_hash(j, "body", "tree body id");
     e.blob = opt_hash(j, "blob", "tree blob id");
+    e.delta = opt_hash(j, "delta", "tree delta id");
+    e.signature = opt_hash(j, "signature", "tree signature id");
+    if (e.delta && (e.blob || e.kind != EntryKind::kFile))
+      malformed("tree: a delta on a message, a dir or beside a blob");
     if (e.kind == EntryKind::kMessage && !e.header) malformed("tree: message without header");
     tree.entries.push_back(std::move(e));
   }

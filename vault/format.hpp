@@ -21,7 +21,15 @@
 
 namespace reduit {
 
-enum class BlobType : std::uint8_t { kHeader = 1, kBody = 2, kFile = 3, kTree = 4 };
+/// kDelta and kSignature: docs/FORMAT.md §4.1 and §4.2 (vault/delta.hpp).
+enum class BlobType : std::uint8_t {
+  kHeader = 1,
+  kBody = 2,
+  kFile = 3,
+  kTree = 4,
+  kDelta = 5,
+  kSignature = 6
+};
 enum class PackKind : std::uint8_t { kData = 1, kMetadata = 2 };
 
 // ---- packs -----------------------------------------------------------------
@@ -80,14 +88,16 @@ enum class EntryKind { kMessage, kFile, kDir };
 
 struct TreeEntry {
   EntryKind kind = EntryKind::kFile;
-  std::string path;            // relative to the folder, '/'-separated
-  std::uint32_t mode = 0;      // permission bits (07777)
-  std::int64_t mtime_ns = 0;   // nanoseconds since the epoch
-  std::uint64_t size = 0;      // file bytes (0 for dirs)
-  Hash sha256{};               // of the whole file (messages and files)
-  std::optional<Hash> header;  // message: header block blob (kHeader)
-  std::optional<Hash> body;    // message: body blob (kBody), absent when empty
-  std::optional<Hash> blob;    // file: content blob (kFile), absent when empty
+  std::string path;               // relative to the folder, '/'-separated
+  std::uint32_t mode = 0;         // permission bits (07777)
+  std::int64_t mtime_ns = 0;      // nanoseconds since the epoch
+  std::uint64_t size = 0;         // file bytes (0 for dirs)
+  Hash sha256{};                  // of the whole file (messages and files)
+  std::optional<Hash> header;     // message: header block blob (kHeader)
+  std::optional<Hash> body;       // message: body blob (kBody), absent when empty
+  std::optional<Hash> blob;       // file: content blob (kFile), absent when empty
+  std::optional<Hash> delta;      // file stored as a delta chain: its head (kDelta); no `blob` then
+  std::optional<Hash> signature;  // delta-managed file: kSignature blob of its chain's base
 };
 
 struct Tree {
