@@ -106,11 +106,9 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
     }
     if (folders.empty()) {
       std::string names;
-      for (const auto& f : mb.folders)
-        names += (names.empty() ? "" : ", ") + (f.name.empty() ? "\"\"" : f.name);
+      for (const auto& f : mb.folders) names += (names.empty() ? "" : ", ") + (f.name.empty() ? "\"\"" : f.name);
       throw Error(ErrorCode::kNotFound, "mailbox " + mb.name + " has no folder '" + req.folder +
-                                            "' in snapshot " + snap.id.substr(0, 8) + " (it has: " + names +
-                                            ")");
+                                            "' in snapshot " + snap.id.substr(0, 8) + " (it has: " + names + ")");
     }
   }
 

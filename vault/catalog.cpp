@@ -179,9 +179,9 @@ std::size_t Catalog::merge_blobs() {
     std::size_t moved = 0;
     {
       SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
-      moved = static_cast<std::size_t>(
-          db_->exec("INSERT OR REPLACE INTO blobs SELECT id, pack, type, offset, length FROM pending_blobs "
-                    "ORDER BY id, rowid"));
+      moved = static_cast<std::size_t>(db_->exec(
+          "INSERT OR REPLACE INTO blobs SELECT id, pack, type, offset, length FROM pending_blobs "
+          "ORDER BY id, rowid"));
       if (moved) db_->exec("DELETE FROM pending_blobs");
       txn.commit();
     }

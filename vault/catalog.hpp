@@ -147,7 +147,8 @@ class Catalog {
  private:
   std::string path_;
   std::unique_ptr<SQLite::Database> db_;
-  std::unique_ptr<SQLite::Statement> q_has_blob_, q_find_file_, q_stage_file_, q_has_message_, q_add_message_;
+  std::unique_ptr<SQLite::Statement> q_has_blob_, q_find_file_, q_stage_file_, q_has_message_,
+      q_add_message_;
   std::unique_ptr<SQLite::Transaction> staging_;
   std::size_t staged_in_txn_ = 0;
 };

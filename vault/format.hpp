@@ -88,16 +88,24 @@ enum class EntryKind { kMessage, kFile, kDir };
 
 struct TreeEntry {
   EntryKind kind = EntryKind::kFile;
-  std::string path;               // relative to the folder, '/'-separated
-  std::uint32_t mode = 0;         // permission bits (07777)
-  std::int64_t mtime_ns = 0;      // nanoseconds since the epoch
-  std::uint64_t size = 0;         // file bytes (0 for dirs)
-  Hash sha256{};                  // of the whole file (messages and files)
-  std::optional<Hash> header;     // message: header block blob (kHeader)
-  std::optional<Hash> body;       // message: body blob (kBody), absent when empty
-  std::optional<Hash> blob;       // file: content blob (kFile), absent when empty
-  std::optional<Hash> delta;      // file stored as a delta chain: its head (kDelta); no `blob` then
-  std::optional<Hash> signature;  // delta-managed file: kSignature blob of its chain's base
+  std::string path;            // relative to the folder, '/'-separated
+  std::uint32_t mode = 0;      // permission bits (07777)
+  std::int64_t mtime_ns = 0;   // nanoseconds since the epoch
+  std::uint64_t size = 0;      // file bytes (0 for dirs)
+  Hash sha256{};               // of the whole file (messages and files)
+  std::optional<Hash> header;  // message: header block blob (kHeader)
+  std::optional<Hash> body;    // message: body blob (kBody), absent when empty
+  std::optional<Hash> blob;    // file: content blob (kFile), absent when empty
+  // A file stored as a delta chain: its head (kDelta), instead of `blob`.
+  std::optional<Hash> delta;
+  // A delta-managed file: the kSignature blob of its chain's base (FORMAT.md §4.2).
+  std::optional<Hash> signature;
+};                              // of the whole file (messages and files)
+std::optional<Hash> header;     // message: header block blob (kHeader)
+std::optional<Hash> body;       // message: body blob (kBody), absent when empty
+std::optional<Hash> blob;       // file: content blob (kFile), absent when empty
+std::optional<Hash> delta;      // file stored as a delta chain: its head (kDelta); no `blob` then
+std::optional<Hash> signature;  // delta-managed file: kSignature blob of its chain's base
 };
 
 struct Tree {
