@@ -100,12 +100,6 @@ struct TreeEntry {
   std::optional<Hash> delta;
   // A delta-managed file: the kSignature blob of its chain's base (FORMAT.md §4.2).
   std::optional<Hash> signature;
-};                              // of the whole file (messages and files)
-std::optional<Hash> header;     // message: header block blob (kHeader)
-std::optional<Hash> body;       // message: body blob (kBody), absent when empty
-std::optional<Hash> blob;       // file: content blob (kFile), absent when empty
-std::optional<Hash> delta;      // file stored as a delta chain: its head (kDelta); no `blob` then
-std::optional<Hash> signature;  // delta-managed file: kSignature blob of its chain's base
 };
 
 struct Tree {
