@@ -389,7 +389,7 @@ class Backup {
     pending_.insert(id);
     w.add(type, id, data, size);
     ++stats_.blobs_new;
-    if (type != BlobType::kTree) ++stats_.content_blobs_new;
+    if (type != BlobType::kTree && type != BlobType::kSignature) ++stats_.content_blobs_new;
     stats_.bytes_new += size;
     if (w.size() >= repo_->config().pack_size) flush_pack(w);
     return true;
@@ -704,7 +704,16 @@ class Backup {
     try {
       if (!previous_) {
         previous_ = std::make_unique<Previous>();
-        std::vector<SnapshotRef> snaps = list_snapshots(*repo_, catalog_.get(), nullptr);
+        // The catalog's copy of the snapshots when it has one (catalog rebuild),
+        // else the vault's (a lost state dir); the catalog is mid-transaction here.
+        std::vector<SnapshotRef> snaps;
+        for (auto& [id, json] : catalog_->snapshot_rows()) {
+          snaps.push_back({id, decode_snapshot(Bytes(json.begin(), json.end()))});
+        }
+        if (snaps.empty()) snaps = list_snapshots(*repo_, nullptr, nullptr);
+        std::stable_sort(snaps.begin(), snaps.end(), [](const SnapshotRef& a, const SnapshotRef& b) {
+          return a.snap.time_ns < b.snap.time_ns;
+        });
         for (auto it = snaps.rbegin(); it != snaps.rend(); ++it) {
           if (it->snap.host != cfg_.host) continue;
           for (const SnapshotMailbox& sm : it->snap.mailboxes) {

@@ -8,6 +8,7 @@
 #include <map>
 #include <random>
 
+#include "agent/config.hpp"
 #include "support/harness.hpp"
 #include "vault/delta.hpp"
 #include "vault/error.hpp"
@@ -306,4 +307,35 @@ TEST(DeltaChain, InconsistentChainsFailWithVerify) {
     fstat(out.fd(), &st);
     EXPECT_LE(static_cast<std::uint64_t>(st.st_size), v[2].size());
   }
+}
+
+TEST(DeltaConfigKeys, DefaultsValuesAndErrors) {
+  const std::string head = "state_dir = \"/s\"\n[vault]\nurl = \"file:///v\"\n";
+  Config d = parse_config(head, "site.toml");
+  EXPECT_EQ(d.delta.max_chain, 8u);
+  EXPECT_EQ(d.delta.max_ratio, 0.5);
+  EXPECT_EQ(d.delta.min_size, 16384u);
+  Config c = parse_config(head +
+                              "[delta]\nmax_chain = 3\nmax_ratio = 0.25\nmin_size = \"1MiB\"\n"
+                              "[[source]]\nroot = \"/var/mail\"\nlayout = \"mbox\"\n",
+                          "site.toml");
+  EXPECT_EQ(c.delta.max_chain, 3u);
+  EXPECT_EQ(c.delta.max_ratio, 0.25);
+  EXPECT_EQ(c.delta.min_size, 1u << 20);
+  ASSERT_EQ(c.sources.size(), 1u);
+  EXPECT_EQ(c.sources[0].layout, "mbox");
+  auto error_of = [&](const std::string& extra) -> std::string {
+    try {
+      parse_config(head + extra, "site.toml");
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kUsage);
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(error_of("[delta]\nmax_ratio = 1.5\n"),
+            "site.toml:5: 'delta.max_ratio' must be a number in (0, 1], e.g. 0.5");
+  EXPECT_EQ(error_of("[delta]\nmax_chain = -1\n"), "site.toml:5: 'max_chain' = -1 is out of range 0..1000");
+  EXPECT_EQ(error_of("[delta]\nchain = 2\n"),
+            "site.toml:5: unknown key 'delta.chain' (known: max_chain, max_ratio, min_size)");
 }
