@@ -519,11 +519,12 @@ class Backup {
       if (hit && changing && cached->size > 0 && !cached->blob) {
         // Stored as a delta: its chain state must still be there, else read it again.
         std::optional<DeltaState> d = catalog_->find_delta(folder_key, e.key);
-        hit = d && d->sha256 == cached->sha256;
+        hit = d && d->depth > 0 && d->sha256 == cached->sha256;
         if (hit) {
           cf = *cached;
           cf.delta = d->head;
           cf.signature = d->base_signature;
+          cf.chain = d->chain;
           catalog_->stage_delta(folder_key, e.key, *d);
         }
       } else if (hit) {
@@ -567,6 +568,7 @@ class Backup {
       te.blob = cf.blob;
       te.delta = cf.delta;
       te.signature = cf.signature;
+      te.chain = cf.chain;
       catalog_->stage_file(folder_key, e.key, cf);
       if (e.kind == EntryKind::kMessage) ++out.messages;
       out.bytes += e.size;
@@ -656,6 +658,7 @@ class Backup {
     if (prev && prev->sha256 == cf.sha256 && prev->size == m.size()) {  // same bytes, new stat
       (prev->depth == 0 ? cf.blob : cf.delta) = prev->head;
       cf.signature = prev->base_signature;
+      cf.chain = prev->chain;
       catalog_->stage_delta(folder_key, e.key, *prev);
       return;
     }
@@ -672,12 +675,15 @@ class Backup {
         next.head = repo_->blob_id(blob.data(), blob.size());
         next.depth = h.depth;
         next.base_signature = prev->base_signature;
+        next.chain = prev->chain;
+        next.chain.push_back(prev->head);
         if (add_blob(*data_, BlobType::kDelta, next.head, blob.data(), blob.size())) {
           ++stats_.delta_files;
           stats_.delta_bytes += blob.size();
         }
         cf.delta = next.head;
         cf.signature = next.base_signature;
+        cf.chain = next.chain;
         catalog_->stage_delta(folder_key, e.key, next);
         return;
       }

@@ -125,6 +125,7 @@ CheckReport check_vault(Repository& repo, bool read_data, bool progress) {
           if (e.body) use(*e.body, what);
           if (e.blob) use(*e.blob, what);
           if (e.delta) use(*e.delta, what);
+          for (const Hash& link : e.chain) use(link, what);
           if (e.signature) use(*e.signature, what);
         }
       }

@@ -347,8 +347,11 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
       int fd = ::open(pf.temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
       if (fd < 0) throw_errno("create " + pf.temp_path, errno);
       try {
-        rebuild_delta_chain(*pf.entry->delta, chains.as_function(), fd,
-                            pf.temp_path.substr(0, pf.temp_path.rfind('/')));
+        ChainInfo info = rebuild_delta_chain(*pf.entry->delta, chains.as_function(), fd,
+                                             pf.temp_path.substr(0, pf.temp_path.rfind('/')));
+        if (info.chain != pf.entry->chain) {
+          throw Error(ErrorCode::kVerify, "its delta chain differs from the one the manifest names");
+        }
       } catch (const Error& err) {
         ::close(fd);
         throw Error(err.code(), pf.final_path + ": " + err.what());

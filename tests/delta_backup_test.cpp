@@ -288,6 +288,7 @@ TEST(Deltas, CorruptDeltaFailsRestoreWithVerifyAndWritesNothing) {
   e.size = v2.size();
   e.sha256 = reduit::sha256(v2);
   e.delta = delta_id;
+  e.chain = {base};
   tree.entries.push_back(e);
   std::string tree_json = reduit::encode_tree(tree);
   reduit::Hash tree_id = repo.blob_id(tree_json.data(), tree_json.size());

@@ -260,6 +260,7 @@ TEST(DeltaChain, FiveLinksRebuildEveryVersionExactly) {
     EXPECT_EQ(slurp(out.fd()), v[i]) << "version " << i;
     EXPECT_EQ(info.depth, static_cast<std::uint32_t>(i));
     EXPECT_EQ(info.base_bytes, 100'000u);
+    EXPECT_EQ(info.chain, std::vector<Hash>(heads.begin(), heads.begin() + i));
   }
 }
 
@@ -338,4 +339,34 @@ TEST(DeltaConfigKeys, DefaultsValuesAndErrors) {
   EXPECT_EQ(error_of("[delta]\nmax_chain = -1\n"), "site.toml:5: 'max_chain' = -1 is out of range 0..1000");
   EXPECT_EQ(error_of("[delta]\nchain = 2\n"),
             "site.toml:5: unknown key 'delta.chain' (known: max_chain, max_ratio, min_size)");
+}
+
+TEST(DeltaTree, DeltaEntriesNeedTheirChainAndOnlyFilesHaveThem) {
+  const std::string id(64, 'a');
+  auto tree = [&](const std::string& extra, const char* kind = "file") {
+    std::string t = std::string(R"({"version":1,"entries":[{"path":"f","kind":")") + kind +
+                    R"(","mode":384,"mtime_ns":0,"size":1,"sha256":")" + std::string(64, '0') + "\"" + extra +
+                    (std::string(kind) == "message" ? R"(,"header":")" + id + "\"" : "") + "}]}";
+    return Bytes(t.begin(), t.end());
+  };
+  Tree ok =
+      decode_tree(tree(R"(,"delta":")" + id + R"(","chain":[")" + id + R"("],"signature":")" + id + "\""));
+  ASSERT_EQ(ok.entries.size(), 1u);
+  EXPECT_EQ(ok.entries[0].chain.size(), 1u);
+  EXPECT_TRUE(ok.entries[0].signature.has_value());
+  EXPECT_EQ(
+      encode_tree(ok),
+      std::string(
+          R"({"version":1,"entries":[{"path":"f","kind":"file","mode":384,"mtime_ns":0,"size":1,"sha256":")") +
+          std::string(64, '0') + R"(","delta":")" + id + R"(","chain":[")" + id + R"("],"signature":")" + id +
+          R"("}]})");
+  for (std::string bad : {R"(,"delta":")" + id + "\"", R"(,"chain":[")" + id + R"("])",
+                          R"(,"delta":")" + id + R"(","chain":[])", R"(,"delta":")" + id + R"(","chain":[3])",
+                          R"(,"blob":")" + id + R"(","delta":")" + id + R"(","chain":[")" + id + R"("])"}) {
+    EXPECT_EQ(error_code_of([&] { decode_tree(tree(bad)); }), ErrorCode::kVerify) << bad;
+  }
+  EXPECT_EQ(error_code_of([&] {
+              decode_tree(tree(R"(,"delta":")" + id + R"(","chain":[")" + id + R"("])", "message"));
+            }),
+            ErrorCode::kVerify);
 }

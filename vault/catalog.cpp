@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS snapshots(id TEXT PRIMARY KEY, time_ns INTEGER NOT NU
   json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS deltas(folder TEXT NOT NULL, key TEXT NOT NULL, sha256 BLOB NOT NULL,
   size INTEGER NOT NULL, head BLOB NOT NULL, depth INTEGER NOT NULL, base_signature BLOB NOT NULL,
-  signature BLOB NOT NULL, PRIMARY KEY(folder, key)) WITHOUT ROWID;
+  signature BLOB NOT NULL, chain BLOB NOT NULL, PRIMARY KEY(folder, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages(sha256 BLOB PRIMARY KEY, message_id TEXT, date TEXT,
   from_addr TEXT, to_addr TEXT, subject TEXT) WITHOUT ROWID;
 )sql";
@@ -47,7 +47,7 @@ CREATE TEMP TABLE IF NOT EXISTS run_folders(key TEXT PRIMARY KEY, stamp TEXT NOT
 CREATE TEMP TABLE IF NOT EXISTS run_carried(key TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TEMP TABLE IF NOT EXISTS run_deltas(folder TEXT NOT NULL, key TEXT NOT NULL, sha256 BLOB NOT NULL,
   size INTEGER NOT NULL, head BLOB NOT NULL, depth INTEGER NOT NULL, base_signature BLOB NOT NULL,
-  signature BLOB NOT NULL);
+  signature BLOB NOT NULL, chain BLOB NOT NULL);
 CREATE TEMP TABLE IF NOT EXISTS run_messages(sha256 BLOB NOT NULL, message_id TEXT, date TEXT,
   from_addr TEXT, to_addr TEXT, subject TEXT);
 )sql";
@@ -477,7 +477,7 @@ void Catalog::remove_snapshots_not_in(const std::vector<std::string>& ids) {
 std::optional<DeltaState> Catalog::find_delta(const std::string& folder_key, const std::string& key) {
   return guarded(path_, __func__, [&]() -> std::optional<DeltaState> {
     SQLite::Statement q(*db_,
-                        "SELECT sha256, size, head, depth, base_signature, signature FROM main.deltas "
+                        "SELECT sha256, size, head, depth, base_signature, signature, chain FROM main.deltas "
                         "WHERE folder=? AND key=?");
     q.bind(1, folder_key);
     q.bind(2, key);
@@ -490,13 +490,19 @@ std::optional<DeltaState> Catalog::find_delta(const std::string& folder_key, con
     d.base_signature = col_hash(q.getColumn(4));
     const SQLite::Column sig = q.getColumn(5);
     d.signature.assign(static_cast<const char*>(sig.getBlob()), static_cast<std::size_t>(sig.getBytes()));
+    const SQLite::Column chain = q.getColumn(6);
+    const auto* c = static_cast<const std::uint8_t*>(chain.getBlob());
+    for (int off = 0; off + 32 <= chain.getBytes(); off += 32) {
+      d.chain.emplace_back();
+      std::memcpy(d.chain.back().data(), c + off, 32);
+    }
     return d;
   });
 }
 
 void Catalog::stage_delta(const std::string& folder_key, const std::string& key, const DeltaState& d) {
   guarded(path_, __func__, [&] {
-    SQLite::Statement q(*db_, "INSERT INTO temp.run_deltas VALUES(?,?,?,?,?,?,?,?)");
+    SQLite::Statement q(*db_, "INSERT INTO temp.run_deltas VALUES(?,?,?,?,?,?,?,?,?)");
     q.bind(1, folder_key);
     q.bind(2, key);
     bind_hash(q, 3, d.sha256);
@@ -505,6 +511,9 @@ void Catalog::stage_delta(const std::string& folder_key, const std::string& key,
     q.bind(6, static_cast<std::int64_t>(d.depth));
     bind_hash(q, 7, d.base_signature);
     q.bind(8, d.signature.data(), static_cast<int>(d.signature.size()));
+    std::string chain;
+    for (const Hash& h : d.chain) chain.append(reinterpret_cast<const char*>(h.data()), 32);
+    q.bind(9, chain.data(), static_cast<int>(chain.size()));
     q.exec();
     return 0;
   });

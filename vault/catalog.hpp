@@ -42,8 +42,10 @@ struct CachedFile {
   Hash sha256{};
   std::optional<Hash> header, body, blob;
   // Files stored as delta chains (not columns of the files table: the deltas table
-  // holds them). `delta` replaces `blob`; `signature` names the base's signature.
+  // holds them). `delta` replaces `blob`; `signature` names the base's signature;
+  // `chain` the blobs `delta` is patched from, base first.
   std::optional<Hash> delta, signature;
+  std::vector<Hash> chain;
 };
 
 /// What the next version of a file that changes in place is computed against
@@ -55,6 +57,7 @@ struct DeltaState {
   std::uint32_t depth = 0;  // links from the chain's base
   Hash base_signature{};    // kSignature blob (in the vault) of the chain's base
   std::string signature;    // librsync signature of the last stored version
+  std::vector<Hash> chain;  // the blobs `head` is patched from, base first (empty at depth 0)
 };
 
 class Catalog {

@@ -322,6 +322,8 @@ ChainInfo rebuild_delta_chain(const Hash& head, const BlobFetch& fetch, int out_
     id = h.basis;
   }
   info.depth = static_cast<std::uint32_t>(links.size());
+  info.chain.push_back(links.back().second.basis);
+  for (std::size_t i = links.size(); i-- > 1;) info.chain.push_back(links[i].first);
 
   const DeltaHeader& first = links.back().second;
   ScratchFile a(scratch_dir), b(scratch_dir);

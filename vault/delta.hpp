@@ -27,6 +27,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "vault/format.hpp"
 #include "vault/hash.hpp"
@@ -115,6 +116,7 @@ struct ChainInfo {
   std::uint32_t depth = 0;        // links patched (0 when `head` is a full copy)
   std::uint64_t base_bytes = 0;   // size of the base
   std::uint64_t delta_bytes = 0;  // sum of the delta blobs' sizes
+  std::vector<Hash> chain;        // the blobs the head was patched from, base first
 };
 
 /// Rebuilds the version whose delta blob is `head` into `out_fd` (from its current

@@ -223,6 +223,11 @@ std::string encode_tree(const Tree& tree) {
     if (e.body) j["body"] = to_hex(*e.body);
     if (e.blob) j["blob"] = to_hex(*e.blob);
     if (e.delta) j["delta"] = to_hex(*e.delta);
+    if (!e.chain.empty()) {
+      json c = json::array();
+      for (const Hash& h : e.chain) c.push_back(to_hex(h));
+      j["chain"] = std::move(c);
+    }
     if (e.signature) j["signature"] = to_hex(*e.signature);
     entries.push_back(std::move(j));
   }
@@ -263,6 +268,14 @@ Tree decode_tree(const Bytes& data) {
     e.blob = opt_hash(j, "blob", "tree blob id");
     e.delta = opt_hash(j, "delta", "tree delta id");
     e.signature = opt_hash(j, "signature", "tree signature id");
+    if (auto c = j.find("chain"); c != j.end()) {
+      if (!c->is_array() || c->empty() || c->size() > 1024) malformed("tree: chain is not an array of 1..1024 ids");
+      for (const json& h : *c) {
+        if (!h.is_string()) malformed("tree: chain holds a non-string");
+        e.chain.push_back(hash_from_hex(h.get<std::string>(), "tree chain id"));
+      }
+    }
+    if (e.delta.has_value() != !e.chain.empty()) malformed("tree: a delta needs its chain, and a chain its delta");
     if (e.delta && (e.blob || e.kind != EntryKind::kFile))
       malformed("tree: a delta on a message, a dir or beside a blob");
     if (e.kind == EntryKind::kMessage && !e.header) malformed("tree: message without header");

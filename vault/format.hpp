@@ -100,6 +100,9 @@ struct TreeEntry {
   std::optional<Hash> delta;
   // A delta-managed file: the kSignature blob of its chain's base (FORMAT.md §4.2).
   std::optional<Hash> signature;
+  // With `delta`: the blobs it is patched from, base first (every blob a prune
+  // must keep for it is thus named in metadata).
+  std::vector<Hash> chain;
 };
 
 struct Tree {
