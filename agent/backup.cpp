@@ -17,11 +17,15 @@
 #include <unordered_set>
 
 #include "agent/headers.hpp"
+#include "agent/mbox.hpp"
 #include "agent/scan.hpp"
 #include "agent/session.hpp"
 #include "agent/text.hpp"
+#include "restore/blobs.hpp"
+#include "restore/snapshots.hpp"
 #include "vault/catalog.hpp"
 #include "vault/compress.hpp"
+#include "vault/delta.hpp"
 #include "vault/error.hpp"
 #include "vault/repository.hpp"
 
@@ -252,13 +256,21 @@ class Backup {
     }
     // Discover first: a source that is not a Maildir fails before the vault is touched.
     std::vector<MailboxSpec> mailboxes;
-    std::vector<bool> keys_backed_up;  // per mailbox: its source names mail_crypt_keys
+    std::vector<bool> keys_backed_up;            // per mailbox: its source names mail_crypt_keys
+    std::vector<const std::string*> mbox_roots;  // per mailbox: its mbox source root, or null
     for (const SourceConfig& s : cfg_.sources) {
+      if (s.layout == kMboxLayout) {
+        mailboxes.push_back(discover_mbox(s.root));
+        mbox_roots.push_back(&s.root);
+        keys_backed_up.push_back(true);
+        continue;
+      }
       std::vector<std::string> layouts =
           s.profile.empty() ? std::vector<std::string>{s.layout} : layout_profile(s.profile);
       for (auto& m : discover_mailboxes(s.root, layouts, s.profile)) {
         m.dovecot_index = s.dovecot_index;
         mailboxes.push_back(std::move(m));
+        mbox_roots.push_back(nullptr);
         keys_backed_up.push_back(!s.mail_crypt_keys.empty());
       }
       if (!s.mail_crypt_keys.empty()) {
@@ -276,10 +288,14 @@ class Backup {
         k.rel = "." + k.name;
         k.abs = s.mail_crypt_keys;
         mailboxes.push_back(std::move(k));
+        mbox_roots.push_back(nullptr);
         keys_backed_up.push_back(true);
       }
     }
     catalog_ = std::make_unique<Catalog>(cfg_.state_dir);
+    // No delta state at all (a new, rebuilt or lost catalog): the next version of a
+    // delta-managed file is computed against the signature the vault holds.
+    recover_deltas_ = !catalog_->has_deltas();
     repo_ = open_repository(cfg_, catalog_.get());
     if (!repo_->crypto().has_secret_key(repo_->config().agent_key)) {
       throw Error(ErrorCode::kKey, "the agent secret key " + repo_->config().agent_key +
@@ -306,10 +322,10 @@ class Backup {
       sm.name = m.name;
       sm.source = m.source;
       sm.path = m.rel;
-      std::vector<std::string> folders = find_folders(m.abs);
+      std::vector<std::string> folders = mbox_roots[mi] ? std::vector<std::string>{""} : find_folders(m.abs);
       crypted_in_mailbox_ = 0;
       for (const std::string& f : folders) {
-        sm.folders.push_back(backup_folder(m, f, folders));
+        sm.folders.push_back(backup_folder(m, f, folders, mbox_roots[mi]));
         snap.messages += sm.folders.back().messages;
         snap.bytes += sm.folders.back().bytes;
         lease.renew_if_due();
@@ -429,7 +445,7 @@ class Backup {
     pending_.insert(id);
     w.add(type, id, data, size);
     ++stats_.blobs_new;
-    if (type != BlobType::kTree) {
+    if (type != BlobType::kTree && type != BlobType::kSignature) {
       ++stats_.content_blobs_new;
       stats_.content_bytes_new += size;
     }
@@ -553,17 +569,17 @@ class Backup {
   }
 
   SnapshotFolder backup_folder(const MailboxSpec& m, const std::string& folder,
-                               const std::vector<std::string>& folders) {
+                               const std::vector<std::string>& folders, const std::string* mbox_root) {
     const std::string folder_abs = folder.empty() ? m.abs : m.abs + "/" + folder;
     // The stamp is read before the scan: a change after it is seen next time.
-    const std::string stamp = folder_stamp(folder_abs, now_ns(), kRacyNs);
+    const std::string stamp = mbox_root ? "" : folder_stamp(folder_abs, now_ns(), kRacyNs);
     if (auto same = unchanged_folder(m, folder, folders, folder_abs, stamp)) return *same;
     bool with_index = m.dovecot_index;
     constexpr int kAttempts = 5;
     for (int attempt = 1;; ++attempt) {
       const std::string before = control_stamp(folder_abs, with_index);
       const std::uint64_t files = stats_.files, vanished = stats_.vanished;
-      BuiltFolder b = build_folder(m, folder, folders, folder_abs, with_index);
+      BuiltFolder b = build_folder(m, folder, folders, mbox_root, with_index);
       const std::string after = control_stamp(folder_abs, with_index);
       const bool cut = before == after && before != "locked";
       if (!cut && attempt < kAttempts) {
@@ -601,10 +617,10 @@ class Backup {
   };
 
   BuiltFolder build_folder(const MailboxSpec& m, const std::string& folder,
-                           const std::vector<std::string>& folders, const std::string& folder_abs,
+                           const std::vector<std::string>& folders, const std::string* mbox_root,
                            bool with_index) {
-    (void)folder_abs;
-    ScannedFolder sf = scan_folder(m.abs, folder, folders, /*with_messages=*/true, with_index);
+    ScannedFolder sf = mbox_root ? scan_mbox(m, *mbox_root)
+                                 : scan_folder(m.abs, folder, folders, /*with_messages=*/true, with_index);
     if (!sf.skipped.empty()) {
       warn(std::to_string(sf.skipped.size()) + " symlink(s) or special file(s) not backed up, e.g. " +
            sf.abs + "/" + sf.skipped.front());
@@ -636,12 +652,35 @@ class Backup {
       bool hit = cached && cached->dev == e.dev && cached->ino == e.ino && cached->size == e.size &&
                  cached->mtime_ns == e.mtime_ns &&
                  (cached->path == e.path ? cached->ctime_ns == e.ctime_ns : e.kind == EntryKind::kMessage);
-      if (hit) {
+      // Files that change in place are stored as delta chains (FORMAT.md §4.1);
+      // messages never are.
+      const bool changing = e.kind == EntryKind::kFile && (mbox_root || is_changing_file(e.path));
+      if (hit && changing && cached->size > 0 && !cached->blob) {
+        // Stored as a delta: its chain state must still be there, else read it again.
+        std::optional<DeltaState> d = catalog_->find_delta(folder_key, e.key);
+        hit = d && d->depth > 0 && d->sha256 == cached->sha256;
+        if (hit) {
+          cf = *cached;
+          cf.delta = d->head;
+          cf.signature = d->base_signature;
+          cf.chain = d->chain;
+          catalog_->stage_delta(folder_key, e.key, *d);
+        }
+      } else if (hit) {
         cf = *cached;
-      } else {
+        if (changing && cached->size >= cfg_.delta.min_size) {
+          if (std::optional<DeltaState> d = catalog_->find_delta(folder_key, e.key)) {
+            if (d->depth == 0 && d->head == cached->blob) {
+              cf.signature = d->base_signature;
+              catalog_->stage_delta(folder_key, e.key, *d);
+            }
+          }
+        }
+      }
+      if (!hit) {
         bool read = false;
         try {
-          read = read_entry(sf, e, cf);
+          read = read_entry(sf, m, folder, e, cf, changing);
         } catch (const Error& err) {
           // One unreadable file must not cost every other mailbox its backup.
           if (err.code() != ErrorCode::kSource) throw;
@@ -666,6 +705,9 @@ class Backup {
       te.header = cf.header;
       te.body = cf.body;
       te.blob = cf.blob;
+      te.delta = cf.delta;
+      te.signature = cf.signature;
+      te.chain = cf.chain;
       te.uid = e.uid;
       te.gid = e.gid;
       if (e.nlink > 1) te.link = link_group(e.dev, e.ino);
@@ -693,7 +735,8 @@ class Backup {
   }
 
   // Reads a changed file and stores its blobs. Returns false when it vanished.
-  bool read_entry(const ScannedFolder& sf, ScannedEntry& e, CachedFile& cf) {
+  bool read_entry(const ScannedFolder& sf, const MailboxSpec& mb, const std::string& folder, ScannedEntry& e,
+                  CachedFile& cf, bool changing) {
     struct stat st;
     if (!read_file(sf.abs + "/" + e.path, buf_, st)) {
       if (e.kind != EntryKind::kMessage) return false;
@@ -743,11 +786,129 @@ class Backup {
         HeaderSummary h = summarize_headers(std::string_view(m.data(), hl));
         catalog_->add_message(cf.sha256, h.message_id, h.date, h.from, h.to, h.subject);
       }
+    } else if (changing && m.size() >= cfg_.delta.min_size) {
+      store_changing(sf.abs, mb, folder, e, m, cf);
     } else if (!m.empty()) {
       cf.blob = repo_->blob_id(m.data(), m.size());
       add_blob(*data_, BlobType::kFile, *cf.blob, m.data(), m.size());
     }
     return true;
+  }
+
+  // A file that changes in place (content `m`, SHA-256 already in cf.sha256): a
+  // delta against its previous version when the chain is short enough and the
+  // delta small enough, else a full copy (a re-base) with its signature stored as
+  // metadata, so that a host that lost its catalog can delta against it.
+  void store_changing(const std::string& folder_key, const MailboxSpec& mb, const std::string& folder,
+                      const ScannedEntry& e, std::string_view m, CachedFile& cf) {
+    std::optional<DeltaState> prev = catalog_->find_delta(folder_key, e.key);
+    if (!prev && recover_deltas_) prev = vault_delta_state(mb, folder, e.path);
+    if (prev && !(known(prev->head) && known(prev->base_signature))) prev.reset();
+    if (prev && prev->sha256 == cf.sha256 && prev->size == m.size()) {  // same bytes, new stat
+      (prev->depth == 0 ? cf.blob : cf.delta) = prev->head;
+      cf.signature = prev->base_signature;
+      cf.chain = prev->chain;
+      catalog_->stage_delta(folder_key, e.key, *prev);
+      return;
+    }
+    DeltaState next;
+    next.sha256 = cf.sha256;
+    next.size = m.size();
+    next.signature = make_signature(m);
+    if (prev && prev->depth < cfg_.delta.max_chain) {
+      std::string d = make_delta(LoadedSignature(prev->signature), m);
+      if (static_cast<double>(kDeltaHeaderSize + d.size()) <=
+          cfg_.delta.max_ratio * static_cast<double>(m.size())) {
+        DeltaHeader h{prev->head, prev->sha256, prev->size, cf.sha256, m.size(), prev->depth + 1};
+        std::string blob = encode_delta_blob(h, d);
+        next.head = repo_->blob_id(blob.data(), blob.size());
+        next.depth = h.depth;
+        next.base_signature = prev->base_signature;
+        next.chain = prev->chain;
+        next.chain.push_back(prev->head);
+        if (add_blob(*data_, BlobType::kDelta, next.head, blob.data(), blob.size())) {
+          ++stats_.delta_files;
+          stats_.delta_bytes += blob.size();
+        }
+        cf.delta = next.head;
+        cf.signature = next.base_signature;
+        cf.chain = next.chain;
+        catalog_->stage_delta(folder_key, e.key, next);
+        return;
+      }
+    }
+    if (prev) ++stats_.rebased;
+    cf.blob = repo_->blob_id(m.data(), m.size());
+    add_blob(*data_, BlobType::kFile, *cf.blob, m.data(), m.size());
+    std::string sig = encode_signature_blob(SignatureHeader{*cf.blob, cf.sha256, m.size()}, next.signature);
+    next.head = *cf.blob;
+    next.depth = 0;
+    next.base_signature = repo_->blob_id(sig.data(), sig.size());
+    add_blob(*meta_, BlobType::kSignature, next.base_signature, sig.data(), sig.size());
+    cf.signature = next.base_signature;
+    catalog_->stage_delta(folder_key, e.key, next);
+  }
+
+  // After a catalog loss: the chain state of a file as the vault's latest snapshot
+  // of this host describes it. The agent cannot read data packs, so the next
+  // version is computed against the chain's base, whose signature is metadata: a
+  // delta of depth 1 (FORMAT.md §4.2). Looks only at metadata; any failure means
+  // "no previous version" (the file is then stored whole).
+  std::optional<DeltaState> vault_delta_state(const MailboxSpec& mb, const std::string& folder,
+                                              const std::string& path) {
+    try {
+      if (!previous_) {
+        previous_ = std::make_unique<Previous>();
+        // The catalog's copy of the snapshots when it has one (catalog rebuild),
+        // else the vault's (a lost state dir); the catalog is mid-transaction here.
+        std::vector<SnapshotRef> snaps;
+        for (auto& [id, json] : catalog_->snapshot_rows()) {
+          snaps.push_back({id, decode_snapshot(Bytes(json.begin(), json.end()))});
+        }
+        if (snaps.empty()) snaps = list_snapshots(*repo_, nullptr, nullptr);
+        std::stable_sort(snaps.begin(), snaps.end(), [](const SnapshotRef& a, const SnapshotRef& b) {
+          return a.snap.time_ns < b.snap.time_ns;
+        });
+        for (auto it = snaps.rbegin(); it != snaps.rend(); ++it) {
+          if (it->snap.host != cfg_.host) continue;
+          for (const SnapshotMailbox& sm : it->snap.mailboxes) {
+            for (const SnapshotFolder& f : sm.folders)
+              previous_->trees[{sm.source, sm.path, f.name}] = f.tree;
+          }
+          break;
+        }
+        if (previous_->trees.empty()) return std::nullopt;
+        previous_->index = std::make_unique<BlobIndex>(repo_->load_indexes());
+        previous_->fetcher = std::make_unique<BlobFetcher>(*repo_, *previous_->index);
+      }
+      auto t = previous_->trees.find({mb.source, mb.rel, folder});
+      if (t == previous_->trees.end() || !previous_->fetcher) return std::nullopt;
+      auto loaded = previous_->loaded.find(t->second);
+      if (loaded == previous_->loaded.end()) {
+        std::string_view v = previous_->fetcher->fetch(t->second, BlobType::kTree);
+        loaded = previous_->loaded.emplace(t->second, decode_tree(Bytes(v.begin(), v.end()))).first;
+      }
+      for (const TreeEntry& te : loaded->second.entries) {
+        if (te.path != path || !te.signature) continue;
+        std::string_view sig_stream;
+        std::string_view blob = previous_->fetcher->fetch(*te.signature, BlobType::kSignature);
+        SignatureHeader h = decode_signature_blob(blob, &sig_stream);
+        DeltaState d;
+        d.sha256 = h.sha256;
+        d.size = h.size;
+        d.head = h.file;
+        d.depth = 0;
+        d.base_signature = *te.signature;
+        d.signature = std::string(sig_stream);
+        ++stats_.signatures_from_vault;
+        return d;
+      }
+    } catch (const Error& err) {
+      if (err.code() != ErrorCode::kVerify && err.code() != ErrorCode::kNotFound) throw;
+      warn(std::string("cannot use the vault's delta signatures (") + err.what() + "); storing whole files");
+      previous_->fetcher.reset();
+    }
+    return std::nullopt;
   }
 
   const Config& cfg_;
@@ -762,6 +923,14 @@ class Backup {
   std::vector<std::pair<std::string, std::string>> crypt_marks_;  // catalog meta, set at commit
   int keys_sources_ = 0;
   std::vector<Hash> journaled_;  // ids of completed packs, in pending_ until merged
+  bool recover_deltas_ = false;
+  struct Previous {  // the vault's latest snapshot of this host, for vault_delta_state()
+    std::map<std::tuple<std::string, std::string, std::string>, Hash> trees;  // (source, path, folder)
+    std::unique_ptr<BlobIndex> index;
+    std::unique_ptr<BlobFetcher> fetcher;
+    std::map<Hash, Tree> loaded;
+  };
+  std::unique_ptr<Previous> previous_;
   ReadBuffer buf_;
   std::chrono::steady_clock::time_point last_progress_{};
   bool progress_shown_ = false;

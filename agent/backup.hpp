@@ -44,6 +44,10 @@ struct BackupStats {
   std::uint64_t vanished = 0;                 // files gone between scan and read (churn)
   std::uint64_t folder_rescans = 0;           // folders scanned again: uidlist changed meanwhile
   std::uint64_t mail_crypt_messages = 0;      // read this run, encrypted by Dovecot's mail_crypt
+  std::uint64_t delta_files = 0;              // files stored as a new delta (FORMAT.md §4.1)
+  std::uint64_t delta_bytes = 0;              // plaintext bytes of those delta blobs
+  std::uint64_t rebased = 0;                  // delta-managed files stored whole again (chain re-based)
+  std::uint64_t signatures_from_vault = 0;    // previous versions known only from the vault (catalog lost)
   double seconds = 0;
   std::vector<std::string> warnings;
 };

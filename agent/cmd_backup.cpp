@@ -43,6 +43,10 @@ void add_backup(CLI::App& app, Globals& g, Runner& run) {
                     {"vanished", s.vanished},
                     {"folder_rescans", s.folder_rescans},
                     {"mail_crypt_messages", s.mail_crypt_messages},
+                    {"delta_files", s.delta_files},
+                    {"delta_bytes", s.delta_bytes},
+                    {"rebased", s.rebased},
+                    {"signatures_from_vault", s.signatures_from_vault},
                     {"seconds", s.seconds},
                     {"warnings", s.warnings}});
       } else {

@@ -152,7 +152,7 @@ Config parse_config(const std::string& text, const std::string& origin) {
   Config c;
   c.origin = origin;
   each_key(
-      origin, root, "", {"state_dir", "host", "vault", "keys", "source", "pack"},
+      origin, root, "", {"state_dir", "host", "vault", "keys", "source", "pack", "delta"},
       [&](const std::string& key, const toml::node& v) {
         if (key == "state_dir")
           c.state_dir = get_string(origin, v, key);
@@ -215,6 +215,23 @@ Config parse_config(const std::string& text, const std::string& origin) {
                        }
                      } else if (k == "zstd_level") {
                        c.zstd_level = static_cast<int>(get_int(origin, n, k, 1, 19));
+                     }
+                   });
+        } else if (key == "delta") {
+          const toml::table* t = v.as_table();
+          if (!t) bad(at(origin, v), "[delta] must be a table");
+          each_key(origin, *t, "delta", {"max_chain", "max_ratio", "min_size"},
+                   [&](const std::string& k, const toml::node& n) {
+                     if (k == "max_chain") {
+                       c.delta.max_chain = static_cast<std::uint32_t>(get_int(origin, n, k, 0, 1000));
+                     } else if (k == "max_ratio") {
+                       auto r = n.value<double>();
+                       if (!r || *r <= 0 || *r > 1) {
+                         bad(at(origin, n), "'delta.max_ratio' must be a number in (0, 1], e.g. 0.5");
+                       }
+                       c.delta.max_ratio = *r;
+                     } else {
+                       c.delta.min_size = get_size(origin, n, k);
                      }
                    });
         } else if (key == "source") {

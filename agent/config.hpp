@@ -16,11 +16,19 @@
 namespace reduit {
 
 struct SourceConfig {
-  std::string root;              // directory holding the mailboxes
-  std::string layout = "%d/%n";  // see discover_mailboxes()
+  std::string root;              // directory holding the mailboxes (or one mbox file)
+  std::string layout = "%d/%n";  // see discover_mailboxes(); "mbox": agent/mbox.hpp
   std::string profile;           // a named layout profile (layout_profile()); "" = `layout`
   bool dovecot_index = false;    // also back up Dovecot's index files (else Dovecot rebuilds them)
   std::string mail_crypt_keys;   // directory of Dovecot mail_crypt key files, backed up too
+};
+
+/// Files that change in place (Dovecot control/index files, mbox files) are stored
+/// as librsync deltas against their previous version (docs/FORMAT.md §4.1).
+struct DeltaConfig {
+  std::uint32_t max_chain = 8;         // links before a re-base to a full copy; 0 = never a delta
+  double max_ratio = 0.5;              // a delta larger than this share of the file re-bases
+  std::uint64_t min_size = 16u << 10;  // bytes; smaller files are always stored whole
 };
 
 struct Config {
@@ -35,6 +43,7 @@ struct Config {
   std::uint64_t pack_size = 16u << 20;  // target plaintext bytes per pack (init)
   int zstd_level = 3;                   // (init)
   std::string host;                     // recorded in snapshots; default hostname
+  DeltaConfig delta;
 };
 
 /// The built-in demo configuration text (before ${} expansion).

@@ -4,9 +4,43 @@
 #include <set>
 
 #include "restore/snapshots.hpp"
+#include "vault/delta.hpp"
 #include "vault/error.hpp"
 
 namespace reduit {
+
+namespace {
+
+bool indexed_as(const BlobIndex& index, const Hash& id, BlobType type) {
+  for (const IndexedBlob& l : index.find(id)) {
+    if (l.type == type) return true;
+  }
+  return false;
+}
+
+// A delta blob must parse and name an indexed basis of the right type (a full copy
+// under the first link, a delta above it); a signature blob must parse and name an
+// indexed full copy (docs/FORMAT.md §4.1, §4.2). Patching is left to restore, which
+// checks every link's SHA-256.
+void check_links(const PackEntry& e, std::string_view bytes, const BlobIndex& index) {
+  if (e.type == BlobType::kDelta) {
+    DeltaHeader h = decode_delta_blob(bytes);
+    BlobType want = h.depth == 1 ? BlobType::kFile : BlobType::kDelta;
+    if (!indexed_as(index, h.basis, want)) {
+      throw Error(ErrorCode::kVerify, "delta blob " + to_hex(e.id) + " names basis " + to_hex(h.basis) +
+                                          ", which no index holds as a " +
+                                          (want == BlobType::kFile ? "file" : "delta") + " blob");
+    }
+  } else if (e.type == BlobType::kSignature) {
+    SignatureHeader h = decode_signature_blob(bytes);
+    if (!indexed_as(index, h.file, BlobType::kFile)) {
+      throw Error(ErrorCode::kVerify, "signature blob " + to_hex(e.id) + " describes " + to_hex(h.file) +
+                                          ", which no index holds as a file blob");
+    }
+  }
+}
+
+}  // namespace
 
 CheckReport check_vault(Repository& repo, bool read_data, bool progress) {
   CheckReport r;
@@ -90,6 +124,9 @@ CheckReport check_vault(Repository& repo, bool read_data, bool progress) {
           if (e.header) use(*e.header, what);
           if (e.body) use(*e.body, what);
           if (e.blob) use(*e.blob, what);
+          if (e.delta) use(*e.delta, what);
+          for (const Hash& link : e.chain) use(link, what);
+          if (e.signature) use(*e.signature, what);
         }
       }
     }
@@ -120,7 +157,10 @@ CheckReport check_vault(Repository& repo, bool read_data, bool progress) {
         p.id = id;
         p.plaintext = repo.open(stored, "pack " + to_hex(id));
         p.entries = parse_pack(p.plaintext);
-        for (const auto& e : p.entries) repo.blob_bytes(p, e);
+        for (const auto& e : p.entries) {
+          std::string_view bytes = repo.blob_bytes(p, e);
+          check_links(e, bytes, index);
+        }
         ++r.packs_decrypted;
       } catch (const Error& e) {
         // Without an archive secret key data packs cannot be opened: that is not a fault.

@@ -17,6 +17,7 @@
 #include <optional>
 #include <set>
 
+#include "restore/blobs.hpp"
 #include "restore/snapshots.hpp"
 #include "vault/error.hpp"
 
@@ -70,6 +71,7 @@ struct PendingFile {
   const TreeEntry* entry;
   int parts_left = 0;
   bool created = false;
+  bool chained = false;  // a delta chain, rebuilt after the plain blobs are written
 };
 
 // Who owns what is restored (RestoreRequest::owner).
@@ -335,6 +337,8 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
         } else if (e.blob) {
           need[*e.blob].push_back({idx, 0});
           pf.parts_left = 1;
+        } else if (e.delta) {
+          pf.chained = true;
         }
         files.push_back(std::move(pf));
         if (e.kind == EntryKind::kMessage)
@@ -392,7 +396,7 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
 
     // Files with no content (empty) are complete already.
     for (PendingFile& pf : files) {
-      if (pf.parts_left == 0) finalize(pf);
+      if (pf.parts_left == 0 && !pf.chained) finalize(pf);
     }
 
     // A blob may be indexed in several packs (re-uploaded after a pack went missing):
@@ -444,6 +448,28 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
       }
     }
     if (req.progress) fprintf(stderr, "\r\033[K");
+    // Files stored as delta chains: patched link by link through scratch files
+    // beside them (inside the destination), each link's result checked.
+    BlobFetcher chains(repo, index, &present);
+    for (PendingFile& pf : files) {
+      if (!pf.chained) continue;
+      int fd = ::open(pf.temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+      if (fd < 0) throw_errno("create " + pf.temp_path, errno);
+      try {
+        ChainInfo info = rebuild_delta_chain(*pf.entry->delta, chains.as_function(), fd,
+                                             pf.temp_path.substr(0, pf.temp_path.rfind('/')));
+        if (info.chain != pf.entry->chain) {
+          throw Error(ErrorCode::kVerify, "its delta chain differs from the one the manifest names");
+        }
+      } catch (const Error& err) {
+        ::close(fd);
+        throw Error(err.code(), pf.final_path + ": " + err.what());
+      }
+      ::close(fd);
+      finalize(pf);
+    }
+    stats.packs_fetched += chains.packs_fetched();
+    stats.bytes_fetched += chains.bytes_fetched();
     for (const PendingFile& pf : files) {
       if (pf.parts_left != 0)
         throw Error(ErrorCode::kInternal, "restore left " + pf.final_path + " incomplete");

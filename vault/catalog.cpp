@@ -29,6 +29,9 @@ CREATE TABLE IF NOT EXISTS folders(key TEXT PRIMARY KEY, stamp TEXT NOT NULL, tr
   messages INTEGER, bytes INTEGER, files INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots(id TEXT PRIMARY KEY, time_ns INTEGER NOT NULL, host TEXT,
   json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deltas(folder TEXT NOT NULL, key TEXT NOT NULL, sha256 BLOB NOT NULL,
+  size INTEGER NOT NULL, head BLOB NOT NULL, depth INTEGER NOT NULL, base_signature BLOB NOT NULL,
+  signature BLOB NOT NULL, chain BLOB NOT NULL, PRIMARY KEY(folder, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages(sha256 BLOB PRIMARY KEY, message_id TEXT, date TEXT,
   from_addr TEXT, to_addr TEXT, subject TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tree_messages(tree BLOB NOT NULL, path TEXT NOT NULL, sha256 BLOB NOT NULL,
@@ -44,6 +47,9 @@ CREATE TEMP TABLE IF NOT EXISTS run_files(folder TEXT NOT NULL, key TEXT NOT NUL
 CREATE TEMP TABLE IF NOT EXISTS run_folders(key TEXT PRIMARY KEY, stamp TEXT NOT NULL, tree BLOB NOT NULL,
   messages INTEGER, bytes INTEGER, files INTEGER) WITHOUT ROWID;
 CREATE TEMP TABLE IF NOT EXISTS run_carried(key TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TEMP TABLE IF NOT EXISTS run_deltas(folder TEXT NOT NULL, key TEXT NOT NULL, sha256 BLOB NOT NULL,
+  size INTEGER NOT NULL, head BLOB NOT NULL, depth INTEGER NOT NULL, base_signature BLOB NOT NULL,
+  signature BLOB NOT NULL, chain BLOB NOT NULL);
 CREATE TEMP TABLE IF NOT EXISTS run_messages(sha256 BLOB NOT NULL, message_id TEXT, date TEXT,
   from_addr TEXT, to_addr TEXT, subject TEXT);
 CREATE TEMP TABLE IF NOT EXISTS run_tree_messages(tree BLOB NOT NULL, path TEXT NOT NULL, sha256 BLOB NOT NULL,
@@ -258,7 +264,7 @@ std::size_t Catalog::forget_packs(const std::vector<Hash>& packs) {
       bind_hash(qp, 1, h);
       qp.exec();
     }
-    db_->exec("DELETE FROM main.files; DELETE FROM main.folders;");
+    db_->exec("DELETE FROM main.files; DELETE FROM main.folders; DELETE FROM main.deltas;");
     txn.commit();
     return packs.size();
   });
@@ -324,7 +330,7 @@ void Catalog::begin_staging() {
   guarded(path_, __func__, [&] {
     db_->exec(
         "DELETE FROM temp.run_files; DELETE FROM temp.run_messages; DELETE FROM temp.run_folders; "
-        "DELETE FROM temp.run_carried; DELETE FROM temp.run_tree_messages;");
+        "DELETE FROM temp.run_carried; DELETE FROM temp.run_tree_messages; DELETE FROM temp.run_deltas;");
     staging_ = std::make_unique<SQLite::Transaction>(*db_);
     staged_in_txn_ = 0;
     return 0;
@@ -387,13 +393,15 @@ void Catalog::commit_files() {
     db_->exec("INSERT OR REPLACE INTO main.files SELECT * FROM temp.run_files ORDER BY folder, key, rowid");
     db_->exec("DELETE FROM main.folders WHERE key NOT IN (SELECT key FROM temp.run_carried)");
     db_->exec("INSERT OR REPLACE INTO main.folders SELECT * FROM temp.run_folders");
+    db_->exec("DELETE FROM main.deltas WHERE folder NOT IN (SELECT key FROM temp.run_carried)");
+    db_->exec("INSERT OR REPLACE INTO main.deltas SELECT * FROM temp.run_deltas ORDER BY folder, key, rowid");
     db_->exec("INSERT OR IGNORE INTO main.messages SELECT * FROM temp.run_messages ORDER BY sha256");
     db_->exec(
         "INSERT OR IGNORE INTO main.tree_messages SELECT * FROM temp.run_tree_messages ORDER BY tree, path");
     txn.commit();
     db_->exec(
         "DELETE FROM temp.run_files; DELETE FROM temp.run_messages; DELETE FROM temp.run_folders; "
-        "DELETE FROM temp.run_carried; DELETE FROM temp.run_tree_messages;");
+        "DELETE FROM temp.run_carried; DELETE FROM temp.run_tree_messages; DELETE FROM temp.run_deltas;");
     return 0;
   });
 }
@@ -471,6 +479,58 @@ void Catalog::remove_snapshots_not_in(const std::vector<std::string>& ids) {
     db_->exec("DELETE FROM snapshots WHERE id NOT IN (SELECT id FROM temp.keep_ids)");
     txn.commit();
     return 0;
+  });
+}
+
+std::optional<DeltaState> Catalog::find_delta(const std::string& folder_key, const std::string& key) {
+  return guarded(path_, __func__, [&]() -> std::optional<DeltaState> {
+    SQLite::Statement q(*db_,
+                        "SELECT sha256, size, head, depth, base_signature, signature, chain FROM main.deltas "
+                        "WHERE folder=? AND key=?");
+    q.bind(1, folder_key);
+    q.bind(2, key);
+    if (!q.executeStep()) return std::nullopt;
+    DeltaState d;
+    d.sha256 = col_hash(q.getColumn(0));
+    d.size = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
+    d.head = col_hash(q.getColumn(2));
+    d.depth = static_cast<std::uint32_t>(q.getColumn(3).getInt64());
+    d.base_signature = col_hash(q.getColumn(4));
+    const SQLite::Column sig = q.getColumn(5);
+    d.signature.assign(static_cast<const char*>(sig.getBlob()), static_cast<std::size_t>(sig.getBytes()));
+    const SQLite::Column chain = q.getColumn(6);
+    const auto* c = static_cast<const std::uint8_t*>(chain.getBlob());
+    for (int off = 0; off + 32 <= chain.getBytes(); off += 32) {
+      d.chain.emplace_back();
+      std::memcpy(d.chain.back().data(), c + off, 32);
+    }
+    return d;
+  });
+}
+
+void Catalog::stage_delta(const std::string& folder_key, const std::string& key, const DeltaState& d) {
+  guarded(path_, __func__, [&] {
+    SQLite::Statement q(*db_, "INSERT INTO temp.run_deltas VALUES(?,?,?,?,?,?,?,?,?)");
+    q.bind(1, folder_key);
+    q.bind(2, key);
+    bind_hash(q, 3, d.sha256);
+    q.bind(4, static_cast<std::int64_t>(d.size));
+    bind_hash(q, 5, d.head);
+    q.bind(6, static_cast<std::int64_t>(d.depth));
+    bind_hash(q, 7, d.base_signature);
+    q.bind(8, d.signature.data(), static_cast<int>(d.signature.size()));
+    std::string chain;
+    for (const Hash& h : d.chain) chain.append(reinterpret_cast<const char*>(h.data()), 32);
+    q.bind(9, chain.data(), static_cast<int>(chain.size()));
+    q.exec();
+    return 0;
+  });
+}
+
+bool Catalog::has_deltas() {
+  return guarded(path_, __func__, [&] {
+    SQLite::Statement q(*db_, "SELECT 1 FROM main.deltas LIMIT 1");
+    return q.executeStep();
   });
 }
 
@@ -622,7 +682,7 @@ void Catalog::reset() {
   guarded(path_, __func__, [&] {
     db_->exec(
         "BEGIN; DELETE FROM meta; DELETE FROM packs; DELETE FROM blobs; DELETE FROM pending_blobs; "
-        "DELETE FROM main.files; "
+        "DELETE FROM main.files; DELETE FROM main.deltas; "
         "DELETE FROM snapshots; DELETE FROM indexes; DELETE FROM folders; DELETE FROM tree_messages; "
         "COMMIT;");
     return 0;

@@ -12,6 +12,9 @@
 //   files      stat cache: (folder key, unique name) → dev, ino, size, mtime, ctime,
 //              blob ids, sha256 — unchanged stat means no read
 //   snapshots  snapshot object id → decoded JSON (cache of the vault's snapshots)
+//   deltas     per file that changes in place (vault/delta.hpp): the librsync
+//              signature of its last stored version, that version's blob (a full
+//              copy or a delta), chain depth and the vault's base signature blob
 //   messages   header metadata per message sha256 (Message-ID, Date, From, To,
 //              Subject; RFC 2047 decoded) for search and reports
 //   tree_messages  per folder tree id, its messages: path (cur/<name>), sha256,
@@ -44,6 +47,23 @@ struct CachedFile {
   std::uint32_t mode = 0;
   Hash sha256{};
   std::optional<Hash> header, body, blob;
+  // Files stored as delta chains (not columns of the files table: the deltas table
+  // holds them). `delta` replaces `blob`; `signature` names the base's signature;
+  // `chain` the blobs `delta` is patched from, base first.
+  std::optional<Hash> delta, signature;
+  std::vector<Hash> chain;
+};
+
+/// What the next version of a file that changes in place is computed against
+/// (docs/FORMAT.md §4.1). Local plaintext state, like the stat cache.
+struct DeltaState {
+  Hash sha256{};            // content of the last stored version
+  std::uint64_t size = 0;   // its bytes
+  Hash head{};              // its blob: kFile when depth is 0, else kDelta
+  std::uint32_t depth = 0;  // links from the chain's base
+  Hash base_signature{};    // kSignature blob (in the vault) of the chain's base
+  std::string signature;    // librsync signature of the last stored version
+  std::vector<Hash> chain;  // the blobs `head` is patched from, base first (empty at depth 0)
 };
 
 class Catalog {
@@ -110,6 +130,14 @@ class Catalog {
   void flush_staging();  // commits the staging transaction (call every few thousand rows)
   void end_staging();    // commits and closes the staging transaction
   void commit_files();   // atomically: files, folders := staged rows + carried folders' rows
+
+  // Delta state (staged with the file cache, committed by commit_files(); the rows
+  // of a carried folder stay, like its files).
+  std::optional<DeltaState> find_delta(const std::string& folder_key, const std::string& key);
+  void stage_delta(const std::string& folder_key, const std::string& key, const DeltaState& d);
+  /// False when no committed run recorded any delta state (a new, rebuilt or lost
+  /// catalog): the backup then looks for the vault's signatures instead.
+  bool has_deltas();
 
   // Snapshots.
   void add_snapshot(const std::string& id, const Snapshot& s, const std::string& json);

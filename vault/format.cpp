@@ -39,7 +39,7 @@ std::uint64_t get_u64(const std::uint8_t* p) {
 }
 
 BlobType blob_type_from(std::uint8_t v, const char* what) {
-  if (v < 1 || v > 4) malformed(std::string(what) + ": unknown blob type " + std::to_string(v));
+  if (v < 1 || v > 6) malformed(std::string(what) + ": unknown blob type " + std::to_string(v));
   return static_cast<BlobType>(v);
 }
 
@@ -242,6 +242,13 @@ std::string encode_tree(const Tree& tree) {
       j["gid"] = *e.gid;
     }
     if (!e.link.empty()) j["link"] = e.link;
+    if (e.delta) j["delta"] = to_hex(*e.delta);
+    if (!e.chain.empty()) {
+      json c = json::array();
+      for (const Hash& h : e.chain) c.push_back(to_hex(h));
+      j["chain"] = std::move(c);
+    }
+    if (e.signature) j["signature"] = to_hex(*e.signature);
     entries.push_back(std::move(j));
   }
   json t;
@@ -290,6 +297,18 @@ Tree decode_tree(const Bytes& data) {
     e.header = opt_hash(j, "header", "tree header id");
     e.body = opt_hash(j, "body", "tree body id");
     e.blob = opt_hash(j, "blob", "tree blob id");
+    e.delta = opt_hash(j, "delta", "tree delta id");
+    e.signature = opt_hash(j, "signature", "tree signature id");
+    if (auto c = j.find("chain"); c != j.end()) {
+      if (!c->is_array() || c->empty() || c->size() > 1024) malformed("tree: chain is not an array of 1..1024 ids");
+      for (const json& h : *c) {
+        if (!h.is_string()) malformed("tree: chain holds a non-string");
+        e.chain.push_back(hash_from_hex(h.get<std::string>(), "tree chain id"));
+      }
+    }
+    if (e.delta.has_value() != !e.chain.empty()) malformed("tree: a delta needs its chain, and a chain its delta");
+    if (e.delta && (e.blob || e.kind != EntryKind::kFile))
+      malformed("tree: a delta on a message, a dir or beside a blob");
     if (e.kind == EntryKind::kMessage && !e.header) malformed("tree: message without header");
     e.uid = owner_uid;
     e.gid = owner_gid;

@@ -21,7 +21,15 @@
 
 namespace reduit {
 
-enum class BlobType : std::uint8_t { kHeader = 1, kBody = 2, kFile = 3, kTree = 4 };
+/// kDelta and kSignature: docs/FORMAT.md §4.1 and §4.2 (vault/delta.hpp).
+enum class BlobType : std::uint8_t {
+  kHeader = 1,
+  kBody = 2,
+  kFile = 3,
+  kTree = 4,
+  kDelta = 5,
+  kSignature = 6
+};
 enum class PackKind : std::uint8_t { kData = 1, kMetadata = 2 };
 
 // ---- packs -----------------------------------------------------------------
@@ -91,6 +99,13 @@ struct TreeEntry {
   std::optional<std::uint32_t> uid, gid;  // numeric owner (absent in trees written before 0.2)
   std::string link;                       // hard-link group: entries of one snapshot with the same non-empty
                                           // value were one inode (FORMAT.md §7); "" = not linked
+  // A file stored as a delta chain: its head (kDelta), instead of `blob`.
+  std::optional<Hash> delta;
+  // A delta-managed file: the kSignature blob of its chain's base (FORMAT.md §4.2).
+  std::optional<Hash> signature;
+  // With `delta`: the blobs it is patched from, base first (every blob a prune
+  // must keep for it is thus named in metadata).
+  std::vector<Hash> chain;
 };
 
 struct Tree {
