@@ -19,6 +19,7 @@
 #include "agent/session.hpp"
 #include "agent/text.hpp"
 #include "vault/catalog.hpp"
+#include "vault/clock.hpp"
 #include "vault/compress.hpp"
 #include "vault/error.hpp"
 #include "vault/repository.hpp"
@@ -262,7 +263,7 @@ class Backup {
     catalog_->begin_staging();
 
     Snapshot snap;
-    snap.time_ns = now_ns();
+    snap.time_ns = clock_now_ns();  // REDUIT_NOW in simulations (vault/clock.hpp)
     snap.host = cfg_.host;
     snap.reduit_version = REDUIT_VERSION;
     snap.tags = opts_.tags;

@@ -32,6 +32,7 @@ struct Config {
   std::uint64_t pack_size = 16u << 20;  // target plaintext bytes per pack (init)
   int zstd_level = 3;                   // (init)
   std::string host;                     // recorded in snapshots; default hostname
+  std::string policy;                   // retention policy file; "" = policies/default.toml
 };
 
 /// The built-in demo configuration text (before ${} expansion).

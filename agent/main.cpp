@@ -64,6 +64,10 @@ int main(int argc, char** argv) {
   cli::add_restore(app, g, run);
   cli::add_check(app, g, run);
   cli::add_catalog(app, g, run);
+  cli::add_forget(app, g, run);
+  cli::add_prune(app, g, run);
+  cli::add_hold(app, g, run);
+  cli::add_archive(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
