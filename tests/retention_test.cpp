@@ -564,3 +564,104 @@ TEST(Retention, PruneKilledAfterEachStepLeavesAVaultThatChecksRestoresAndPrunesA
   }
   unsetenv("REDUIT_NOW");
 }
+
+// forget on the command line: restic's reasons per snapshot, --dry-run changes
+// nothing, grouping per host; the policy file's errors carry FILE:LINE.
+TEST(Retention, ForgetShowsReasonsAndDryRunChangesNothing) {
+  RetentionSite rs("time_zone = \"Europe/Zurich\"\n[snapshots]\nkeep-daily = 3\nkeep-weekly = 2\n");
+  std::mt19937_64 rng(5);
+  // Backups at 23:30 UTC: 00:30 the next day in Zurich (CEST), so local days decide.
+  std::vector<std::int64_t> times{at("2024-06-02T23:30:00Z"), at("2024-06-03T23:30:00Z"), at("2024-06-04T21:00:00Z"),
+                                  at("2024-06-04T23:30:00Z")};
+  for (std::size_t i = 0; i < times.size(); ++i) {
+    rs.mailbox().deliver("", times[i] - 3600LL * 1000000000, 100, rng);
+    set_now(times[i]);
+    if (i == 0) rs.site().init();
+    rs.ok({"backup"});
+  }
+  nlohmann::json dry = rs.ok({"forget", "--dry-run"});
+  ASSERT_EQ(dry["groups"].size(), 1u);
+  const auto& g = dry["groups"][0];
+  EXPECT_EQ(g["host"], reduit::local_hostname());
+  // Zurich days: 06-03 {0}, 06-04 {1 at 01:30, 2 at 23:00}, 06-05 {3}; all in ISO week 2024-W23 (in UTC,
+  // 0 would be Sunday 06-02, W22). The weekly rule has a count left at the oldest.
+  ASSERT_EQ(g["keep"].size(), 3u);
+  EXPECT_EQ(g["keep"][0]["time"], "2024-06-04T23:30:00Z");
+  EXPECT_EQ(g["keep"][0]["reasons"], (nlohmann::json{"daily snapshot", "weekly snapshot"}));
+  EXPECT_EQ(g["keep"][1]["time"], "2024-06-04T21:00:00Z");
+  EXPECT_EQ(g["keep"][1]["reasons"], (nlohmann::json{"daily snapshot"}));
+  EXPECT_EQ(g["keep"][2]["time"], "2024-06-02T23:30:00Z");
+  EXPECT_EQ(g["keep"][2]["reasons"], (nlohmann::json{"daily snapshot", "oldest weekly snapshot"}));
+  ASSERT_EQ(g["remove"].size(), 1u);
+  EXPECT_EQ(g["remove"][0]["time"], "2024-06-03T23:30:00Z");
+  EXPECT_EQ(rs.ok({"snapshots"}).size(), 4u);  // the dry run deleted nothing
+  nlohmann::json real = rs.ok({"forget"});
+  EXPECT_EQ(real["removed"], 1);
+  EXPECT_EQ(rs.ok({"snapshots"}).size(), 3u);
+  auto forgotten = events(rs.site(), "forget-snapshot");
+  ASSERT_EQ(forgotten.size(), 1u);
+  EXPECT_EQ(forgotten[0].object, g["remove"][0]["id"]);
+
+  // A bad policy file is a usage error naming its line.
+  std::string bad = rs.site().path("bad.toml");
+  reduit::test::write_file(bad, "[snapshots]\nkeep-daily = 3\nkeep-hourly = \"lots\"\n");
+  RunResult r = rs.run({"forget", "--policy", bad});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.json()["error"]["message"],
+            bad + ":3: 'keep-hourly' must be a non-negative integer or \"unlimited\"");
+  unsetenv("REDUIT_NOW");
+}
+
+// Without an archive secret key prune cannot open data packs: it deletes whole
+// packs only and reports what waits for a repack. A live lease stops it (exit 3);
+// a lease left by a dead process on this host is broken (exit 1, a warning).
+TEST(Retention, PruneWithoutArchiveKeyReportsWhatWaitsAndRespectsTheLease) {
+  RetentionSite rs(kFaultPolicy);
+  std::mt19937_64 rng(6);
+  const std::int64_t t0 = at("2024-05-01T02:00:00Z");
+  Msg a = rs.mailbox().deliver(".Private", t0 - kDayNs, 4000, rng);
+  Msg b = rs.mailbox().deliver("", t0 - kDayNs, 500, rng);
+  set_now(t0);
+  rs.site().init();
+  rs.ok({"backup"});
+  set_now(t0 + kDayNs);
+  rs.ok({"backup"});
+  rs.mailbox().remove(a);  // a stays in the day-1 snapshot, which keep-last 2 keeps
+  set_now(t0 + 40 * kDayNs);
+  rs.ok({"backup"});
+  rs.ok({"forget"});
+  nlohmann::json p = rs.ok({"prune"});
+  EXPECT_EQ(p["messages_expired"], 1);
+  EXPECT_EQ(p["packs_waiting"], 1);  // the data pack holding a and b
+  EXPECT_EQ(p["waiting_expired_blobs"], 2);
+  {
+    VaultContents v = decrypt_every_pack(rs.site());
+    for (const auto& blob : message_blobs(*v.repo, a.content)) EXPECT_TRUE(v.blobs.count(blob));
+  }
+  ASSERT_EQ(events(rs.site(), "wait-repack").size(), 1u);
+  EXPECT_EQ(events(rs.site(), "wait-repack")[0].rule, "holds expired messages");
+
+  // A lease held by a live process elsewhere: refused with exit 3, nothing changed.
+  const std::string lease = rs.site().vault_dir() + "/locks/lease";
+  fs::create_directories(rs.site().vault_dir() + "/locks");
+  auto now_s = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  reduit::test::write_file(lease, "{\"purpose\":\"backup\",\"host\":\"other-host\",\"pid\":4242,\"started\":" +
+                                      std::to_string(now_s) + ",\"renewed\":" + std::to_string(now_s) +
+                                      ",\"ttl\":900,\"nonce\":\"abc\"}");
+  RunResult locked = rs.run({"prune", "--archive-gnupghome", rs.archive_home()});
+  EXPECT_EQ(locked.status, 3) << locked.err;
+  EXPECT_NE(locked.err.find("vault is locked by backup on other-host pid 4242"), std::string::npos) << locked.err;
+  // The same lease from a dead pid on this host is stale: broken, and prune repacks.
+  reduit::test::write_file(lease, "{\"purpose\":\"backup\",\"host\":\"" + reduit::local_hostname() +
+                                      "\",\"pid\":999999,\"started\":" + std::to_string(now_s) +
+                                      ",\"renewed\":" + std::to_string(now_s) + ",\"ttl\":900,\"nonce\":\"abc\"}");
+  RunResult broke = rs.run({"prune", "--archive-gnupghome", rs.archive_home()});
+  EXPECT_EQ(broke.status, 1) << broke.err;
+  EXPECT_EQ(broke.json()["warnings"], (nlohmann::json{"broke a stale vault lease left by an interrupted run"}));
+  EXPECT_EQ(broke.json()["packs_repacked"], 1);
+  EXPECT_EQ(broke.json()["packs_waiting"], 0);
+  VaultContents v = decrypt_every_pack(rs.site());
+  for (const auto& blob : message_blobs(*v.repo, a.content)) EXPECT_FALSE(v.blobs.count(blob));
+  for (const auto& blob : message_blobs(*v.repo, b.content)) EXPECT_TRUE(v.blobs.count(blob));
+  unsetenv("REDUIT_NOW");
+}
