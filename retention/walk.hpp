@@ -1,8 +1,11 @@
 // retention/walk.hpp — walking the messages of snapshots for retention decisions.
 //
 // Loads the vault's indexes once (lazily) and every tree at most once; the agent
-// key suffices (trees are metadata). Message Date headers come from the catalog
-// (MessageDates); 0 when the catalog never saw the message.
+// key suffices (trees are metadata). Decoded trees are kept in the catalog (table
+// `tree_cache`, tree id → its JSON, checked against the id's HMAC when read), so a
+// weekly forget or monthly prune decrypts only the metadata packs written since the
+// last one. Message Date headers come from the catalog (MessageDates); 0 when the
+// catalog never saw the message.
 #pragma once
 
 #include <functional>
@@ -23,7 +26,7 @@ struct MessageRef {
 
 class VaultWalker {
  public:
-  VaultWalker(Repository& repo, Catalog& catalog) : repo_(repo), dates_(catalog) {}
+  VaultWalker(Repository& repo, Catalog& catalog);
   /// Calls `f` for every message of every folder of `s`.
   void for_each_message(const SnapshotRef& s, const std::function<void(const MessageRef&)>& f);
   /// The decoded tree `id` (cached).
@@ -35,6 +38,7 @@ class VaultWalker {
 
  private:
   Repository& repo_;
+  Catalog& catalog_;
   MessageDates dates_;
   std::unique_ptr<BlobIndex> index_;
   std::unique_ptr<TreeLoader> loader_;
