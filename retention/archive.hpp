@@ -1,5 +1,5 @@
 // retention/archive.hpp — the message archive and legal holds as vault objects
-// (docs/FORMAT.md §12–13), the catalog's retention log, and the fault seam.
+// (docs/FORMAT.md §12), the catalog's retention log, and the fault seam.
 //
 // Archive objects (`archive/<h>`, sealed like snapshots: archive keys + agent key)
 // hold one record per message that left every kept snapshot while its retention

@@ -318,3 +318,42 @@ TEST(Retention, PruneWithoutArchiveKeyReportsWhatWaitsAndRespectsTheLease) {
   for (const auto& blob : message_blobs(*v.repo, b.content)) EXPECT_TRUE(v.blobs.count(blob));
   unsetenv("REDUIT_NOW");
 }
+
+// forget killed after writing the archive and after its first snapshot delete: the
+// vault checks, the archive holds each message once, and the rerun finishes.
+TEST(Retention, ForgetKilledAfterEachStepArchivesEachMessageOnceAndFinishesOnRerun) {
+  for (const std::string fault : {"forget:after-archive-write", "forget:after-snapshot-delete#1"}) {
+    SCOPED_TRACE(fault);
+    RetentionSite rs(kFaultPolicy);
+    std::mt19937_64 rng(7);
+    const std::int64_t t0 = at("2024-05-01T02:00:00Z");
+    std::vector<Msg> msgs;
+    for (int d = 0; d < 4; ++d) {
+      msgs.push_back(rs.mailbox().deliver("", t0 + d * kDayNs - 3600LL * 1000000000, 300, rng));
+      if (d > 0) rs.mailbox().remove(msgs[d - 1]);  // each message lives one day
+      set_now(t0 + d * kDayNs);
+      if (d == 0) rs.site().init();
+      rs.ok({"backup"});
+    }
+    setenv("REDUIT_FAULT", fault.c_str(), 1);
+    RunResult crashed = rs.run({"forget"});
+    unsetenv("REDUIT_FAULT");
+    ASSERT_EQ(crashed.status, 99) << crashed.err;
+    EXPECT_EQ(rs.run({"check"}).status, 0);
+    RunResult again = rs.run({"forget"});
+    ASSERT_EQ(again.status, 1) << again.err;  // broke the crashed run's lease
+    EXPECT_EQ(again.json()["kept"], 2);
+    EXPECT_EQ(rs.ok({"snapshots"}).size(), 2u);
+    EXPECT_EQ(rs.run({"check"}).status, 0);
+    // The two forgotten snapshots held msgs[0] and msgs[1]: archived once each.
+    EXPECT_EQ(events(rs.site(), "archive-message").size(), 2u);
+    TempDir out;
+    nlohmann::json a = rs.ok({"archive", "restore", "--mailbox", "alice@example.ch", "--to", out.path() + "/a",
+                              "--gnupghome", rs.archive_home()});
+    EXPECT_EQ(a["from_archive_only"], 2);
+    std::multiset<std::string> want;
+    for (const Msg& m : msgs) want.insert(sha_hex(m.content));
+    EXPECT_EQ(restored_messages(out.path() + "/a"), want);
+  }
+  unsetenv("REDUIT_NOW");
+}
