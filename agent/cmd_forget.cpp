@@ -16,7 +16,8 @@ void add_forget(CLI::App& app, Globals& g, Runner& run) {
   };
   auto o = std::make_shared<Opts>();
   cmd->add_flag("-n,--dry-run", o->dry_run, "only show what would be kept and removed");
-  cmd->add_option("--policy", o->policy, "policy file (default: the config's 'policy', else the shipped default)");
+  cmd->add_option("--policy", o->policy,
+                  "policy file (default: the config's 'policy', else the shipped default)");
   cmd->callback([&g, &run, o] {
     run = [&g, o] {
       Config cfg = load_config(g.config_path);
@@ -27,14 +28,18 @@ void add_forget(CLI::App& app, Globals& g, Runner& run) {
       if (g.json) {
         nlohmann::ordered_json groups = nlohmann::ordered_json::array();
         for (const auto& grp : r.groups) {
-          nlohmann::ordered_json keep = nlohmann::ordered_json::array(), remove = nlohmann::ordered_json::array();
+          nlohmann::ordered_json keep = nlohmann::ordered_json::array(),
+                                 remove = nlohmann::ordered_json::array();
           for (const auto& s : grp.snapshots) {
             if (s.keep)
               keep.push_back({{"id", s.id}, {"time", iso_time(s.time_ns)}, {"reasons", s.reasons}});
             else
               remove.push_back({{"id", s.id}, {"time", iso_time(s.time_ns)}});
           }
-          groups.push_back({{"host", grp.host}, {"sources", grp.sources}, {"tags", grp.tags}, {"keep", keep},
+          groups.push_back({{"host", grp.host},
+                            {"sources", grp.sources},
+                            {"tags", grp.tags},
+                            {"keep", keep},
                             {"remove", remove}});
         }
         print_json({{"dry_run", o->dry_run},
@@ -60,7 +65,8 @@ void add_forget(CLI::App& app, Globals& g, Runner& run) {
         }
         std::printf("%s%llu snapshot(s) kept, %llu removed; %llu message(s) archived\n",
                     o->dry_run ? "dry run: " : "", static_cast<unsigned long long>(r.kept),
-                    static_cast<unsigned long long>(r.removed), static_cast<unsigned long long>(r.archived_messages));
+                    static_cast<unsigned long long>(r.removed),
+                    static_cast<unsigned long long>(r.archived_messages));
       }
       return r.warnings.empty() ? 0 : 1;
     };

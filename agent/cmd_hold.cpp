@@ -39,7 +39,8 @@ nlohmann::ordered_json hold_json(const Hold& h) {
 void log_hold(Catalog& catalog, const char* action, const Hold& h, const std::string& reason) {
   RetentionLog log(catalog);
   std::int64_t run = log.begin("hold", clock_now_ns(), "");
-  log.add(run, {action, h.id.substr(0, 12), "", h.mailbox + (h.folder.empty() ? "" : "/" + h.folder), 0, reason});
+  log.add(run,
+          {action, h.id.substr(0, 12), "", h.mailbox + (h.folder.empty() ? "" : "/" + h.folder), 0, reason});
   log.finish(run, "{}");
 }
 

@@ -15,10 +15,12 @@ void add_prune(CLI::App& app, Globals& g, Runner& run) {
   };
   auto o = std::make_shared<Opts>();
   cmd->add_flag("-n,--dry-run", o->dry_run, "only show what would be deleted and repacked");
-  cmd->add_option("--policy", o->policy, "policy file (default: the config's 'policy', else the shipped default)");
-  cmd->add_option("--archive-gnupghome", o->archive_home,
-                  "GnuPG home with an archive secret key: lets prune repack data packs (without it, only whole "
-                  "packs are deleted and the rest is reported as waiting)");
+  cmd->add_option("--policy", o->policy,
+                  "policy file (default: the config's 'policy', else the shipped default)");
+  cmd->add_option(
+      "--archive-gnupghome", o->archive_home,
+      "GnuPG home with an archive secret key: lets prune repack data packs (without it, only whole "
+      "packs are deleted and the rest is reported as waiting)");
   cmd->callback([&g, &run, o] {
     run = [&g, o] {
       Config cfg = load_config(g.config_path);
@@ -58,21 +60,25 @@ void add_prune(CLI::App& app, Globals& g, Runner& run) {
                     {"warnings", r.warnings}});
       } else {
         for (const auto& w : r.warnings) std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
-        std::printf("%s%llu message(s) past their maximum deleted, %llu kept by a legal hold; %llu snapshot(s) "
-                    "rewritten\n",
-                    o->dry_run ? "dry run: " : "", static_cast<unsigned long long>(r.messages_expired),
-                    static_cast<unsigned long long>(r.messages_held_past_maximum),
-                    static_cast<unsigned long long>(r.snapshots_rewritten));
-        std::printf("packs: %llu deleted, %llu repacked into %llu, %llu from interrupted runs; vault %s -> %s\n",
-                    static_cast<unsigned long long>(r.packs_deleted), static_cast<unsigned long long>(r.packs_repacked),
-                    static_cast<unsigned long long>(r.packs_written),
-                    static_cast<unsigned long long>(r.packs_unindexed_deleted), human_bytes(r.bytes_before).c_str(),
-                    human_bytes(r.bytes_after).c_str());
+        std::printf(
+            "%s%llu message(s) past their maximum deleted, %llu kept by a legal hold; %llu snapshot(s) "
+            "rewritten\n",
+            o->dry_run ? "dry run: " : "", static_cast<unsigned long long>(r.messages_expired),
+            static_cast<unsigned long long>(r.messages_held_past_maximum),
+            static_cast<unsigned long long>(r.snapshots_rewritten));
+        std::printf(
+            "packs: %llu deleted, %llu repacked into %llu, %llu from interrupted runs; vault %s -> %s\n",
+            static_cast<unsigned long long>(r.packs_deleted),
+            static_cast<unsigned long long>(r.packs_repacked),
+            static_cast<unsigned long long>(r.packs_written),
+            static_cast<unsigned long long>(r.packs_unindexed_deleted), human_bytes(r.bytes_before).c_str(),
+            human_bytes(r.bytes_after).c_str());
         if (r.packs_waiting) {
-          std::printf("waiting: %llu data pack(s) need a repack (%llu expired blob(s) among them); run prune with "
-                      "--archive-gnupghome\n",
-                      static_cast<unsigned long long>(r.packs_waiting),
-                      static_cast<unsigned long long>(r.waiting_expired_blobs));
+          std::printf(
+              "waiting: %llu data pack(s) need a repack (%llu expired blob(s) among them); run prune with "
+              "--archive-gnupghome\n",
+              static_cast<unsigned long long>(r.packs_waiting),
+              static_cast<unsigned long long>(r.waiting_expired_blobs));
         }
       }
       return r.warnings.empty() ? 0 : 1;

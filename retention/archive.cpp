@@ -60,7 +60,8 @@ std::string ArchiveRecord::key() const {
 ArchiveState load_archive(Repository& repo) {
   ArchiveState st;
   std::map<Hash, nlohmann::json> docs;
-  for (const Hash& id : repo.list_objects("archive")) docs[id] = parse(repo.get_object("archive", id), "archive object");
+  for (const Hash& id : repo.list_objects("archive"))
+    docs[id] = parse(repo.get_object("archive", id), "archive object");
   std::set<Hash> superseded;
   for (const auto& [id, j] : docs) {
     for (const auto& s : req<std::vector<std::string>>(j, "supersedes", "archive object"))
@@ -80,7 +81,8 @@ ArchiveState load_archive(Repository& repo) {
       a.folder = req<std::string>(r, "folder", "archive record");
       a.entry.kind = EntryKind::kMessage;
       a.entry.path = req<std::string>(r, "path", "archive record");
-      check_relative_path(a.folder.empty() ? a.entry.path : a.folder + "/" + a.entry.path, "archive record path");
+      check_relative_path(a.folder.empty() ? a.entry.path : a.folder + "/" + a.entry.path,
+                          "archive record path");
       a.entry.mode = req<std::uint32_t>(r, "mode", "archive record") & 07777;
       a.entry.mtime_ns = req<std::int64_t>(r, "mtime_ns", "archive record");
       a.entry.size = req<std::uint64_t>(r, "size", "archive record");
@@ -180,17 +182,19 @@ Hold add_hold(Repository& repo, const std::string& mailbox, const std::string& f
   h.reason = reason;
   h.host = local_hostname();
   h.created_ns = now_ns;
-  ojson doc{{"version", 1},          {"action", "add"},  {"time_ns", now_ns}, {"mailbox", mailbox},
-            {"folder", folder},      {"from_ns", from_ns}, {"to_ns", to_ns},  {"reason", reason},
-            {"host", h.host}};
+  ojson doc{{"version", 1},       {"action", "add"},  {"time_ns", now_ns},
+            {"mailbox", mailbox}, {"folder", folder}, {"from_ns", from_ns},
+            {"to_ns", to_ns},     {"reason", reason}, {"host", h.host}};
   h.id = to_hex(repo.put_object("holds", to_bytes(doc)));
   return h;
 }
 
-Hold release_hold(Repository& repo, const std::string& prefix, const std::string& reason, std::int64_t now_ns) {
+Hold release_hold(Repository& repo, const std::string& prefix, const std::string& reason,
+                  std::int64_t now_ns) {
   if (reason.empty()) throw Error(ErrorCode::kUsage, "releasing a hold needs --reason (it is recorded)");
   if (prefix.size() < 6 || prefix.find_first_not_of("0123456789abcdef") != std::string::npos)
-    throw Error(ErrorCode::kUsage, "hold id '" + prefix + "' must be at least 6 hex digits (see 'reduit hold list')");
+    throw Error(ErrorCode::kUsage,
+                "hold id '" + prefix + "' must be at least 6 hex digits (see 'reduit hold list')");
   std::vector<Hold> holds = load_holds(repo);
   const Hold* found = nullptr;
   for (const Hold& h : holds) {
@@ -201,8 +205,8 @@ Hold release_hold(Repository& repo, const std::string& prefix, const std::string
   }
   if (!found) throw Error(ErrorCode::kNotFound, "no hold '" + prefix + "' (see 'reduit hold list')");
   if (found->released) throw Error(ErrorCode::kUsage, "hold " + prefix + " is already released");
-  ojson doc{{"version", 1},  {"action", "release"}, {"time_ns", now_ns},
-            {"hold", found->id}, {"reason", reason},  {"host", local_hostname()}};
+  ojson doc{{"version", 1},      {"action", "release"}, {"time_ns", now_ns},
+            {"hold", found->id}, {"reason", reason},    {"host", local_hostname()}};
   repo.put_object("holds", to_bytes(doc));
   Hold h = *found;
   h.released = true;
@@ -241,24 +245,26 @@ std::optional<std::int64_t> parse_rfc5322_date(const std::string& text) {
     if (strncasecmp(mon, kMonths[i], 3) == 0) month = i + 1;
   }
   if (!month || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60) return std::nullopt;
-  if (year < 50) year += 2000;  // RFC 5322 §4.3: two-digit years
-  else if (year < 1000) year += 1900;
+  if (year < 50)
+    year += 2000;  // RFC 5322 §4.3: two-digit years
+  else if (year < 1000)
+    year += 1900;
   int offset = 0;
   std::string z = zone;
   if ((z.size() == 5) && (z[0] == '+' || z[0] == '-')) {
     int v = std::atoi(z.c_str() + 1);
     offset = ((v / 100) * 3600 + (v % 100) * 60) * (z[0] == '-' ? -1 : 1);
   } else {
-    static const std::pair<const char*, int> kZones[] = {{"UT", 0},      {"GMT", 0},     {"EST", -5},
-                                                         {"EDT", -4},    {"CST", -6},    {"CDT", -5},
-                                                         {"MST", -7},    {"MDT", -6},    {"PST", -8},
-                                                         {"PDT", -7}};
+    static const std::pair<const char*, int> kZones[] = {{"UT", 0},   {"GMT", 0},  {"EST", -5}, {"EDT", -4},
+                                                         {"CST", -6}, {"CDT", -5}, {"MST", -7}, {"MDT", -6},
+                                                         {"PST", -8}, {"PDT", -7}};
     for (const auto& [name, h] : kZones) {
       if (strcasecmp(z.c_str(), name) == 0) offset = h * 3600;
     }
   }
   char buf[40];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", year, month, day, hh, mm, std::min(ss, 59));
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", year, month, day, hh, mm,
+                std::min(ss, 59));
   auto t = parse_instant(buf);
   if (!t) return std::nullopt;
   return *t - static_cast<std::int64_t>(offset) * 1000000000;

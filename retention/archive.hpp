@@ -29,18 +29,18 @@ namespace reduit {
 
 /// One archived message.
 struct ArchiveRecord {
-  std::string mailbox;       // "alice@example.ch"
-  std::string folder;        // "" = the mailbox root (INBOX), else ".Sent" etc.
-  TreeEntry entry;           // kind kMessage: path (cur/… or new/…), mode, mtime, size, sha256, blobs
-  std::int64_t date_ns = 0;  // the Date header, 0 = none or unparseable
+  std::string mailbox;           // "alice@example.ch"
+  std::string folder;            // "" = the mailbox root (INBOX), else ".Sent" etc.
+  TreeEntry entry;               // kind kMessage: path (cur/… or new/…), mode, mtime, size, sha256, blobs
+  std::int64_t date_ns = 0;      // the Date header, 0 = none or unparseable
   std::int64_t captured_ns = 0;  // time of the oldest snapshot known to hold it
   /// Identity across snapshots: mailbox, folder, Maildir unique name, sha256.
   std::string key() const;
 };
 
 struct ArchiveState {
-  std::vector<Hash> objects;     // archive objects that are in force
-  std::vector<Hash> superseded;  // present but superseded (deleted by the next prune)
+  std::vector<Hash> objects;                     // archive objects that are in force
+  std::vector<Hash> superseded;                  // present but superseded (deleted by the next prune)
   std::map<std::string, ArchiveRecord> records;  // by ArchiveRecord::key()
 };
 
@@ -51,8 +51,8 @@ Hash write_archive(Repository& repo, const std::vector<ArchiveRecord>& records,
                    const std::vector<Hash>& supersedes, std::int64_t now_ns);
 
 struct Hold {
-  std::string id;  // hex object id of the "add" event (12 digits shown)
-  std::string mailbox, folder;  // folder "" = every folder; else it and its subfolders
+  std::string id;                       // hex object id of the "add" event (12 digits shown)
+  std::string mailbox, folder;          // folder "" = every folder; else it and its subfolders
   std::int64_t from_ns = 0, to_ns = 0;  // message date range, inclusive; 0 = open
   std::string reason, host;
   std::int64_t created_ns = 0;

@@ -40,7 +40,8 @@ void write_file(const std::string& path, const std::string& data, std::uint32_t 
     off += static_cast<std::size_t>(n);
   }
   fchmod(fd, mode ? mode : 0600);
-  timespec ts[2] = {{mtime_ns / 1000000000, mtime_ns % 1000000000}, {mtime_ns / 1000000000, mtime_ns % 1000000000}};
+  timespec ts[2] = {{mtime_ns / 1000000000, mtime_ns % 1000000000},
+                    {mtime_ns / 1000000000, mtime_ns % 1000000000}};
   futimens(fd, ts);
   if (::close(fd) != 0) throw_errno("close " + path, errno);
 }
@@ -101,7 +102,8 @@ ArchiveRestoreStats restore_archive(Repository& repo, const std::string& mailbox
     for (const auto& b : {w.entry.header, w.entry.body}) {
       if (!b || blobs.count(*b)) continue;
       auto locs = index.find(*b);
-      if (locs.empty()) throw Error(ErrorCode::kVerify, "blob " + to_hex(*b) + " is in no index of the vault");
+      if (locs.empty())
+        throw Error(ErrorCode::kVerify, "blob " + to_hex(*b) + " is in no index of the vault");
       blobs[*b];
       by_pack[locs.front().pack].push_back(*b);
     }
@@ -121,7 +123,8 @@ ArchiveRestoreStats restore_archive(Repository& repo, const std::string& mailbox
     if (folders.insert(w.folder).second) {
       for (const char* sub : {"cur", "new", "tmp"}) fs::create_directories(dir + "/" + sub);
     }
-    std::string data = (w.entry.header ? blobs[*w.entry.header] : "") + (w.entry.body ? blobs[*w.entry.body] : "");
+    std::string data =
+        (w.entry.header ? blobs[*w.entry.header] : "") + (w.entry.body ? blobs[*w.entry.body] : "");
     if (sha256(data) != w.entry.sha256)
       throw Error(ErrorCode::kVerify, "archived message " + w.entry.path + " does not match its SHA-256");
     std::string path = dir + "/" + w.entry.path;

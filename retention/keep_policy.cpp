@@ -51,8 +51,7 @@ std::int64_t bucket_key(Kind kind, std::int64_t ns, std::size_t position, const 
       return (y * 100 + m) * 100 + d;
     case kWeekly: {
       iso_week::year_weeknum_weekday w{ld};
-      return static_cast<std::int64_t>(static_cast<int>(w.year())) * 100 +
-             static_cast<unsigned>(w.weeknum());
+      return static_cast<std::int64_t>(static_cast<int>(w.year())) * 100 + static_cast<unsigned>(w.weeknum());
     }
     case kMonthly:
       return y * 100 + m;
@@ -167,12 +166,8 @@ std::vector<KeepDecision> apply_keep_policy(const std::vector<KeepInput>& in, co
     int left;
     std::optional<std::int64_t> last_key;
   };
-  std::array<Count, 6> counts{{{p.last, {}},
-                               {p.hourly, {}},
-                               {p.daily, {}},
-                               {p.weekly, {}},
-                               {p.monthly, {}},
-                               {p.yearly, {}}}};
+  std::array<Count, 6> counts{
+      {{p.last, {}}, {p.hourly, {}}, {p.daily, {}}, {p.weekly, {}}, {p.monthly, {}}, {p.yearly, {}}}};
   const std::array<const std::optional<KeepDuration>*, 5> within_rules{
       &p.within_hourly, &p.within_daily, &p.within_weekly, &p.within_monthly, &p.within_yearly};
   std::array<std::optional<std::int64_t>, 5> within_last{};

@@ -4,9 +4,9 @@
 #include <date/tz.h>
 #include <fnmatch.h>
 
+#include <toml++/toml.h>
 #include <fstream>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "retention/default_policy.hpp"
 #include "vault/error.hpp"
@@ -176,8 +176,8 @@ Policy parse_policy(const std::string& text, const std::string& origin) {
                        p.group_by = get_strings(origin, n, kk);
                        for (const auto& g : p.group_by) {
                          if (g != "host" && g != "source" && g != "tags")
-                           bad(at(origin, n), "'group-by' entries are \"host\", \"source\" or \"tags\", not \"" +
-                                                  g + "\"");
+                           bad(at(origin, n),
+                               "'group-by' entries are \"host\", \"source\" or \"tags\", not \"" + g + "\"");
                        }
                      }
                    });
@@ -191,8 +191,8 @@ Policy parse_policy(const std::string& text, const std::string& origin) {
                   int used = 0;
                   if (std::sscanf(s.c_str(), "%2u-%2u%n", &m, &d, &used) != 2 || used != 5 ||
                       !date::year_month_day{date::year{2001}, date::month{m}, date::day{d}}.ok()) {
-                    bad(at(origin, n), "'financial-year-end' must be MM-DD (a day of a non-leap year), not \"" +
-                                           s + "\"");
+                    bad(at(origin, n),
+                        "'financial-year-end' must be MM-DD (a day of a non-leap year), not \"" + s + "\"");
                   }
                   p.fy_end_month = m;
                   p.fy_end_day = d;
@@ -202,32 +202,36 @@ Policy parse_policy(const std::string& text, const std::string& origin) {
                 if (!a) bad(at(origin, n), "classes are written [[archive.class]] (an array of tables)");
                 for (const auto& e : *a) {
                   ArchiveClass c;
-                  each_key(origin, as_table(origin, e, "[[archive.class]]"), "archive.class",
-                           {"name", "label", "legal-basis", "mailboxes", "folders", "minimum", "maximum", "basis"},
-                           [&](const std::string& ck, const toml::node& cn) {
-                             if (ck == "name") c.name = get_string(origin, cn, ck);
-                             if (ck == "label") c.label = get_string(origin, cn, ck);
-                             if (ck == "legal-basis") c.legal_basis = get_string(origin, cn, ck);
-                             if (ck == "mailboxes") c.mailboxes = get_strings(origin, cn, ck);
-                             if (ck == "folders") c.folders = get_strings(origin, cn, ck);
-                             if (ck == "minimum") c.minimum = get_duration(origin, cn, ck);
-                             if (ck == "maximum") c.maximum = get_duration(origin, cn, ck);
-                             if (ck == "basis") {
-                               std::string b = get_string(origin, cn, ck);
-                               if (b == "date")
-                                 c.basis = RetentionBasis::kDate;
-                               else if (b == "capture")
-                                 c.basis = RetentionBasis::kCapture;
-                               else if (b == "financial-year-end")
-                                 c.basis = RetentionBasis::kFinancialYearEnd;
-                               else
-                                 bad(at(origin, cn), "'basis' is \"date\", \"capture\" or \"financial-year-end\", "
-                                                     "not \"" + b + "\"");
-                             }
-                           });
+                  each_key(
+                      origin, as_table(origin, e, "[[archive.class]]"), "archive.class",
+                      {"name", "label", "legal-basis", "mailboxes", "folders", "minimum", "maximum", "basis"},
+                      [&](const std::string& ck, const toml::node& cn) {
+                        if (ck == "name") c.name = get_string(origin, cn, ck);
+                        if (ck == "label") c.label = get_string(origin, cn, ck);
+                        if (ck == "legal-basis") c.legal_basis = get_string(origin, cn, ck);
+                        if (ck == "mailboxes") c.mailboxes = get_strings(origin, cn, ck);
+                        if (ck == "folders") c.folders = get_strings(origin, cn, ck);
+                        if (ck == "minimum") c.minimum = get_duration(origin, cn, ck);
+                        if (ck == "maximum") c.maximum = get_duration(origin, cn, ck);
+                        if (ck == "basis") {
+                          std::string b = get_string(origin, cn, ck);
+                          if (b == "date")
+                            c.basis = RetentionBasis::kDate;
+                          else if (b == "capture")
+                            c.basis = RetentionBasis::kCapture;
+                          else if (b == "financial-year-end")
+                            c.basis = RetentionBasis::kFinancialYearEnd;
+                          else
+                            bad(at(origin, cn),
+                                "'basis' is \"date\", \"capture\" or \"financial-year-end\", "
+                                "not \"" +
+                                    b + "\"");
+                        }
+                      });
                   if (c.name.empty()) bad(at(origin, e), "[[archive.class]] needs a 'name'");
                   for (const auto& other : p.classes) {
-                    if (other.name == c.name) bad(at(origin, e), "archive class '" + c.name + "' is defined twice");
+                    if (other.name == c.name)
+                      bad(at(origin, e), "archive class '" + c.name + "' is defined twice");
                   }
                   if (c.minimum && c.maximum && shorter(*c.maximum, *c.minimum)) {
                     bad(at(origin, e), "archive class '" + c.name + "': maximum " + c.maximum->str() +
@@ -276,8 +280,8 @@ std::int64_t add_duration(std::int64_t from_ns, const KeepDuration& d, const dat
   date::local_days day = date::local_days{date::year{static_cast<int>(y)} / date::month{m} / date::day{1}} +
                          date::days{static_cast<int>(static_cast<unsigned>(ymd.day())) - 1 + d.days};
   date::local_time<Ns> out = day + tod;
-  std::int64_t ns = tz ? tz->to_sys(out, date::choose::latest).time_since_epoch().count()
-                       : out.time_since_epoch().count();
+  std::int64_t ns =
+      tz ? tz->to_sys(out, date::choose::latest).time_since_epoch().count() : out.time_since_epoch().count();
   return ns + static_cast<std::int64_t>(d.hours) * 3600 * 1000000000LL;
 }
 

@@ -164,7 +164,8 @@ PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, co
 
   if (!dry_run) {
     // The archive without expired records, superseding every archive object.
-    if (kept_records.size() != archive.records.size()) {
+    // Consolidate also when several objects are in force: readers decrypt each one.
+    if (kept_records.size() != archive.records.size() || archive.objects.size() > 1) {
       std::vector<Hash> old = archive.objects;
       old.insert(old.end(), archive.superseded.begin(), archive.superseded.end());
       write_archive(repo, kept_records, old, now_ns);
@@ -234,8 +235,8 @@ PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, co
 
   std::map<Hash, const IndexPack*> by_pack;
   for (const IndexPack& p : indexed) by_pack.emplace(p.id, &p);  // the first listing wins
-  HashSet placed;                                  // live blobs already given a home
-  std::map<Hash, std::vector<PackEntry>> carry;    // pack to repack → its live entries
+  HashSet placed;                                                // live blobs already given a home
+  std::map<Hash, std::vector<PackEntry>> carry;                  // pack to repack → its live entries
   std::vector<const IndexPack*> keep_packs;
   std::vector<Hash> delete_packs;
   bool index_changed = false;
@@ -261,7 +262,8 @@ PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, co
       index_changed = true;
       continue;
     }
-    bool repack = has_expired || static_cast<double>(live_bytes) < policy.repack_below * static_cast<double>(total);
+    bool repack =
+        has_expired || static_cast<double>(live_bytes) < policy.repack_below * static_cast<double>(total);
     if (repack && p->kind == PackKind::kData && !reader) {
       ++res.packs_waiting;
       res.waiting.push_back(to_hex(id));
@@ -307,13 +309,15 @@ PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, co
         for (const PackEntry& le : lp.entries) {
           if (le.id == e.id) found = &le;
         }
-        if (!found) throw Error(ErrorCode::kVerify, "pack " + to_hex(id) + " lacks indexed blob " + to_hex(e.id));
+        if (!found)
+          throw Error(ErrorCode::kVerify, "pack " + to_hex(id) + " lacks indexed blob " + to_hex(e.id));
         std::string_view v = (p->kind == PackKind::kData ? *reader : repo).blob_bytes(lp, *found);
         w.add(found->type, found->id, v.data(), v.size());
         if (w.size() >= repo.config().pack_size) new_packs.push_back(upload_pack(repo, w));
       }
       record({"repack-pack", to_hex(id), "", "live share below repack-below or expired blobs",
-              static_cast<std::int64_t>(in_vault[id]), std::to_string(entries.size()) + " live blobs copied"});
+              static_cast<std::int64_t>(in_vault[id]),
+              std::to_string(entries.size()) + " live blobs copied"});
       renew();
     }
     if (!data.empty()) new_packs.push_back(upload_pack(repo, data));
@@ -359,7 +363,9 @@ PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, co
   {
     SQLite::Database& db = catalog.db();
     SQLite::Transaction txn(db);
-    db.exec("CREATE TEMP TABLE IF NOT EXISTS prune_keep(id BLOB PRIMARY KEY) WITHOUT ROWID; DELETE FROM temp.prune_keep;");
+    db.exec(
+        "CREATE TEMP TABLE IF NOT EXISTS prune_keep(id BLOB PRIMARY KEY) WITHOUT ROWID; DELETE FROM "
+        "temp.prune_keep;");
     SQLite::Statement ins(db, "INSERT OR IGNORE INTO temp.prune_keep VALUES(?)");
     for (const IndexPack* p : keep_packs) {
       ins.reset();
@@ -384,7 +390,9 @@ PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, co
     // expired message) must be scanned again, not carried over from that tree.
     SQLite::Database& db = catalog.db();
     SQLite::Transaction txn(db);
-    db.exec("CREATE TEMP TABLE IF NOT EXISTS prune_trees(id BLOB PRIMARY KEY) WITHOUT ROWID; DELETE FROM temp.prune_trees;");
+    db.exec(
+        "CREATE TEMP TABLE IF NOT EXISTS prune_trees(id BLOB PRIMARY KEY) WITHOUT ROWID; DELETE FROM "
+        "temp.prune_trees;");
     SQLite::Statement ins(db, "INSERT OR IGNORE INTO temp.prune_trees VALUES(?)");
     for (const Hash& h : live_trees) {
       ins.reset();

@@ -44,7 +44,7 @@ struct PruneResult {
   std::map<std::string, std::uint64_t> expired_by_class;
   std::uint64_t packs_before = 0, packs_after = 0;
   std::uint64_t packs_deleted = 0, packs_repacked = 0, packs_written = 0, packs_unindexed_deleted = 0;
-  std::uint64_t packs_waiting = 0;  // data packs that need a repack but no archive key was given
+  std::uint64_t packs_waiting = 0;          // data packs that need a repack but no archive key was given
   std::uint64_t waiting_expired_blobs = 0;  // expired message blobs still stored in waiting packs
   std::uint64_t bytes_before = 0, bytes_after = 0, bytes_deleted = 0, bytes_written = 0;  // stored bytes
   std::uint64_t blobs_live = 0;

@@ -15,8 +15,10 @@ void VaultWalker::reset_index() {
   index_.reset();
 }
 
-VaultWalker::VaultWalker(Repository& repo, Catalog& catalog) : repo_(repo), catalog_(catalog), dates_(catalog) {
-  catalog_.db().exec("CREATE TABLE IF NOT EXISTS tree_cache(id BLOB PRIMARY KEY, json BLOB NOT NULL) WITHOUT ROWID");
+VaultWalker::VaultWalker(Repository& repo, Catalog& catalog)
+    : repo_(repo), catalog_(catalog), dates_(catalog) {
+  catalog_.db().exec(
+      "CREATE TABLE IF NOT EXISTS tree_cache(id BLOB PRIMARY KEY, json BLOB NOT NULL) WITHOUT ROWID");
 }
 
 const Tree& VaultWalker::tree(const Hash& id) {
@@ -28,7 +30,8 @@ const Tree& VaultWalker::tree(const Hash& id) {
     const auto& c = q.getColumn(0);
     const auto* p = static_cast<const std::uint8_t*>(c.getBlob());
     Bytes text(p, p + c.getBytes());
-    if (repo_.blob_id(text.data(), text.size()) == id) return trees_.emplace(id, decode_tree(text)).first->second;
+    if (repo_.blob_id(text.data(), text.size()) == id)
+      return trees_.emplace(id, decode_tree(text)).first->second;
   }
   index();
   Tree t = loader_->load(id);

@@ -233,7 +233,8 @@ TEST(RetentionPolicy, ErrorsNameFileAndLine) {
 
 TEST(RetentionPolicy, RetentionStartsAtTheConfiguredBasis) {
   Policy p = parse_policy(
-      "time_zone = \"Europe/Zurich\"\n[snapshots]\nkeep-last = 1\n[archive]\nfinancial-year-end = \"06-30\"\n",
+      "time_zone = \"Europe/Zurich\"\n[snapshots]\nkeep-last = 1\n[archive]\nfinancial-year-end = "
+      "\"06-30\"\n",
       "p.toml");
   const std::int64_t date = instant("2024-03-10T09:00:00Z"), capture = instant("2024-03-11T02:00:00Z");
   EXPECT_EQ(retention_start(p, RetentionBasis::kDate, date, capture), date);

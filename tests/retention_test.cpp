@@ -6,7 +6,6 @@
 
 #include "support/retention_site.hpp"
 
-
 // Must-show 3: a legal hold keeps a message past its maximum; releasing it lets the
 // next prune delete it; both events are recorded.
 TEST(Retention, LegalHoldKeepsAMessagePastItsMaximumUntilReleased) {
@@ -25,8 +24,8 @@ TEST(Retention, LegalHoldKeepsAMessagePastItsMaximumUntilReleased) {
   ASSERT_EQ(hold_id.size(), 12u);
   // A second hold on other dates covers nothing here.
   set_now(t0 + 60LL * 1000000000);
-  rs.ok({"hold", "add", "--mailbox", "alice@example.ch", "--from", "2020-01-01", "--to", "2020-12-31", "--reason",
-         "old case"});
+  rs.ok({"hold", "add", "--mailbox", "alice@example.ch", "--from", "2020-01-01", "--to", "2020-12-31",
+         "--reason", "old case"});
   nlohmann::json list = rs.ok({"hold", "list"});
   ASSERT_EQ(list.size(), 2u);
   EXPECT_EQ(list[0]["reason"], "litigation 2024-17");
@@ -125,7 +124,8 @@ TEST(Retention, PruneKilledAfterEachStepLeavesAVaultThatChecksRestoresAndPrunesA
   std::mt19937_64 rng(4);
   const std::int64_t t0 = at("2024-05-01T02:00:00Z");
   auto day = [&](int d) { return t0 + d * kDayNs; };
-  for (const char* sub : {"cur", "new", "tmp"}) fs::create_directories(rs.site().path("../mail/example.ch/alice/.Junk/") + sub);
+  for (const char* sub : {"cur", "new", "tmp"})
+    fs::create_directories(rs.site().path("../mail/example.ch/alice/.Junk/") + sub);
   Msg a = rs.mailbox().deliver(".Private", day(0) - kDayNs, 4000, rng);
   Msg a2 = rs.mailbox().deliver(".Private", day(0) - kDayNs, 4000, rng);
   Msg b = rs.mailbox().deliver("", day(0) - kDayNs, 500, rng);
@@ -203,7 +203,8 @@ TEST(Retention, PruneKilledAfterEachStepLeavesAVaultThatChecksRestoresAndPrunesA
     EXPECT_EQ(rs.run({"check", "--read-data", "--gnupghome", rs.archive_home()}).status, 0);
     VaultContents v = decrypt_every_pack(rs.site());
     for (const Msg* m : {&a, &a2, &j1, &j2}) {
-      for (const auto& blob : message_blobs(*v.repo, m->content)) EXPECT_FALSE(v.blobs.count(blob)) << m->name;
+      for (const auto& blob : message_blobs(*v.repo, m->content))
+        EXPECT_FALSE(v.blobs.count(blob)) << m->name;
     }
     TempDir out;
     rs.ok({"archive", "restore", "--mailbox", "alice@example.ch", "--to", out.path() + "/a", "--gnupghome",
@@ -224,8 +225,8 @@ TEST(Retention, ForgetShowsReasonsAndDryRunChangesNothing) {
   RetentionSite rs("time_zone = \"Europe/Zurich\"\n[snapshots]\nkeep-daily = 3\nkeep-weekly = 2\n");
   std::mt19937_64 rng(5);
   // Backups at 23:30 UTC: 00:30 the next day in Zurich (CEST), so local days decide.
-  std::vector<std::int64_t> times{at("2024-06-02T23:30:00Z"), at("2024-06-03T23:30:00Z"), at("2024-06-04T21:00:00Z"),
-                                  at("2024-06-04T23:30:00Z")};
+  std::vector<std::int64_t> times{at("2024-06-02T23:30:00Z"), at("2024-06-03T23:30:00Z"),
+                                  at("2024-06-04T21:00:00Z"), at("2024-06-04T23:30:00Z")};
   for (std::size_t i = 0; i < times.size(); ++i) {
     rs.mailbox().deliver("", times[i] - 3600LL * 1000000000, 100, rng);
     set_now(times[i]);
@@ -297,20 +298,26 @@ TEST(Retention, PruneWithoutArchiveKeyReportsWhatWaitsAndRespectsTheLease) {
   // A lease held by a live process elsewhere: refused with exit 3, nothing changed.
   const std::string lease = rs.site().vault_dir() + "/locks/lease";
   fs::create_directories(rs.site().vault_dir() + "/locks");
-  auto now_s = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  reduit::test::write_file(lease, "{\"purpose\":\"backup\",\"host\":\"other-host\",\"pid\":4242,\"started\":" +
-                                      std::to_string(now_s) + ",\"renewed\":" + std::to_string(now_s) +
-                                      ",\"ttl\":900,\"nonce\":\"abc\"}");
+  auto now_s =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  reduit::test::write_file(
+      lease,
+      "{\"purpose\":\"backup\",\"host\":\"other-host\",\"pid\":4242,\"started\":" + std::to_string(now_s) +
+          ",\"renewed\":" + std::to_string(now_s) + ",\"ttl\":900,\"nonce\":\"abc\"}");
   RunResult locked = rs.run({"prune", "--archive-gnupghome", rs.archive_home()});
   EXPECT_EQ(locked.status, 3) << locked.err;
-  EXPECT_NE(locked.err.find("vault is locked by backup on other-host pid 4242"), std::string::npos) << locked.err;
+  EXPECT_NE(locked.err.find("vault is locked by backup on other-host pid 4242"), std::string::npos)
+      << locked.err;
   // The same lease from a dead pid on this host is stale: broken, and prune repacks.
   reduit::test::write_file(lease, "{\"purpose\":\"backup\",\"host\":\"" + reduit::local_hostname() +
                                       "\",\"pid\":999999,\"started\":" + std::to_string(now_s) +
-                                      ",\"renewed\":" + std::to_string(now_s) + ",\"ttl\":900,\"nonce\":\"abc\"}");
+                                      ",\"renewed\":" + std::to_string(now_s) +
+                                      ",\"ttl\":900,\"nonce\":\"abc\"}");
   RunResult broke = rs.run({"prune", "--archive-gnupghome", rs.archive_home()});
   EXPECT_EQ(broke.status, 1) << broke.err;
-  EXPECT_EQ(broke.json()["warnings"], (nlohmann::json{"broke a stale vault lease left by an interrupted run"}));
+  EXPECT_EQ(broke.json()["warnings"],
+            (nlohmann::json{"broke a stale vault lease left by an interrupted run"}));
   EXPECT_EQ(broke.json()["packs_repacked"], 1);
   EXPECT_EQ(broke.json()["packs_waiting"], 0);
   VaultContents v = decrypt_every_pack(rs.site());
@@ -348,8 +355,8 @@ TEST(Retention, ForgetKilledAfterEachStepArchivesEachMessageOnceAndFinishesOnRer
     // The two forgotten snapshots held msgs[0] and msgs[1]: archived once each.
     EXPECT_EQ(events(rs.site(), "archive-message").size(), 2u);
     TempDir out;
-    nlohmann::json a = rs.ok({"archive", "restore", "--mailbox", "alice@example.ch", "--to", out.path() + "/a",
-                              "--gnupghome", rs.archive_home()});
+    nlohmann::json a = rs.ok({"archive", "restore", "--mailbox", "alice@example.ch", "--to",
+                              out.path() + "/a", "--gnupghome", rs.archive_home()});
     EXPECT_EQ(a["from_archive_only"], 2);
     std::multiset<std::string> want;
     for (const Msg& m : msgs) want.insert(sha_hex(m.content));

@@ -62,8 +62,9 @@ std::int64_t clock_now_ns() {
   if (!v || !*v) return now_ns();
   auto t = parse_instant(v);
   if (!t) {
-    throw Error(ErrorCode::kUsage, std::string("REDUIT_NOW='") + v +
-                                       "' is not an RFC 3339 instant (2026-03-29T01:30:00Z) or epoch seconds");
+    throw Error(ErrorCode::kUsage,
+                std::string("REDUIT_NOW='") + v +
+                    "' is not an RFC 3339 instant (2026-03-29T01:30:00Z) or epoch seconds");
   }
   return *t;
 }

@@ -4,10 +4,10 @@
 // vault (every pack decrypted) and the catalog's retention log.
 #pragma once
 
-#include <gtest/gtest.h>
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -152,8 +152,9 @@ struct Event {
 };
 inline std::vector<Event> events(const Site& site, const std::string& action) {
   SQLite::Database db(site.path("state/catalog.sqlite"), SQLite::OPEN_READONLY);
-  SQLite::Statement q(db, "SELECT action, object, class, rule, detail FROM retention_events WHERE action=? "
-                          "ORDER BY rowid");
+  SQLite::Statement q(db,
+                      "SELECT action, object, class, rule, detail FROM retention_events WHERE action=? "
+                      "ORDER BY rowid");
   q.bind(1, action);
   std::vector<Event> out;
   while (q.executeStep()) {
@@ -202,9 +203,7 @@ class RetentionSite {
     EXPECT_EQ(r.status, 0) << r.err << r.out;
     return r.status == 0 ? r.json() : nlohmann::json::object();
   }
-  nlohmann::json prune() {
-    return ok({"prune", "--archive-gnupghome", site_->keys().archive_home->path()});
-  }
+  nlohmann::json prune() { return ok({"prune", "--archive-gnupghome", site_->keys().archive_home->path()}); }
   std::string archive_home() const { return site_->keys().archive_home->path(); }
 
  private:
