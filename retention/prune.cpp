@@ -209,12 +209,11 @@ PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, co
   res.archive_records = kept_records.size();
 
   // ---- 2. live blobs --------------------------------------------------------
-  HashSet live, live_trees;
+  HashSet live;
   for (const SnapshotRef& s : snaps) {
     for (const SnapshotMailbox& mb : s.snap.mailboxes) {
       for (const SnapshotFolder& f : mb.folders) {
         live.insert(f.tree);
-        live_trees.insert(f.tree);
         for (const TreeEntry& e : walker.tree(f.tree).entries) {
           if (e.kind == EntryKind::kMessage && expired.count(message_key(mb.name, f.name, e))) continue;
           add_blobs(e, live);
@@ -360,48 +359,22 @@ PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, co
   for (const std::string& name : repo.transport().list("tmp")) repo.transport().remove(name);
 
   // ---- 5. catalog -----------------------------------------------------------
-  {
-    SQLite::Database& db = catalog.db();
-    SQLite::Transaction txn(db);
-    db.exec(
-        "CREATE TEMP TABLE IF NOT EXISTS prune_keep(id BLOB PRIMARY KEY) WITHOUT ROWID; DELETE FROM "
-        "temp.prune_keep;");
-    SQLite::Statement ins(db, "INSERT OR IGNORE INTO temp.prune_keep VALUES(?)");
-    for (const IndexPack* p : keep_packs) {
-      ins.reset();
-      ins.bind(1, p->id.data(), 32);
-      ins.exec();
-    }
-    db.exec(
-        "DELETE FROM main.blobs WHERE pack NOT IN (SELECT id FROM temp.prune_keep);"
-        "DELETE FROM main.packs WHERE id NOT IN (SELECT id FROM temp.prune_keep);"
-        "DELETE FROM main.indexes;");
-    txn.commit();
-  }
+  // Through the catalog's own API: forgetting the packs gone from the vault also
+  // drops the stat and folder caches, so the next backup reads each file once and
+  // can never reuse the id of a blob (or a tree naming one) that prune deleted.
+  std::vector<Hash> gone;
+  for (const auto& [h, why] : doomed) gone.push_back(h);
+  catalog.forget_packs(gone);
   for (const IndexPack& p : new_packs) catalog.add_pack(p, /*indexed=*/true);
-  for (const Hash& h : new_indexes) catalog.add_index(h);
-  catalog.db().exec(
-      "DELETE FROM main.files WHERE (header IS NOT NULL AND header NOT IN (SELECT id FROM main.blobs)) "
-      "OR (body IS NOT NULL AND body NOT IN (SELECT id FROM main.blobs)) "
-      "OR (blob IS NOT NULL AND blob NOT IN (SELECT id FROM main.blobs));"
-      "DELETE FROM main.folders WHERE tree NOT IN (SELECT id FROM main.blobs);");
   {
-    // A folder whose cached tree no snapshot uses any more (rewritten without an
-    // expired message) must be scanned again, not carried over from that tree.
-    SQLite::Database& db = catalog.db();
-    SQLite::Transaction txn(db);
-    db.exec(
-        "CREATE TEMP TABLE IF NOT EXISTS prune_trees(id BLOB PRIMARY KEY) WITHOUT ROWID; DELETE FROM "
-        "temp.prune_trees;");
-    SQLite::Statement ins(db, "INSERT OR IGNORE INTO temp.prune_trees VALUES(?)");
-    for (const Hash& h : live_trees) {
-      ins.reset();
-      ins.bind(1, h.data(), 32);
-      ins.exec();
+    SQLite::Statement del(catalog.db(), "DELETE FROM main.indexes WHERE id=?");
+    for (const Hash& h : old_indexes) {
+      del.reset();
+      del.bind(1, h.data(), 32);
+      del.exec();
     }
-    db.exec("DELETE FROM main.folders WHERE tree NOT IN (SELECT id FROM temp.prune_trees);");
-    txn.commit();
   }
+  for (const Hash& h : new_indexes) catalog.add_index(h);
 
   std::map<Hash, std::uint64_t> after = repo.list_packs(/*with_sizes=*/true);
   res.packs_after = after.size();

@@ -20,8 +20,9 @@
 //     remaining pack are written (after-index-write); the old index objects are
 //     deleted (after-index-delete); then the old packs (after-pack-delete, once per
 //     pack: "#N" in REDUIT_FAULT picks the Nth).
-//  5. The catalog's pack/blob cache, index list and file cache are brought in line,
-//     and the retention log gets every deletion and refusal.
+//  5. The catalog forgets the deleted packs (which drops its stat cache: the next
+//     backup reads every file once), learns the new packs and index objects; the
+//     retention log gets every deletion and refusal.
 // A prune killed anywhere leaves every kept snapshot and archived message readable
 // (old objects are deleted only after their replacements are in the vault), and
 // the next prune finishes the job.

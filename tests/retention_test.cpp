@@ -364,3 +364,35 @@ TEST(Retention, ForgetKilledAfterEachStepArchivesEachMessageOnceAndFinishesOnRer
   }
   unsetenv("REDUIT_NOW");
 }
+
+// A message past its maximum that is still in the mailbox: prune deletes it from
+// the vault (rewriting the snapshots), and the next backup, whose caches must not
+// name the deleted blobs, stores it again: the vault checks and restores.
+TEST(Retention, MessageStillInTheMailboxPastItsMaximumIsDeletedAndBackedUpAgainConsistently) {
+  RetentionSite rs(kFaultPolicy);
+  std::mt19937_64 rng(8);
+  const std::int64_t t0 = at("2024-05-01T02:00:00Z");
+  Msg a = rs.mailbox().deliver(".Private", t0 - kDayNs, 3000, rng);
+  Msg b = rs.mailbox().deliver("", t0 - kDayNs, 300, rng);
+  set_now(t0);
+  rs.site().init();
+  rs.ok({"backup"});
+  set_now(t0 + 40 * kDayNs);
+  rs.ok({"backup"});
+  nlohmann::json p = rs.prune();
+  EXPECT_EQ(p["messages_expired"], 1);
+  EXPECT_EQ(p["snapshots_rewritten"], 2);
+  {
+    VaultContents v = decrypt_every_pack(rs.site());
+    for (const auto& blob : message_blobs(*v.repo, a.content)) EXPECT_FALSE(v.blobs.count(blob));
+  }
+  set_now(t0 + 41 * kDayNs);
+  nlohmann::json bk = rs.ok({"backup"});
+  EXPECT_EQ(bk["messages"], 2);
+  EXPECT_EQ(rs.run({"check", "--read-data", "--gnupghome", rs.archive_home()}).status, 0);
+  TempDir out;
+  ASSERT_EQ(rs.site().restore("alice@example.ch", out.path() + "/r").status, 0);
+  EXPECT_EQ(restored_messages(out.path() + "/r"),
+            (std::multiset<std::string>{sha_hex(a.content), sha_hex(b.content)}));
+  unsetenv("REDUIT_NOW");
+}
