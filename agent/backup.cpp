@@ -24,6 +24,7 @@
 #include "restore/blobs.hpp"
 #include "restore/snapshots.hpp"
 #include "vault/catalog.hpp"
+#include "vault/clock.hpp"
 #include "vault/compress.hpp"
 #include "vault/delta.hpp"
 #include "vault/error.hpp"
@@ -312,7 +313,7 @@ class Backup {
     catalog_->begin_staging();
 
     Snapshot snap;
-    snap.time_ns = now_ns();
+    snap.time_ns = clock_now_ns();  // REDUIT_NOW in simulations (vault/clock.hpp)
     snap.host = cfg_.host;
     snap.reduit_version = REDUIT_VERSION;
     snap.tags = opts_.tags;

@@ -31,6 +31,10 @@ void add_catalog(CLI::App& app, Globals& g, Runner& run);
 void add_find(CLI::App& app, Globals& g, Runner& run);
 void add_export(CLI::App& app, Globals& g, Runner& run);
 void add_mailserver(CLI::App& app, Globals& g, Runner& run);
+void add_forget(CLI::App& app, Globals& g, Runner& run);
+void add_prune(CLI::App& app, Globals& g, Runner& run);
+void add_hold(CLI::App& app, Globals& g, Runner& run);
+void add_archive(CLI::App& app, Globals& g, Runner& run);
 
 /// Prints a JSON document (stable keys; --json output) to stdout.
 void print_json(const nlohmann::ordered_json& j);

@@ -152,12 +152,14 @@ Config parse_config(const std::string& text, const std::string& origin) {
   Config c;
   c.origin = origin;
   each_key(
-      origin, root, "", {"state_dir", "host", "vault", "keys", "source", "pack", "delta"},
+      origin, root, "", {"state_dir", "host", "policy", "vault", "keys", "source", "pack", "delta"},
       [&](const std::string& key, const toml::node& v) {
         if (key == "state_dir")
           c.state_dir = get_string(origin, v, key);
         else if (key == "host")
           c.host = get_string(origin, v, key);
+        else if (key == "policy")
+          c.policy = get_string(origin, v, key);
         else if (key == "vault") {
           const toml::table* t = v.as_table();
           if (!t) bad(at(origin, v), "[vault] must be a table");

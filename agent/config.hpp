@@ -44,6 +44,7 @@ struct Config {
   int zstd_level = 3;                   // (init)
   std::string host;                     // recorded in snapshots; default hostname
   DeltaConfig delta;
+  std::string policy;                   // retention policy file; "" = policies/default.toml
 };
 
 /// The built-in demo configuration text (before ${} expansion).

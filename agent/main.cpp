@@ -68,6 +68,10 @@ int main(int argc, char** argv) {
   cli::add_find(app, g, run);
   cli::add_export(app, g, run);
   cli::add_mailserver(app, g, run);
+  cli::add_forget(app, g, run);
+  cli::add_prune(app, g, run);
+  cli::add_hold(app, g, run);
+  cli::add_archive(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

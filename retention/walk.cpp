@@ -1,0 +1,57 @@
+#include "retention/walk.hpp"
+
+namespace reduit {
+
+const BlobIndex& VaultWalker::index() {
+  if (!index_) {
+    index_ = std::make_unique<BlobIndex>(repo_.load_indexes());
+    loader_ = std::make_unique<TreeLoader>(repo_, *index_);
+  }
+  return *index_;
+}
+
+void VaultWalker::reset_index() {
+  loader_.reset();
+  index_.reset();
+}
+
+VaultWalker::VaultWalker(Repository& repo, Catalog& catalog)
+    : repo_(repo), catalog_(catalog), dates_(catalog) {
+  catalog_.db().exec(
+      "CREATE TABLE IF NOT EXISTS tree_cache(id BLOB PRIMARY KEY, json BLOB NOT NULL) WITHOUT ROWID");
+}
+
+const Tree& VaultWalker::tree(const Hash& id) {
+  auto it = trees_.find(id);
+  if (it != trees_.end()) return it->second;
+  SQLite::Statement q(catalog_.db(), "SELECT json FROM tree_cache WHERE id=?");
+  q.bind(1, id.data(), 32);
+  if (q.executeStep()) {
+    const auto& c = q.getColumn(0);
+    const auto* p = static_cast<const std::uint8_t*>(c.getBlob());
+    Bytes text(p, p + c.getBytes());
+    if (repo_.blob_id(text.data(), text.size()) == id)
+      return trees_.emplace(id, decode_tree(text)).first->second;
+  }
+  index();
+  Tree t = loader_->load(id);
+  std::string text = encode_tree(t);  // deterministic: the bytes whose HMAC is the id
+  SQLite::Statement ins(catalog_.db(), "INSERT OR REPLACE INTO tree_cache VALUES(?,?)");
+  ins.bind(1, id.data(), 32);
+  ins.bind(2, text.data(), static_cast<int>(text.size()));
+  ins.exec();
+  return trees_.emplace(id, std::move(t)).first->second;
+}
+
+void VaultWalker::for_each_message(const SnapshotRef& s, const std::function<void(const MessageRef&)>& f) {
+  for (const SnapshotMailbox& mb : s.snap.mailboxes) {
+    for (const SnapshotFolder& fo : mb.folders) {
+      for (const TreeEntry& e : tree(fo.tree).entries) {
+        if (e.kind != EntryKind::kMessage) continue;
+        f(MessageRef{mb.name, fo.name, &e, dates_.date_ns(e.sha256)});
+      }
+    }
+  }
+}
+
+}  // namespace reduit
