@@ -27,6 +27,8 @@ void add_ls(CLI::App& app, Globals& g, Runner& run);
 void add_restore(CLI::App& app, Globals& g, Runner& run);
 void add_check(CLI::App& app, Globals& g, Runner& run);
 void add_catalog(CLI::App& app, Globals& g, Runner& run);
+void add_agent(CLI::App& app, Globals& g, Runner& run);
+void add_status(CLI::App& app, Globals& g, Runner& run);
 
 /// Prints a JSON document (stable keys; --json output) to stdout.
 void print_json(const nlohmann::ordered_json& j);

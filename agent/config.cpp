@@ -1,6 +1,7 @@
 #include "agent/config.hpp"
 
 #include "agent/scan.hpp"
+#include "agent/schedule_toml.hpp"
 
 #include <toml++/toml.h>
 #include <algorithm>
@@ -152,13 +153,20 @@ Config parse_config(const std::string& text, const std::string& origin) {
   Config c;
   c.origin = origin;
   each_key(
-      origin, root, "", {"state_dir", "host", "vault", "keys", "source", "pack"},
+      origin, root, "", {"state_dir", "host", "vault", "keys", "source", "pack", "schedule", "alerts"},
       [&](const std::string& key, const toml::node& v) {
         if (key == "state_dir")
           c.state_dir = get_string(origin, v, key);
         else if (key == "host")
           c.host = get_string(origin, v, key);
-        else if (key == "vault") {
+        else if (key == "schedule" || key == "alerts") {
+          const toml::table* t = v.as_table();
+          if (!t) bad(at(origin, v), "[" + key + "] must be a table");
+          if (key == "schedule")
+            c.schedule = parse_schedule_section(origin, *t);
+          else
+            c.alerts = parse_alerts_section(origin, *t);
+        } else if (key == "vault") {
           const toml::table* t = v.as_table();
           if (!t) bad(at(origin, v), "[vault] must be a table");
           each_key(origin, *t, "vault",

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/schedule.hpp"
 #include "vault/transport.hpp"
 
 namespace reduit {
@@ -35,6 +36,8 @@ struct Config {
   std::uint64_t pack_size = 16u << 20;  // target plaintext bytes per pack (init)
   int zstd_level = 3;                   // (init)
   std::string host;                     // recorded in snapshots; default hostname
+  ScheduleConfig schedule;              // [schedule]: the agent's jobs (agent/schedule.hpp)
+  AlertConfig alerts;                   // [alerts]
 };
 
 /// The built-in demo configuration text (before ${} expansion).

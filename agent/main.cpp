@@ -64,6 +64,8 @@ int main(int argc, char** argv) {
   cli::add_restore(app, g, run);
   cli::add_check(app, g, run);
   cli::add_catalog(app, g, run);
+  cli::add_agent(app, g, run);
+  cli::add_status(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -12,6 +12,8 @@
 //   files      stat cache: (folder key, unique name) → dev, ino, size, mtime, ctime,
 //              blob ids, sha256 — unchanged stat means no read
 //   snapshots  snapshot object id → decoded JSON (cache of the vault's snapshots)
+//   job_runs   the agent's job history, one row per attempt (agent/daemon.hpp);
+//              local state that reset() keeps
 //   messages   header metadata per message sha256 (Message-ID, Date, From, To,
 //              Subject; RFC 2047 decoded) for search and reports
 // The catalog is a cache: `reduit catalog rebuild` recreates all of it but the file
@@ -38,6 +40,19 @@ struct CachedFile {
   std::uint32_t mode = 0;
   Hash sha256{};
   std::optional<Hash> header, body, blob;
+};
+
+/// One attempt of a scheduled agent job. Times are Unix seconds (UTC);
+/// `scheduled` is the calendar occurrence the attempt belongs to; `exit_code` is
+/// the child's exit status (128+signal when killed); `summary` is its --json output
+/// (or the last line of stderr when it printed no JSON).
+struct JobRun {
+  std::string job;
+  std::int64_t scheduled = 0;
+  int attempt = 1;
+  std::int64_t started = 0, ended = 0;
+  int exit_code = 0;
+  std::string summary;
 };
 
 class Catalog {
@@ -116,7 +131,13 @@ class Catalog {
   void add_message(const Hash& sha256, const std::string& message_id, const std::string& date,
                    const std::string& from, const std::string& to, const std::string& subject);
 
-  /// Empties every table (for catalog rebuild).
+  // Agent job history.
+  void add_job_run(const JobRun& r);
+  /// The last `limit` attempts of `job` ("" = every job), oldest first.
+  std::vector<JobRun> job_runs(const std::string& job, std::size_t limit);
+
+  /// Empties the vault-derived tables and the file cache for catalog rebuild (job history stays:
+  /// the vault does not hold it).
   void reset();
 
  private:
