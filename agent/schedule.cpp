@@ -293,7 +293,7 @@ std::int64_t parse_duration(const std::string& text) {
         unit = 86400;
         break;
       default:
-        usage("\"" + text + "\": unknown unit '" + std::string(1, text[j]) + "' (use s, m, h, d)");
+        usage("\"" + text + "\" is not a duration (use e.g. \"26h\", \"30m\", \"90s\", \"2d\", \"1h30m\")");
     }
     total += n * unit;
     i = j + 1;

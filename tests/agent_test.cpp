@@ -100,23 +100,27 @@ TEST(Schedule, ConfigErrorsNameFileAndLine) {
   EXPECT_EQ(config_error(std::string(kBase) + "[schedule]\nprune = \"weekly Sonday 03:00\"\n"),
             "site.toml:5: 'schedule.prune': 'Sonday' in \"weekly Sonday 03:00\" is not a weekday (Sun, Mon, "
             "Tue, Wed, Thu, Fri, Sat)");
-  EXPECT_EQ(config_error(std::string(kBase) + "[schedule]\ncheck = \"monthly 31 04:00\"\n"),
-            "site.toml:5: 'schedule.check': day '31' in \"monthly 31 04:00\" must be 1..28 (every month has it)");
-  EXPECT_EQ(config_error(std::string(kBase) + "[schedule]\ndrill = \"yearly\"\n"),
-            "site.toml:5: 'schedule.drill': unknown calendar \"yearly\" (use hourly [:MM], daily HH:MM, weekly "
-            "Sun HH:MM, monthly D HH:MM, quarterly [HH:MM])");
+  EXPECT_EQ(
+      config_error(std::string(kBase) + "[schedule]\ncheck = \"monthly 31 04:00\"\n"),
+      "site.toml:5: 'schedule.check': day '31' in \"monthly 31 04:00\" must be 1..28 (every month has it)");
+  EXPECT_EQ(
+      config_error(std::string(kBase) + "[schedule]\ndrill = \"yearly\"\n"),
+      "site.toml:5: 'schedule.drill': unknown calendar \"yearly\" (use hourly [:MM], daily HH:MM, weekly "
+      "Sun HH:MM, monthly D HH:MM, quarterly [HH:MM])");
   EXPECT_EQ(config_error(std::string(kBase) + "[schedule]\ntimezone = \"Europe/Zurch\"\n"),
             "site.toml:5: 'schedule.timezone': time zone 'Europe/Zurch': Europe/Zurch not found in timezone "
             "database");
-  EXPECT_EQ(config_error(std::string(kBase) + "[schedule]\nrpo = \"26 hours\"\n"),
-            "site.toml:5: 'schedule.rpo': \"26 hours\" is not a duration (use e.g. \"26h\", \"30m\", \"90s\", "
-            "\"2d\", \"1h30m\")");
+  EXPECT_EQ(
+      config_error(std::string(kBase) + "[schedule]\nrpo = \"26 hours\"\n"),
+      "site.toml:5: 'schedule.rpo': \"26 hours\" is not a duration (use e.g. \"26h\", \"30m\", \"90s\", "
+      "\"2d\", \"1h30m\")");
   EXPECT_EQ(config_error(std::string(kBase) + "[schedule]\nmirror = \"daily 01:00\"\n"),
             "site.toml:5: job 'mirror' is not a built-in job (backup, prune, check, drill, report): give it "
             "'command' or 'exec'");
-  EXPECT_EQ(config_error(std::string(kBase) + "[schedule.backup]\nwhen = \"daily 01:00\"\nrandom = \"5m\"\n"),
-            "site.toml:6: unknown key 'schedule.backup.random' (known: when, random_delay, retries, retry_delay, "
-            "command, exec)");
+  EXPECT_EQ(
+      config_error(std::string(kBase) + "[schedule.backup]\nwhen = \"daily 01:00\"\nrandom = \"5m\"\n"),
+      "site.toml:6: unknown key 'schedule.backup.random' (known: when, random_delay, retries, retry_delay, "
+      "command, exec)");
   EXPECT_EQ(config_error(std::string(kBase) + "[schedule.backup]\nrandom_delay = \"5m\"\n"),
             "site.toml:4: [schedule.backup] needs 'when' (e.g. \"daily 02:00\")");
   EXPECT_EQ(config_error(std::string(kBase) + "[alerts]\nsmtp_url = \"http://x\"\n"),
@@ -157,17 +161,19 @@ drill = "quarterly 05:00"
 )";
 
 // "STARTED job SCHEDULED" per attempt, from `agent run --simulate --json`.
-std::vector<std::string> simulate(const Site& site, const std::vector<std::string>& extra) {
+std::vector<std::string> simulate(const Site& site, const std::vector<std::string>& extra, std::string* err) {
   std::vector<std::string> args{"agent", "run", "--simulate", "2024-01-01T00:00..2024-04-30T00:00"};
   args.insert(args.end(), extra.begin(), extra.end());
   RunResult r = site.reduit(args);
   EXPECT_EQ(r.status, 0) << r.err;
+  *err = r.err;
   std::vector<std::string> out;
   if (r.status != 0) return out;
-  for (const auto& e : r.json()["runs"]) {
+  const nlohmann::json j = r.json();  // (a temporary's ["runs"] would dangle in the loop)
+  for (const auto& e : j["runs"]) {
     out.push_back(e["started"].get<std::string>() + " " + e["job"].get<std::string>() + " " +
-                  e["scheduled"].get<std::string>() + " #" + std::to_string(e["attempt"].get<int>()) + " exit " +
-                  std::to_string(e["exit"].get<int>()));
+                  e["scheduled"].get<std::string>() + " #" + std::to_string(e["attempt"].get<int>()) +
+                  " exit " + std::to_string(e["exit"].get<int>()));
   }
   return out;
 }
@@ -187,8 +193,9 @@ std::vector<std::string> expected_seed_runs() {
     std::string backup = d == sys_days(2024_y / March / 31) ? at("03:00") : at("02:00");
     want.push_back(backup + " backup " + backup + " #1 exit 0");
     if (weekday(d) == Sunday) want.push_back(at("03:00") + " prune " + at("03:00") + " #1 exit 0");
-    if (ymd.day() == day_of_month(1)) want.push_back(at("04:00") + " check " + at("04:00") + " #1 exit 0");
-    if (ymd.day() == day_of_month(1) && (static_cast<unsigned>(ymd.month()) - 1) % 3 == 0)
+    if (static_cast<unsigned>(ymd.day()) == 1u)
+      want.push_back(at("04:00") + " check " + at("04:00") + " #1 exit 0");
+    if (static_cast<unsigned>(ymd.day()) == 1u && (static_cast<unsigned>(ymd.month()) - 1) % 3 == 0)
       want.push_back(at("05:00") + " drill " + at("05:00") + " #1 exit 0");
   }
   return want;
@@ -201,31 +208,41 @@ TEST(Agent, Simulate120DaysMatchesTheSchedule) {
   Site site({"/nonexistent"}, "%d/%n", "", "", kSeedSchedule);
   std::vector<std::string> want = expected_seed_runs();
   ASSERT_EQ(want.size(), 120u + 17u + 4u + 2u);
-  std::vector<std::string> got = simulate(site, {});
-  EXPECT_EQ(got, want);
+  std::string err;
+  std::vector<std::string> got = simulate(site, {}, &err);
+  ASSERT_EQ(got, want);
+  EXPECT_EQ(err.find("RPO exceeded"), std::string::npos) << err;
   EXPECT_EQ(got[0], "2024-01-01 02:00 CET backup 2024-01-01 02:00 CET #1 exit 0");
 
   // Down from Friday 9 Feb 12:00 to Monday 12 Feb 12:00: backups of 10, 11 and 12 Feb
   // and Sunday's prune are missed; at restart the latest backup and the prune run once.
   std::vector<std::string> down_want;
+  bool restarted = false;
   for (const auto& w : want) {
     std::string started = w.substr(0, 20);
     if (started > "2024-02-09 12:00 CET" && started < "2024-02-12 12:00 CET") continue;
-    if (started > "2024-02-12 12:00 CET" && down_want.back().rfind("2024-02-12 12:00", 0) != 0) {
+    if (started > "2024-02-12 12:00 CET" && !restarted) {
       down_want.push_back("2024-02-12 12:00 CET backup 2024-02-12 02:00 CET #1 exit 0");
       down_want.push_back("2024-02-12 12:00 CET prune 2024-02-11 03:00 CET #1 exit 0");
+      restarted = true;
     }
     down_want.push_back(w);
   }
   ASSERT_EQ(down_want.size(), want.size() - 4 + 2);
   TempDir state;
   std::vector<std::string> got_down =
-      simulate(site, {"--down", "2024-02-09T12:00..2024-02-12T12:00", "--state", state.path()});
+      simulate(site, {"--down", "2024-02-09T12:00..2024-02-12T12:00", "--state", state.path()}, &err);
   EXPECT_EQ(got_down, down_want);
+  // At restart the last good backup is older than the RPO (default 26h): one alert.
+  EXPECT_NE(err.find("reduit-agent: ALERT: RPO exceeded: the last good backup ended 2024-02-09 02:00 CET, "
+                     "3d10h ago; the RPO is 1d2h\n"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(err.find("RPO exceeded"), err.rfind("RPO exceeded"));
   // The history is in the catalog, one row per attempt.
   Catalog cat(state.path());
   EXPECT_EQ(cat.job_runs("", 1000).size(), down_want.size());
-  EXPECT_EQ(cat.job_runs("prune", 1000).size(), 16u);
+  EXPECT_EQ(cat.job_runs("prune", 1000).size(), 17u);  // Feb 11 missed, run once at restart
 }
 
 TEST(Agent, FailedRunsRetryWithinTheirWindowAndNeverStopLaterRuns) {
@@ -241,10 +258,12 @@ exec = ["/bin/sh", "-c", "exit 4"]
 retries = 2
 retry_delay = "10m"
 )");
-  RunResult r = site.reduit({"agent", "run", "--simulate", "2024-01-01T00:00..2024-01-03T00:00", "--execute"});
+  RunResult r =
+      site.reduit({"agent", "run", "--simulate", "2024-01-01T00:00..2024-01-03T00:00", "--execute"});
   ASSERT_EQ(r.status, 0) << r.err;
   std::vector<std::string> got;
-  for (const auto& e : r.json()["runs"])
+  const nlohmann::json j = r.json();
+  for (const auto& e : j["runs"])
     got.push_back(e["started"].get<std::string>() + " " + e["job"].get<std::string>() + " #" +
                   std::to_string(e["attempt"].get<int>()) + " exit " + std::to_string(e["exit"].get<int>()));
   EXPECT_EQ(got, (std::vector<std::string>{
@@ -252,11 +271,13 @@ retry_delay = "10m"
                      "2024-01-01 02:30 CET reachable #3 exit 4", "2024-01-01 05:00 CET drill #1 exit 2",
                      "2024-01-02 02:00 CET reachable #1 exit 4", "2024-01-02 02:10 CET reachable #2 exit 4",
                      "2024-01-02 02:30 CET reachable #3 exit 4", "2024-01-02 05:00 CET drill #1 exit 2"}));
-  EXPECT_NE(r.err.find("ALERT: job reachable scheduled 2024-01-01 02:00 CET failed after 3 attempt(s), last exit 4"),
+  EXPECT_NE(r.err.find(
+                "ALERT: job reachable scheduled 2024-01-01 02:00 CET failed after 3 attempt(s), last exit 4"),
             std::string::npos)
       << r.err;
-  EXPECT_NE(r.err.find("ALERT: job drill scheduled 2024-01-02 05:00 CET failed after 1 attempt(s), last exit 2"),
-            std::string::npos)
+  EXPECT_NE(
+      r.err.find("ALERT: job drill scheduled 2024-01-02 05:00 CET failed after 1 attempt(s), last exit 2"),
+      std::string::npos)
       << r.err;
 }
 
@@ -293,16 +314,19 @@ class NotifySocket {
   int fd_ = -1;
 };
 
-// A one-shot SMTP sink: accepts one message, writes its DATA to `out`. Plain Python
+// An SMTP sink: accepts N sessions of one message each, writes the envelope and DATA
+// of message i to OUT.i. Plain Python
 // (smtpd left the stdlib in 3.12 and is deprecated in 3.11).
 const char* kSmtpSink = R"py(
-import socket, sys
+import os, socket, sys
+def put(path, text): open(path + ".tmp", "w").write(text); os.rename(path + ".tmp", path)
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
-open(sys.argv[1] + ".port", "w").write(str(s.getsockname()[1]))
-c, _ = s.accept(); f = c.makefile("rwb")
-def say(x): f.write(x.encode() + b"\r\n"); f.flush()
-say("220 sink ESMTP"); data = []; env = []
-while True:
+put(sys.argv[1] + ".port", str(s.getsockname()[1]))
+for n in range(1, int(sys.argv[2]) + 1):
+  c, _ = s.accept(); f = c.makefile("rwb")
+  def say(x): f.write(x.encode() + b"\r\n"); f.flush()
+  say("220 sink ESMTP"); data = []; env = []
+  while True:
     line = f.readline().decode().rstrip("\r\n")
     if not line: break
     cmd = line[:4].upper()
@@ -314,10 +338,22 @@ while True:
             l = f.readline().decode()
             if l in (".\r\n", ".\n"): break
             data.append(l)
-        open(sys.argv[1], "w").write("".join(env) + "\n" + "".join(data)); say("250 queued")
+        put(sys.argv[1] + "." + str(n), "".join(env) + "\n" + "".join(data)); say("250 queued")
     elif cmd == "QUIT": say("221 bye"); break
     else: say("250 ok")
+  c.close()
 )py";
+
+// Kills a spawned process (if still running) when the test ends early.
+struct Reaper {
+  pid_t pid;
+  ~Reaper() {
+    if (pid > 0 && waitpid(pid, nullptr, WNOHANG) == 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  }
+};
 
 std::string wait_file(const std::string& path) {
   for (int i = 0; i < 3000; ++i) {
@@ -336,8 +372,9 @@ TEST(Agent, DaemonRunsMissedJobsAlertsWritesMetricsAndStops) {
   TempDir mail, work;
   generate_maildir(mail.path(), 40, 2, 3);
   write_file(work / "sink.py", kSmtpSink);
-  pid_t sink = spawn_command({"/usr/bin/python3", work / "sink.py", work / "mail.eml"}, work / "sink.out",
-                             work / "sink.err");
+  pid_t sink = spawn_command({"/usr/bin/python3", work / "sink.py", work / "mail.eml", "2"},
+                             work / "sink.out", work / "sink.err");
+  Reaper reap_sink{sink};
   std::string port = wait_file(work / "mail.eml.port");
   ASSERT_FALSE(port.empty());
   std::string schedule = "[schedule]\ntimezone = \"Europe/Zurich\"\nrpo = \"26h\"\nmetrics_file = \"" +
@@ -349,9 +386,9 @@ TEST(Agent, DaemonRunsMissedJobsAlertsWritesMetricsAndStops) {
                          port + "\"\nfrom = \"reduit@mail1.example\"\nto = [\"admin@example.org\"]\n";
   Site site({mail.path()}, "%d/%n", "", "", schedule);
   site.init();
-  UnixSeconds now = std::chrono::duration_cast<std::chrono::seconds>(
-                        std::chrono::system_clock::now().time_since_epoch())
-                        .count();
+  UnixSeconds now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
   {
     // The agent first started 40 days ago and has run nothing since: each job has
     // missed occurrences and runs once now.
@@ -360,14 +397,19 @@ TEST(Agent, DaemonRunsMissedJobsAlertsWritesMetricsAndStops) {
   }
   NotifySocket notify(work / "notify");
   setenv("NOTIFY_SOCKET", (work / "notify").c_str(), 1);
-  pid_t agent = spawn_command({reduit_binary(), "--config", site.config(), "agent", "run"}, work / "agent.out",
-                              work / "agent.err");
+  pid_t agent = spawn_command({reduit_binary(), "--config", site.config(), "agent", "run"},
+                              work / "agent.out", work / "agent.err");
+  Reaper reap_agent{agent};
   unsetenv("NOTIFY_SOCKET");
   EXPECT_EQ(notify.wait_for("READY=1"), "READY=1\nSTATUS=waiting for the next job");
   EXPECT_NE(notify.wait_for("STATUS=last: report FAILED (exit 9)"), "") << notify.seen;
 
-  // Alert e-mail through the SMTP sink.
-  std::string eml = wait_file(work / "mail.eml");
+  // Alert e-mails through the SMTP sink: first the RPO (no good backup for 40 days
+  // when the agent started), then the failed report.
+  std::string rpo = wait_file(work / "mail.eml.1");
+  EXPECT_NE(rpo.find("Subject: [reduit] backup older than the RPO"), std::string::npos) << rpo;
+  EXPECT_NE(rpo.find(" ago; the RPO is 1d2h"), std::string::npos) << rpo;
+  std::string eml = wait_file(work / "mail.eml.2");
   EXPECT_NE(eml.find("MAIL FROM:<reduit@mail1.example>"), std::string::npos) << eml;
   EXPECT_NE(eml.find("RCPT TO:<admin@example.org>"), std::string::npos) << eml;
   EXPECT_NE(eml.find("Subject: [reduit] report failed"), std::string::npos) << eml;
