@@ -503,6 +503,65 @@ print(json.dumps(out, sort_keys=True))
   EXPECT_EQ(WEXITSTATUS(st), 0);
 }
 
+// SIGTERM while a job runs: the job gets SIGTERM, the agent waits for it and exits 0;
+// the attempt is recorded as interrupted and its occurrence runs again at next start.
+TEST(Agent, SigtermStopsTheRunningJobAndItRunsAgainAtStart) {
+  TempDir work;
+  std::string flag = work / "flag";
+  Site site({"/nonexistent"}, "%d/%n", "", "",
+            "[schedule]\ntimezone = \"Europe/Zurich\"\n[schedule.slow]\nwhen = \"daily 02:00\"\n"
+            "exec = [\"/bin/sh\", \"-c\", \"test -e " +
+                flag + " && exit 0; exec sleep 300\"]\n");
+  UnixSeconds now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  UnixSeconds missed;
+  {
+    Catalog cat(site.path("state"));
+    cat.set_meta("agent.since", std::to_string(now - 2 * 86400));
+    // The occurrence the agent will catch up: the latest 02:00 at or before now.
+    missed = next_occurrence(parse_calendar("daily 02:00"), zurich(), now - 86400 - 1);
+  }
+  NotifySocket notify(work / "notify");
+  auto start = [&](const std::string& tag) {
+    setenv("NOTIFY_SOCKET", (work / "notify").c_str(), 1);
+    pid_t p = spawn_command({reduit_binary(), "--config", site.config(), "agent", "run"},
+                            work / (tag + ".out"), work / (tag + ".err"));
+    unsetenv("NOTIFY_SOCKET");
+    return p;
+  };
+  pid_t agent = start("first");
+  Reaper reap{agent};
+  EXPECT_NE(notify.wait_for("STATUS=running slow"), "") << notify.seen;
+  kill(agent, SIGTERM);
+  EXPECT_EQ(notify.wait_for("STOPPING=1"), "STOPPING=1");
+  int st = 0;
+  waitpid(agent, &st, 0);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+  EXPECT_NE(read_file(work / "first.err").find("stopping: forwarding SIGTERM to job pid "),
+            std::string::npos);
+  {
+    Catalog cat(site.path("state"));
+    auto runs = cat.job_runs("", 10);
+    ASSERT_EQ(runs.size(), 1u);
+    EXPECT_EQ(runs[0].exit_code, 128 + SIGTERM);
+    EXPECT_EQ(runs[0].summary, kInterrupted);
+    EXPECT_EQ(runs[0].scheduled, missed);
+  }
+  write_file(flag, "");
+  pid_t again = start("second");
+  Reaper reap_again{again};
+  EXPECT_NE(notify.wait_for("STATUS=last: slow ok"), "") << notify.seen;
+  kill(again, SIGTERM);
+  waitpid(again, &st, 0);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+  Catalog cat(site.path("state"));
+  auto runs = cat.job_runs("", 10);
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[1].scheduled, missed);  // the same occurrence, run again
+  EXPECT_EQ(runs[1].exit_code, 0);
+}
+
 TEST(Agent, SystemdUnitsVerify) {
   if (access("/usr/bin/systemd-analyze", X_OK) != 0) GTEST_SKIP() << "systemd-analyze is not installed";
   // The shipped units name /usr/bin/reduit; verify checks that ExecStart exists, so
