@@ -17,6 +17,7 @@
 #include "agent/daemon.hpp"
 #include "agent/schedule.hpp"
 #include "support/site.hpp"
+#include "support/sshd.hpp"
 #include "vault/catalog.hpp"
 #include "vault/error.hpp"
 
@@ -279,6 +280,53 @@ retry_delay = "10m"
       r.err.find("ALERT: job drill scheduled 2024-01-02 05:00 CET failed after 1 attempt(s), last exit 2"),
       std::string::npos)
       << r.err;
+}
+
+// sshd stopped at the scheduled backup (issue 7, must-show 3, on the virtual clock
+// with the real `reduit backup` over SFTP): exit 4, retried at +5m, +10m, +20m, then
+// failed with an ALERT; sshd back, the next day's backup succeeds.
+TEST(Agent, UnreachableVaultRetriesThenFailsAndTheNextDaySucceeds) {
+  TempDir mail, vault, state;
+  generate_maildir(mail.path(), 20, 2, 5);
+  TestSshd sshd;
+  Site site(
+      {mail.path()}, "%d/%n",
+      "sftp://" + sshd.user() + "@127.0.0.1:" + std::to_string(sshd.port()) + vault.path() + "/v",
+      "ssh_key = \"" + sshd.client_key_path() + "\"\nknown_hosts = \"" + sshd.known_hosts_path() + "\"\n",
+      "[schedule]\ntimezone = \"Europe/Zurich\"\n[schedule.backup]\nwhen = \"daily 02:00\"\n"
+      "retry_delay = \"5m\"\n");
+  site.init();
+  sshd.stop();
+  auto day = [&](const std::string& range, std::string* err) {
+    RunResult r = site.reduit({"agent", "run", "--simulate", range, "--execute", "--state", state.path()});
+    EXPECT_EQ(r.status, 0) << r.err;
+    *err = r.err;
+    std::vector<std::string> got;
+    const nlohmann::json j = r.json();
+    for (const auto& e : j["runs"])
+      got.push_back(e["started"].get<std::string>() + " " + e["job"].get<std::string>() + " #" +
+                    std::to_string(e["attempt"].get<int>()) + " exit " +
+                    std::to_string(e["exit"].get<int>()));
+    return got;
+  };
+  std::string err;
+  EXPECT_EQ(day("2024-01-01T00:00..2024-01-02T00:00", &err),
+            (std::vector<std::string>{
+                "2024-01-01 02:00 CET backup #1 exit 4", "2024-01-01 02:05 CET backup #2 exit 4",
+                "2024-01-01 02:15 CET backup #3 exit 4", "2024-01-01 02:35 CET backup #4 exit 4"}));
+  EXPECT_NE(
+      err.find("reduit-agent: ALERT: job backup scheduled 2024-01-01 02:00 CET failed after 4 attempt(s), "
+               "last exit 4: {\"error\":{\"code\":\"vault-unreachable\""),
+      std::string::npos)
+      << err;
+  sshd.start();
+  EXPECT_EQ(day("2024-01-02T00:00..2024-01-03T00:00", &err),
+            (std::vector<std::string>{"2024-01-02 02:00 CET backup #1 exit 0"}));
+  Catalog cat(state.path());
+  auto runs = cat.job_runs("backup", 10);
+  ASSERT_EQ(runs.size(), 5u);
+  EXPECT_EQ(nlohmann::json::parse(runs[4].summary)["messages"], 20);
+  EXPECT_EQ(site.reduit({"snapshots"}).json().size(), 1u);
 }
 
 namespace {
