@@ -1,6 +1,7 @@
 #include "agent/config.hpp"
 
 #include "agent/scan.hpp"
+#include "agent/schedule_toml.hpp"
 
 #include <toml++/toml.h>
 #include <algorithm>
@@ -152,7 +153,7 @@ Config parse_config(const std::string& text, const std::string& origin) {
   Config c;
   c.origin = origin;
   each_key(
-      origin, root, "", {"state_dir", "host", "policy", "vault", "keys", "source", "pack", "delta"},
+      origin, root, "", {"state_dir", "host", "policy", "vault", "keys", "source", "pack", "delta", "schedule", "alerts"},
       [&](const std::string& key, const toml::node& v) {
         if (key == "state_dir")
           c.state_dir = get_string(origin, v, key);
@@ -160,7 +161,14 @@ Config parse_config(const std::string& text, const std::string& origin) {
           c.host = get_string(origin, v, key);
         else if (key == "policy")
           c.policy = get_string(origin, v, key);
-        else if (key == "vault") {
+        else if (key == "schedule" || key == "alerts") {
+          const toml::table* t = v.as_table();
+          if (!t) bad(at(origin, v), "[" + key + "] must be a table");
+          if (key == "schedule")
+            c.schedule = parse_schedule_section(origin, *t);
+          else
+            c.alerts = parse_alerts_section(origin, *t);
+        } else if (key == "vault") {
           const toml::table* t = v.as_table();
           if (!t) bad(at(origin, v), "[vault] must be a table");
           each_key(origin, *t, "vault",

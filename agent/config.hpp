@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/schedule.hpp"
 #include "vault/transport.hpp"
 
 namespace reduit {
@@ -45,6 +46,8 @@ struct Config {
   std::string host;                     // recorded in snapshots; default hostname
   DeltaConfig delta;
   std::string policy;                   // retention policy file; "" = policies/default.toml
+  ScheduleConfig schedule;              // [schedule]: the agent's jobs (agent/schedule.hpp)
+  AlertConfig alerts;                   // [alerts]
 };
 
 /// The built-in demo configuration text (before ${} expansion).

@@ -72,6 +72,8 @@ int main(int argc, char** argv) {
   cli::add_prune(app, g, run);
   cli::add_hold(app, g, run);
   cli::add_archive(app, g, run);
+  cli::add_agent(app, g, run);
+  cli::add_status(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

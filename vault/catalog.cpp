@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -34,6 +35,10 @@ CREATE TABLE IF NOT EXISTS deltas(folder TEXT NOT NULL, key TEXT NOT NULL, sha25
   signature BLOB NOT NULL, chain BLOB NOT NULL, PRIMARY KEY(folder, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages(sha256 BLOB PRIMARY KEY, message_id TEXT, date TEXT,
   from_addr TEXT, to_addr TEXT, subject TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_runs(id INTEGER PRIMARY KEY, job TEXT NOT NULL, scheduled INTEGER NOT NULL,
+  attempt INTEGER NOT NULL, started INTEGER NOT NULL, ended INTEGER NOT NULL, exit_code INTEGER NOT NULL,
+  summary TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS job_runs_job ON job_runs(job, scheduled);
 CREATE TABLE IF NOT EXISTS tree_messages(tree BLOB NOT NULL, path TEXT NOT NULL, sha256 BLOB NOT NULL,
   mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL, PRIMARY KEY(tree, path)) WITHOUT ROWID;
 )sql";
@@ -677,6 +682,48 @@ void Catalog::find_messages(const MessageFilter& filter, const std::vector<Hash>
     return 0;
   });
 }
+
+void Catalog::add_job_run(const JobRun& r) {
+  guarded(path_, __func__, [&] {
+    SQLite::Statement q(*db_,
+                        "INSERT INTO job_runs(job, scheduled, attempt, started, ended, exit_code, summary) "
+                        "VALUES(?, ?, ?, ?, ?, ?, ?)");
+    q.bind(1, r.job);
+    q.bind(2, static_cast<std::int64_t>(r.scheduled));
+    q.bind(3, r.attempt);
+    q.bind(4, static_cast<std::int64_t>(r.started));
+    q.bind(5, static_cast<std::int64_t>(r.ended));
+    q.bind(6, r.exit_code);
+    q.bind(7, r.summary);
+    q.exec();
+    return 0;
+  });
+}
+
+std::vector<JobRun> Catalog::job_runs(const std::string& job, std::size_t limit) {
+  return guarded(path_, __func__, [&] {
+    std::vector<JobRun> out;
+    SQLite::Statement q(*db_,
+                        "SELECT job, scheduled, attempt, started, ended, exit_code, summary FROM job_runs "
+                        "WHERE ?1 = '' OR job = ?1 ORDER BY id DESC LIMIT ?2");
+    q.bind(1, job);
+    q.bind(2, static_cast<std::int64_t>(limit));
+    while (q.executeStep()) {
+      JobRun r;
+      r.job = q.getColumn(0).getString();
+      r.scheduled = q.getColumn(1).getInt64();
+      r.attempt = q.getColumn(2).getInt();
+      r.started = q.getColumn(3).getInt64();
+      r.ended = q.getColumn(4).getInt64();
+      r.exit_code = q.getColumn(5).getInt();
+      r.summary = q.getColumn(6).getString();
+      out.push_back(std::move(r));
+    }
+    std::reverse(out.begin(), out.end());
+    return out;
+  });
+}
+
 
 void Catalog::reset() {
   guarded(path_, __func__, [&] {

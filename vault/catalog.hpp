@@ -12,6 +12,8 @@
 //   files      stat cache: (folder key, unique name) → dev, ino, size, mtime, ctime,
 //              blob ids, sha256 — unchanged stat means no read
 //   snapshots  snapshot object id → decoded JSON (cache of the vault's snapshots)
+//   job_runs   the agent's job history, one row per attempt (agent/daemon.hpp);
+//              local state that reset() keeps
 //   deltas     per file that changes in place (vault/delta.hpp): the librsync
 //              signature of its last stored version, that version's blob (a full
 //              copy or a delta), chain depth and the vault's base signature blob
@@ -64,6 +66,19 @@ struct DeltaState {
   Hash base_signature{};    // kSignature blob (in the vault) of the chain's base
   std::string signature;    // librsync signature of the last stored version
   std::vector<Hash> chain;  // the blobs `head` is patched from, base first (empty at depth 0)
+};
+
+/// One attempt of a scheduled agent job. Times are Unix seconds (UTC);
+/// `scheduled` is the calendar occurrence the attempt belongs to; `exit_code` is
+/// the child's exit status (128+signal when killed); `summary` is its --json output
+/// (or the last line of stderr when it printed no JSON).
+struct JobRun {
+  std::string job;
+  std::int64_t scheduled = 0;
+  int attempt = 1;
+  std::int64_t started = 0, ended = 0;
+  int exit_code = 0;
+  std::string summary;
 };
 
 class Catalog {
@@ -179,7 +194,13 @@ class Catalog {
   void find_messages(const MessageFilter& filter, const std::vector<Hash>& trees,
                      const std::function<void(const MessageRow&)>& row);
 
-  /// Empties every table (for catalog rebuild).
+  // Agent job history.
+  void add_job_run(const JobRun& r);
+  /// The last `limit` attempts of `job` ("" = every job), oldest first.
+  std::vector<JobRun> job_runs(const std::string& job, std::size_t limit);
+
+  /// Empties the vault-derived tables and the file cache for catalog rebuild (job history stays:
+  /// the vault does not hold it).
   void reset();
 
  private:
