@@ -9,8 +9,9 @@ namespace reduit::cli {
 
 void add_drill(CLI::App& app, Globals& g, Runner& run) {
   auto* cmd = app.add_subcommand(
-      "drill", "restore drill: restore a (random) mailbox from the vault into scratch space, verify every "
-               "message against the manifest, verify a rolling share of the vault's packs, record the result");
+      "drill",
+      "restore drill: restore a (random) mailbox from the vault into scratch space, verify every "
+      "message against the manifest, verify a rolling share of the vault's packs, record the result");
   struct Opts {
     DrillRequest req;
     bool random = false;
@@ -18,13 +19,16 @@ void add_drill(CLI::App& app, Globals& g, Runner& run) {
     std::string home;
   };
   auto o = std::make_shared<Opts>();
-  auto* mailbox = cmd->add_option("--mailbox", o->req.mailbox, "the mailbox to drill (default: one at random)");
+  auto* mailbox =
+      cmd->add_option("--mailbox", o->req.mailbox, "the mailbox to drill (default: one at random)");
   auto* random = cmd->add_flag("--random", o->random, "draw the mailbox at random (the default)");
   mailbox->excludes(random);
   cmd->add_option("--snapshot", o->req.snapshot, "latest, oldest, random, or a snapshot id (prefix)")
       ->default_val("latest");
-  auto* seed = cmd->add_option("--seed", o->seed, "seed of the random draws (printed by every drill, to repeat it)");
-  cmd->add_option("--scratch", o->req.scratch, "directory for the scratch restore (default: $TMPDIR or /tmp)");
+  auto* seed =
+      cmd->add_option("--seed", o->seed, "seed of the random draws (printed by every drill, to repeat it)");
+  cmd->add_option("--scratch", o->req.scratch,
+                  "directory for the scratch restore (default: $TMPDIR or /tmp)");
   cmd->add_option("--pack-share", o->req.pack_share,
                   "also verify 1/N of the vault's packs, continuing after the last drill's (0 = none)")
       ->default_val(30);
@@ -58,7 +62,8 @@ void add_drill(CLI::App& app, Globals& g, Runner& run) {
                     {"warnings", r.warnings}});
       } else if (r.passed) {
         std::printf(
-            "drill passed: %s from snapshot %s (seed %llu): %llu messages, %llu other files (%s) restored and "
+            "drill passed: %s from snapshot %s (seed %llu): %llu messages, %llu other files (%s) restored "
+            "and "
             "verified in %.1f s (RTO), %llu packs fetched (%s); %llu of %llu packs verified\n",
             r.mailbox.c_str(), r.snapshot_id.substr(0, 8).c_str(), static_cast<unsigned long long>(r.seed),
             static_cast<unsigned long long>(r.messages), static_cast<unsigned long long>(r.files),

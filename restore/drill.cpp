@@ -113,7 +113,8 @@ void verify_restored(const std::string& dest, const std::vector<Folder>& folders
         continue;
       }
       if (mtime_ns(st) != e.mtime_ns) r.failures.push_back(what + rel + ": mtime differs from the manifest");
-      if ((st.st_mode & 07777) != e.mode) r.failures.push_back(what + rel + ": mode differs from the manifest");
+      if ((st.st_mode & 07777) != e.mode)
+        r.failures.push_back(what + rel + ": mode differs from the manifest");
       if (e.kind == EntryKind::kMessage) {
         ++r.messages;
         messages.insert(unique_of(e.path.substr(e.path.find('/') + 1)));
@@ -143,7 +144,8 @@ void verify_restored(const std::string& dest, const std::vector<Folder>& folders
     if (ec) break;
     if (!it->is_regular_file()) continue;
     std::string rel = fs::relative(it->path(), dest).string();
-    if (!expected.count(rel)) r.failures.push_back("file " + rel + " is not in the manifest but was restored");
+    if (!expected.count(rel))
+      r.failures.push_back("file " + rel + " is not in the manifest but was restored");
   }
 }
 
@@ -191,9 +193,9 @@ void diagnose(Repository& repo, const std::vector<Folder>& folders, DrillResult&
           }
         }
         if (!problem.empty()) {
-          r.failures.insert(r.failures.begin(),
-                            (e.kind == EntryKind::kMessage ? "message " : "file ") + join(fo.f->name, e.path) +
-                                " cannot be restored: " + problem);
+          r.failures.insert(r.failures.begin(), (e.kind == EntryKind::kMessage ? "message " : "file ") +
+                                                    join(fo.f->name, e.path) +
+                                                    " cannot be restored: " + problem);
           return;
         }
       }
@@ -209,7 +211,8 @@ std::uint64_t default_seed() {
 void record(Catalog& catalog, const DrillResult& r) {
   SQLite::Database& db = catalog.db();
   db.exec(
-      "CREATE TABLE IF NOT EXISTS drills(time_ns INTEGER NOT NULL, seed INTEGER, snapshot TEXT, mailbox TEXT, "
+      "CREATE TABLE IF NOT EXISTS drills(time_ns INTEGER NOT NULL, seed INTEGER, snapshot TEXT, mailbox "
+      "TEXT, "
       "passed INTEGER NOT NULL, folders INTEGER, messages INTEGER, files INTEGER, bytes INTEGER, "
       "packs_fetched INTEGER, bytes_fetched INTEGER, restore_seconds REAL, seconds REAL, "
       "packs_verified INTEGER, packs_total INTEGER, failures TEXT)");
@@ -305,8 +308,8 @@ DrillResult run_drill(Repository& repo, Catalog* catalog, const DrillRequest& re
       r.bytes_fetched = s.bytes_fetched;
       verify_restored(rr.dest, folders, r);
     } catch (const Error& e) {
-      if (e.code() == ErrorCode::kUsage || e.code() == ErrorCode::kKey || e.code() == ErrorCode::kUnreachable ||
-          e.code() == ErrorCode::kIo) {
+      if (e.code() == ErrorCode::kUsage || e.code() == ErrorCode::kKey ||
+          e.code() == ErrorCode::kUnreachable || e.code() == ErrorCode::kIo) {
         throw;
       }
       r.failures.push_back(std::string("the restore failed: ") + e.what());

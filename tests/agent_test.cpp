@@ -248,11 +248,13 @@ TEST(Agent, Simulate120DaysMatchesTheSchedule) {
 
 TEST(Agent, FailedRunsRetryWithinTheirWindowAndNeverStopLaterRuns) {
   // `reachable` fails with exit 4 (vault unreachable): retried after 10m, then 20m,
-  // then failed; the next day runs again. `drill` is not a reduit command on this
-  // branch: exit 2, not retryable, recorded failed; later runs go on.
+  // then failed; the next day runs again. `drill` is given a bad option: exit 2
+  // (usage), not retryable, recorded failed; later runs go on.
   Site site({"/nonexistent"}, "%d/%n", "", "", R"([schedule]
 timezone = "Europe/Zurich"
-drill = "daily 05:00"
+[schedule.drill]
+when = "daily 05:00"
+command = [["drill", "--random", "--pack-share", "every-other"]]
 [schedule.reachable]
 when = "daily 02:00"
 exec = ["/bin/sh", "-c", "exit 4"]
