@@ -216,10 +216,12 @@ PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, co
 
   // ---- 2. live blobs --------------------------------------------------------
   HashSet live;
+  std::vector<Hash> live_trees;  // the catalog forgets what it knows of other trees
   for (const SnapshotRef& s : snaps) {
     for (const SnapshotMailbox& mb : s.snap.mailboxes) {
       for (const SnapshotFolder& f : mb.folders) {
         live.insert(f.tree);
+        live_trees.push_back(f.tree);
         for (const TreeEntry& e : walker.tree(f.tree).entries) {
           if (e.kind == EntryKind::kMessage && expired.count(message_key(mb.name, f.name, e))) continue;
           add_blobs(e, live);
@@ -372,6 +374,24 @@ PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, co
   for (const auto& [h, why] : doomed) gone.push_back(h);
   catalog.forget_packs(gone);
   for (const IndexPack& p : new_packs) catalog.add_pack(p, /*indexed=*/true);
+  catalog.merge_blobs();
+  // Message locations (`reduit find`) and decoded trees of snapshots no longer kept.
+  {
+    SQLite::Database& db = catalog.db();
+    SQLite::Transaction txn(db);
+    db.exec(
+        "CREATE TEMP TABLE IF NOT EXISTS keep_trees(id BLOB PRIMARY KEY) WITHOUT ROWID; "
+        "DELETE FROM temp.keep_trees;");
+    SQLite::Statement ins(db, "INSERT OR IGNORE INTO temp.keep_trees VALUES(?)");
+    for (const Hash& h : live_trees) {
+      ins.reset();
+      ins.bind(1, h.data(), 32);
+      ins.exec();
+    }
+    db.exec("DELETE FROM main.tree_messages WHERE tree NOT IN (SELECT id FROM temp.keep_trees)");
+    db.exec("DELETE FROM main.tree_cache WHERE id NOT IN (SELECT id FROM temp.keep_trees)");
+    txn.commit();
+  }
   {
     SQLite::Statement del(catalog.db(), "DELETE FROM main.indexes WHERE id=?");
     for (const Hash& h : old_indexes) {

@@ -4,6 +4,8 @@
 // archive key, the lease. The 3-year simulation is tests/long/three_years_test.cpp.
 #include <gtest/gtest.h>
 
+#include <SQLiteCpp/SQLiteCpp.h>
+
 #include "support/retention_site.hpp"
 
 // Must-show 3: a legal hold keeps a message past its maximum; releasing it lets the
@@ -420,8 +422,15 @@ TEST(Retention, PruneKeepsTheDeltaChainsOfKeptSnapshots) {
     EXPECT_EQ(b["delta_files"], day == 0 ? 0 : 1) << "day " << day;
     t += kDayNs;
   }
-  rs.ok({"forget"});  // keep-last 2: the chain's base is only in forgotten snapshots
+  auto distinct_trees = [&] {
+    SQLite::Database db(rs.site().path("state/catalog.sqlite"));
+    return db.execAndGet("SELECT COUNT(DISTINCT tree) FROM tree_messages").getInt();
+  };
+  EXPECT_EQ(distinct_trees(), 4);  // one INBOX tree per day (a new message each day)
+  rs.ok({"forget"});               // keep-last 2: the chain's base is only in forgotten snapshots
   nlohmann::json p = rs.prune();
+  // `find` forgets the message locations of forgotten snapshots' trees.
+  EXPECT_EQ(distinct_trees(), 2);
   EXPECT_GT(p["packs_deleted"].get<int>() + p["packs_repacked"].get<int>(), 0) << p;
   RunResult check = rs.run({"check", "--read-data", "--gnupghome", rs.archive_home()});
   EXPECT_EQ(check.status, 0) << check.err << check.out;
