@@ -11,6 +11,7 @@
 
 #include "vault/error.hpp"
 #include "vault/repository.hpp"
+#include "vault/toml_read.hpp"
 
 namespace reduit {
 
@@ -31,113 +32,20 @@ layout = "%d/%n"
 }
 
 std::string expand_env(const std::string& s, const std::string& where) {
-  std::string out;
-  std::size_t i = 0;
-  while (i < s.size()) {
-    if (s[i] == '$' && i + 1 < s.size() && s[i + 1] == '{') {
-      // Find the matching '}' (defaults may nest ${...}).
-      int depth = 0;
-      std::size_t j = i + 1;
-      for (; j < s.size(); ++j) {
-        if (s[j] == '{')
-          ++depth;
-        else if (s[j] == '}' && --depth == 0)
-          break;
-      }
-      if (j >= s.size()) throw Error(ErrorCode::kUsage, where + ": unterminated ${ in '" + s + "'");
-      std::string body = s.substr(i + 2, j - i - 2);
-      std::string name = body, def;
-      bool has_default = false;
-      if (auto p = body.find(":-"); p != std::string::npos) {
-        name = body.substr(0, p);
-        def = body.substr(p + 2);
-        has_default = true;
-      }
-      const char* v = std::getenv(name.c_str());
-      if (v && *v)
-        out += v;
-      else if (has_default)
-        out += expand_env(def, where);
-      else
-        throw Error(ErrorCode::kUsage, where + ": environment variable " + name + " is not set");
-      i = j + 1;
-    } else {
-      out += s[i++];
-    }
-  }
-  return out;
+  return toml_read::expand_env(s, where);
 }
 
 namespace {
 
-std::string at(const std::string& origin, const toml::node& n) {
-  return origin + ":" + std::to_string(n.source().begin.line);
-}
-
-[[noreturn]] void bad(const std::string& where, const std::string& msg) {
-  throw Error(ErrorCode::kUsage, where + ": " + msg);
-}
+using toml_read::at;
+using toml_read::bad;
+using toml_read::each_key;
+using toml_read::get_bool;
+using toml_read::get_int;
+using toml_read::get_size;
 
 std::string get_string(const std::string& origin, const toml::node& n, const std::string& key) {
-  auto v = n.value<std::string>();
-  if (!v) bad(at(origin, n), "'" + key + "' must be a string");
-  return expand_env(*v, at(origin, n));
-}
-
-bool get_bool(const std::string& origin, const toml::node& n, const std::string& key) {
-  auto v = n.value<bool>();
-  if (!v) bad(at(origin, n), "'" + key + "' must be true or false");
-  return *v;
-}
-
-std::int64_t get_int(const std::string& origin, const toml::node& n, const std::string& key, std::int64_t lo,
-                     std::int64_t hi) {
-  auto v = n.value<std::int64_t>();
-  if (!v) bad(at(origin, n), "'" + key + "' must be an integer");
-  if (*v < lo || *v > hi) {
-    bad(at(origin, n), "'" + key + "' = " + std::to_string(*v) + " is out of range " + std::to_string(lo) +
-                           ".." + std::to_string(hi));
-  }
-  return *v;
-}
-
-// "16MiB", "512KiB", "1048576" → bytes.
-std::uint64_t get_size(const std::string& origin, const toml::node& n, const std::string& key) {
-  if (auto i = n.value<std::int64_t>()) {
-    if (*i <= 0) bad(at(origin, n), "'" + key + "' must be positive");
-    return static_cast<std::uint64_t>(*i);
-  }
-  std::string s = get_string(origin, n, key);
-  std::size_t pos = 0;
-  unsigned long long v = 0;
-  try {
-    v = std::stoull(s, &pos);
-  } catch (...) {
-    bad(at(origin, n), "'" + key + "' = \"" + s + "\" is not a size like \"16MiB\"");
-  }
-  std::string unit = s.substr(pos);
-  if (unit == "" || unit == "B") return v;
-  if (unit == "KiB") return v << 10;
-  if (unit == "MiB") return v << 20;
-  if (unit == "GiB") return v << 30;
-  bad(at(origin, n), "'" + key + "': unknown unit '" + unit + "' (use B, KiB, MiB, GiB)");
-}
-
-template <typename F>
-void each_key(const std::string& origin, const toml::table& t, const std::string& section,
-              std::initializer_list<const char*> known, F&& f) {
-  for (const auto& [k, v] : t) {
-    std::string key(k.str());
-    bool ok = false;
-    for (const char* kn : known) ok = ok || key == kn;
-    if (!ok) {
-      std::string list;
-      for (const char* kn : known) list += std::string(list.empty() ? "" : ", ") + kn;
-      bad(at(origin, v),
-          "unknown key '" + (section.empty() ? key : section + "." + key) + "' (known: " + list + ")");
-    }
-    f(key, v);
-  }
+  return toml_read::expanded_string(origin, n, key);
 }
 
 }  // namespace
@@ -153,7 +61,8 @@ Config parse_config(const std::string& text, const std::string& origin) {
   Config c;
   c.origin = origin;
   each_key(
-      origin, root, "", {"state_dir", "host", "policy", "vault", "keys", "source", "pack", "delta", "schedule", "alerts"},
+      origin, root, "",
+      {"state_dir", "host", "policy", "vault", "keys", "source", "pack", "delta", "schedule", "alerts"},
       [&](const std::string& key, const toml::node& v) {
         if (key == "state_dir")
           c.state_dir = get_string(origin, v, key);

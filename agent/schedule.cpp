@@ -9,6 +9,7 @@
 #include "agent/config.hpp"
 #include "agent/schedule_toml.hpp"
 #include "vault/error.hpp"
+#include "vault/toml_read.hpp"
 
 namespace reduit {
 
@@ -58,18 +59,11 @@ UnixSeconds next_daily(const Calendar& c, const date::time_zone* tz, UnixSeconds
   throw Error(ErrorCode::kInternal, "no occurrence of '" + c.text + "' within 800 days");
 }
 
-std::string at(const std::string& origin, const toml::node& n) {
-  return origin + ":" + std::to_string(n.source().begin.line);
-}
-
-[[noreturn]] void bad(const std::string& where, const std::string& msg) {
-  throw Error(ErrorCode::kUsage, where + ": " + msg);
-}
+using toml_read::at;
+using toml_read::bad;
 
 std::string str(const std::string& origin, const toml::node& n, const std::string& key) {
-  auto v = n.value<std::string>();
-  if (!v) bad(at(origin, n), "'" + key + "' must be a string");
-  return expand_env(*v, at(origin, n));
+  return toml_read::expanded_string(origin, n, key);
 }
 
 // Runs `f` and prefixes a kUsage message with FILE:LINE and the key.

@@ -1,7 +1,6 @@
 // mailserver/config.cpp — parsing and validation of the mail server config (config.hpp).
 //
-// The TOML reading helpers mirror agent/config.cpp's (same messages, same FILE:LINE
-// form); the mail server does not link the agent, so they are repeated here.
+// TOML reading with FILE:LINE errors: vault/toml_read.hpp (shared with the agent).
 #include "mailserver/config.hpp"
 
 #include <arpa/inet.h>
@@ -16,99 +15,25 @@
 #include "mailserver/address.hpp"
 #include "mailserver/directory.hpp"
 #include "vault/error.hpp"
+#include "vault/toml_read.hpp"
 
 namespace reduit::mail {
 
 namespace {
 
-std::string at(const std::string& origin, const toml::node& n) {
-  return origin + ":" + std::to_string(n.source().begin.line);
-}
-
-[[noreturn]] void bad(const std::string& where, const std::string& msg) {
-  throw Error(ErrorCode::kUsage, where + ": " + msg);
-}
-
-// ${VAR} and ${VAR:-default}, as agent/config.cpp's expand_env.
-std::string expand_env(const std::string& s, const std::string& where) {
-  std::string out;
-  std::size_t i = 0;
-  while (i < s.size()) {
-    if (s[i] == '$' && i + 1 < s.size() && s[i + 1] == '{') {
-      int depth = 0;
-      std::size_t j = i + 1;
-      for (; j < s.size(); ++j) {
-        if (s[j] == '{')
-          ++depth;
-        else if (s[j] == '}' && --depth == 0)
-          break;
-      }
-      if (j >= s.size()) bad(where, "unterminated ${ in '" + s + "'");
-      std::string body = s.substr(i + 2, j - i - 2), name = body, def;
-      bool has_default = false;
-      if (auto p = body.find(":-"); p != std::string::npos) {
-        name = body.substr(0, p);
-        def = body.substr(p + 2);
-        has_default = true;
-      }
-      const char* v = std::getenv(name.c_str());
-      if (v && *v)
-        out += v;
-      else if (has_default)
-        out += expand_env(def, where);
-      else
-        bad(where, "environment variable " + name + " is not set");
-      i = j + 1;
-    } else {
-      out += s[i++];
-    }
-  }
-  return out;
-}
+using toml_read::at;
+using toml_read::bad;
+using toml_read::each_key;
+using toml_read::get_bool;
+using toml_read::get_size;
 
 std::string get_string(const std::string& origin, const toml::node& n, const std::string& key) {
-  auto v = n.value<std::string>();
-  if (!v) bad(at(origin, n), "'" + key + "' must be a string");
-  return expand_env(*v, at(origin, n));
-}
-
-bool get_bool(const std::string& origin, const toml::node& n, const std::string& key) {
-  auto v = n.value<bool>();
-  if (!v) bad(at(origin, n), "'" + key + "' must be true or false");
-  return *v;
+  return toml_read::expanded_string(origin, n, key);
 }
 
 unsigned get_uint(const std::string& origin, const toml::node& n, const std::string& key, std::int64_t lo,
                   std::int64_t hi) {
-  auto v = n.value<std::int64_t>();
-  if (!v) bad(at(origin, n), "'" + key + "' must be an integer");
-  if (*v < lo || *v > hi) {
-    bad(at(origin, n), "'" + key + "' = " + std::to_string(*v) + " is out of range " + std::to_string(lo) +
-                           ".." + std::to_string(hi));
-  }
-  return static_cast<unsigned>(*v);
-}
-
-// "10MiB", "512KiB", 1048576 → bytes.
-std::uint64_t get_size(const std::string& origin, const toml::node& n, const std::string& key) {
-  if (auto i = n.value<std::int64_t>()) {
-    if (*i <= 0) bad(at(origin, n), "'" + key + "' must be positive");
-    return static_cast<std::uint64_t>(*i);
-  }
-  std::string s = get_string(origin, n, key);
-  std::size_t pos = 0;
-  unsigned long long v = 0;
-  try {
-    v = std::stoull(s, &pos);
-  } catch (...) {
-    bad(at(origin, n), "'" + key + "' = \"" + s + "\" is not a size like \"10MiB\"");
-  }
-  std::string unit = s.substr(pos);
-  if (unit == "" || unit == "B") return v;
-  if (unit == "KiB") return v << 10;
-  if (unit == "MiB") return v << 20;
-  if (unit == "GiB") return v << 30;
-  bad(at(origin, n), "'" + key + "': unknown unit '" + unit + "' (use B, KiB, MiB, GiB)");
+  return static_cast<unsigned>(toml_read::get_int(origin, n, key, lo, hi));
 }
 
 std::vector<std::string> get_strings(const std::string& origin, const toml::node& n, const std::string& key) {
@@ -119,27 +44,8 @@ std::vector<std::string> get_strings(const std::string& origin, const toml::node
   return out;
 }
 
-template <typename F>
-void each_key(const std::string& origin, const toml::table& t, const std::string& section,
-              std::initializer_list<const char*> known, F&& f) {
-  for (const auto& [k, v] : t) {
-    std::string key(k.str());
-    bool ok = false;
-    for (const char* kn : known) ok = ok || key == kn;
-    if (!ok) {
-      std::string list;
-      for (const char* kn : known) list += std::string(list.empty() ? "" : ", ") + kn;
-      bad(at(origin, v),
-          "unknown key '" + (section.empty() ? key : section + "." + key) + "' (known: " + list + ")");
-    }
-    f(key, v);
-  }
-}
-
 const toml::table& table_of(const std::string& origin, const toml::node& n, const std::string& name) {
-  const toml::table* t = n.as_table();
-  if (!t) bad(at(origin, n), "[" + name + "] must be a table");
-  return *t;
+  return toml_read::table_of(origin, n, "[" + name + "]");
 }
 
 // "local@domain" in lower case with both parts usable as directory names.

@@ -10,23 +10,18 @@
 
 #include "retention/default_policy.hpp"
 #include "vault/error.hpp"
+#include "vault/toml_read.hpp"
 
 namespace reduit {
 
 namespace {
 
-std::string at(const std::string& origin, const toml::node& n) {
-  return origin + ":" + std::to_string(n.source().begin.line);
-}
-
-[[noreturn]] void bad(const std::string& where, const std::string& msg) {
-  throw Error(ErrorCode::kUsage, where + ": " + msg);
-}
+using toml_read::at;
+using toml_read::bad;
+using toml_read::each_key;
 
 std::string get_string(const std::string& origin, const toml::node& n, const std::string& key) {
-  auto v = n.value<std::string>();
-  if (!v) bad(at(origin, n), "'" + key + "' must be a string");
-  return *v;
+  return toml_read::raw_string(origin, n, key);
 }
 
 std::vector<std::string> get_strings(const std::string& origin, const toml::node& n, const std::string& key) {
@@ -53,27 +48,8 @@ KeepDuration get_duration(const std::string& origin, const toml::node& n, const 
   return KeepDuration::parse(get_string(origin, n, key), at(origin, n) + ": '" + key + "'");
 }
 
-template <typename F>
-void each_key(const std::string& origin, const toml::table& t, const std::string& section,
-              std::initializer_list<const char*> known, F&& f) {
-  for (const auto& [k, v] : t) {
-    std::string key(k.str());
-    bool ok = false;
-    for (const char* kn : known) ok = ok || key == kn;
-    if (!ok) {
-      std::string list;
-      for (const char* kn : known) list += std::string(list.empty() ? "" : ", ") + kn;
-      bad(at(origin, v),
-          "unknown key '" + (section.empty() ? key : section + "." + key) + "' (known: " + list + ")");
-    }
-    f(key, v);
-  }
-}
-
 const toml::table& as_table(const std::string& origin, const toml::node& n, const std::string& what) {
-  const toml::table* t = n.as_table();
-  if (!t) bad(at(origin, n), what + " must be a table");
-  return *t;
+  return toml_read::table_of(origin, n, what);
 }
 
 // Months compare first, then days: a duration is "shorter" in calendar terms.
