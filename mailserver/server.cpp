@@ -492,6 +492,14 @@ void MailServer::run() {
   });
   m.io.run();
   m.pool.join();
+  // Stopped: a SIGTERM or SIGINT from now on (systemd or an admin repeating
+  // itself) must not kill the process with the signal's default action while the
+  // signal_set is torn down; the exit status stays 0.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   m.log->info("stopped");
 }
 

@@ -135,6 +135,11 @@ bool MailServerProcess::running() {
 int MailServerProcess::terminate(int timeout_seconds) {
   if (pid_ <= 0) return -1;
   ::kill(pid_, SIGTERM);
+  return wait(timeout_seconds);
+}
+
+int MailServerProcess::wait(int timeout_seconds) {
+  if (pid_ <= 0) return -1;
   for (int i = 0; i < timeout_seconds * 100; ++i) {
     int st;
     if (waitpid(pid_, &st, WNOHANG) == pid_) {

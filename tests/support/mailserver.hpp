@@ -44,6 +44,9 @@ class MailServerProcess {
 
   /// SIGTERM and wait; returns the exit status (128+signal when killed).
   int terminate(int timeout_seconds = 30);
+  /// Waits for a server already told to stop; its exit status (128+signal when
+  /// killed), or -1 after the timeout (it is then killed).
+  int wait(int timeout_seconds = 30);
   /// SIGKILL and wait.
   void kill9();
   bool running();
