@@ -78,11 +78,7 @@ auto located(const std::string& origin, const toml::node& n, const std::string& 
 }
 
 std::vector<std::string> str_array(const std::string& origin, const toml::node& n, const std::string& key) {
-  const toml::array* a = n.as_array();
-  if (!a) bad(at(origin, n), "'" + key + "' must be an array of strings");
-  std::vector<std::string> out;
-  for (const auto& e : *a) out.push_back(str(origin, e, key));
-  return out;
+  return toml_read::string_array(origin, n, key, true);
 }
 
 const std::vector<std::string>& known_jobs() {

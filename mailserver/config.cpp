@@ -37,11 +37,7 @@ unsigned get_uint(const std::string& origin, const toml::node& n, const std::str
 }
 
 std::vector<std::string> get_strings(const std::string& origin, const toml::node& n, const std::string& key) {
-  const toml::array* a = n.as_array();
-  if (!a) bad(at(origin, n), "'" + key + "' must be an array of strings");
-  std::vector<std::string> out;
-  for (const auto& e : *a) out.push_back(get_string(origin, e, key));
-  return out;
+  return toml_read::string_array(origin, n, key, true);
 }
 
 const toml::table& table_of(const std::string& origin, const toml::node& n, const std::string& name) {

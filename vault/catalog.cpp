@@ -89,6 +89,20 @@ auto guarded(const std::string& path, const char* op, F&& f) -> decltype(f()) {
   }
 }
 
+// One (tree, path, sha256, mtime_ns, size) row per message of `tree` through `q`.
+void insert_tree_messages(SQLite::Statement& q, const Hash& tree_id, const Tree& tree) {
+  for (const TreeEntry& e : tree.entries) {
+    if (e.kind != EntryKind::kMessage) continue;
+    q.reset();
+    bind_hash(q, 1, tree_id);
+    q.bind(2, e.path);
+    bind_hash(q, 3, e.sha256);
+    q.bind(4, e.mtime_ns);
+    q.bind(5, static_cast<std::int64_t>(e.size));
+    q.exec();
+  }
+}
+
 }  // namespace
 
 Catalog::Catalog(const std::string& state_dir) {
@@ -576,16 +590,7 @@ bool Catalog::has_tree_messages(const Hash& tree) {
 void Catalog::stage_tree_messages(const Hash& tree_id, const Tree& tree) {
   guarded(path_, __func__, [&] {
     auto& q = *q_stage_tree_message_;
-    for (const TreeEntry& e : tree.entries) {
-      if (e.kind != EntryKind::kMessage) continue;
-      q.reset();
-      bind_hash(q, 1, tree_id);
-      q.bind(2, e.path);
-      bind_hash(q, 3, e.sha256);
-      q.bind(4, e.mtime_ns);
-      q.bind(5, static_cast<std::int64_t>(e.size));
-      q.exec();
-    }
+    insert_tree_messages(q, tree_id, tree);
     return 0;
   });
 }
@@ -594,16 +599,7 @@ void Catalog::add_tree_messages(const Hash& tree_id, const Tree& tree) {
   guarded(path_, __func__, [&] {
     SQLite::Transaction txn(*db_);
     SQLite::Statement q(*db_, "INSERT OR IGNORE INTO main.tree_messages VALUES(?,?,?,?,?)");
-    for (const TreeEntry& e : tree.entries) {
-      if (e.kind != EntryKind::kMessage) continue;
-      q.reset();
-      bind_hash(q, 1, tree_id);
-      q.bind(2, e.path);
-      bind_hash(q, 3, e.sha256);
-      q.bind(4, e.mtime_ns);
-      q.bind(5, static_cast<std::int64_t>(e.size));
-      q.exec();
-    }
+    insert_tree_messages(q, tree_id, tree);
     txn.commit();
     return 0;
   });
@@ -723,7 +719,6 @@ std::vector<JobRun> Catalog::job_runs(const std::string& job, std::size_t limit)
     return out;
   });
 }
-
 
 void Catalog::reset() {
   guarded(path_, __func__, [&] {

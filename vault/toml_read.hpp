@@ -75,6 +75,17 @@ inline std::string expanded_string(const std::string& origin, const toml::node& 
   return expand_env(raw_string(origin, n, key), at(origin, n));
 }
 
+/// An array of strings, each ${} expanded when `expand`.
+inline std::vector<std::string> string_array(const std::string& origin, const toml::node& n,
+                                             const std::string& key, bool expand) {
+  const toml::array* a = n.as_array();
+  if (!a) bad(at(origin, n), "'" + key + "' must be an array of strings");
+  std::vector<std::string> out;
+  for (const auto& e : *a)
+    out.push_back(expand ? expanded_string(origin, e, key) : raw_string(origin, e, key));
+  return out;
+}
+
 inline bool get_bool(const std::string& origin, const toml::node& n, const std::string& key) {
   auto v = n.value<bool>();
   if (!v) bad(at(origin, n), "'" + key + "' must be true or false");
