@@ -44,6 +44,9 @@ std::int64_t instant(const std::string& s) {
 
 TEST(RetentionRules, EveryResticCaseKeepsExactlyTheExpectedSnapshotsWithReasons) {
   const std::string dir = peer_dir();
+  // Like the corpus, the peer tests are beside the project in CI, not in a user's clone.
+  if (!fs::exists(dir))
+    GTEST_SKIP() << "restic's cases (../shared/peer-tests/restic-forget) are not beside this checkout";
   ASSERT_TRUE(fs::exists(dir + "/snapshots.json")) << dir;
   nlohmann::json snaps = load_json(dir + "/snapshots.json");
   std::vector<KeepInput> input;
