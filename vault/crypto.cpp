@@ -453,6 +453,72 @@ DecryptResult Crypto::decrypt_verify(const Bytes& ciphertext, const std::string&
   throw Error(ErrorCode::kVerify, "no valid signature (signatures: " + seen + ")");
 }
 
+std::string Crypto::sign_detached(std::string_view data, const std::string& signer) {
+  Impl& im = *impl_;
+  KeyRef sk = im.find_key(signer, true);
+  if (!sk.key)
+    throw Error(ErrorCode::kKey, "the secret key of signer " + signer + " is not in " + im.where() +
+                                     ": import it with gpg --import");
+  if (!key_usable(sk.key) || !sk.key->can_sign)
+    throw Error(ErrorCode::kKey, "signer key " + signer + " is " + key_state(sk.key) +
+                                     (sk.key->can_sign ? "" : " or cannot sign"));
+  gpgme_signers_clear(im.ctx);
+  gpgme_error_t err = gpgme_signers_add(im.ctx, sk.key);
+  if (err) throw_internal("gpgme_signers_add(" + signer + ")", err);
+  Bytes out;
+  Sink sink{&out};
+  Data in = data_from_mem(data.data(), data.size());
+  Data sig = data_to_bytes(&sink);
+  gpgme_set_armor(im.ctx, 1);
+  err = gpgme_op_sign(im.ctx, in.get(), sig.get(), GPGME_SIG_MODE_DETACH);
+  gpgme_set_armor(im.ctx, 0);
+  gpgme_signers_clear(im.ctx);
+  if (gpgme_sign_result_t sr = gpgme_op_sign_result(im.ctx); sr && sr->invalid_signers)
+    throw Error(ErrorCode::kKey, "cannot sign with " + str(sr->invalid_signers->fpr) + " (" +
+                                     str(gpgme_strerror(sr->invalid_signers->reason)) +
+                                     "): check the secret key in " + im.where());
+  if (err) {
+    auto code = gpgme_err_code(err);
+    if (code == GPG_ERR_UNUSABLE_SECKEY || code == GPG_ERR_NO_SECKEY || code == GPG_ERR_BAD_PASSPHRASE)
+      throw Error(ErrorCode::kKey, "signing in " + im.where() + " failed: " + str(gpgme_strerror(err)));
+    throw_internal("gpgme_op_sign", err);
+  }
+  return std::string(out.begin(), out.end());
+}
+
+std::string Crypto::verify_detached(std::string_view data, std::string_view signature,
+                                    const std::string& expected_signer) {
+  Impl& im = *impl_;
+  Data sig = data_from_mem(signature.data(), signature.size());
+  Data text = data_from_mem(data.data(), data.size());
+  gpgme_error_t err = gpgme_op_verify(im.ctx, sig.get(), text.get(), nullptr);
+  if (err)
+    throw Error(ErrorCode::kVerify, "not a valid detached OpenPGP signature (" + str(gpgme_strerror(err)) + ")");
+  gpgme_verify_result_t vr = gpgme_op_verify_result(im.ctx);
+  gpgme_signature_t sigs = vr ? vr->signatures : nullptr;
+  if (!sigs) throw Error(ErrorCode::kVerify, "no signature found");
+  std::string seen;
+  for (gpgme_signature_t s = sigs; s; s = s->next) {
+    auto st = gpgme_err_code(s->status);
+    seen += (seen.empty() ? "" : ", ") + upper(str(s->fpr)) + " (" + str(gpgme_strerror(s->status)) + ")";
+    if (st == GPG_ERR_BAD_SIGNATURE)
+      throw Error(ErrorCode::kVerify, "bad signature by " + upper(str(s->fpr)) + ": the data was changed");
+    if (st != GPG_ERR_NO_ERROR) continue;
+    if (!expected_signer.empty() && !im.signature_matches(str(s->fpr), expected_signer)) continue;
+    std::string primary = im.primary_of(str(s->fpr));
+    return upper(primary.empty() ? str(s->fpr) : primary);
+  }
+  throw Error(ErrorCode::kVerify, "no valid signature" +
+                                      (expected_signer.empty() ? "" : " by " + expected_signer) +
+                                      " (signatures: " + seen + ")");
+}
+
+std::int64_t Crypto::key_expires(const std::string& fingerprint) {
+  KeyRef k = impl_->find_key(fingerprint, false);
+  if (!k.key || !k.key->subkeys) throw Error(ErrorCode::kKey, "no public key " + fingerprint + " in " + impl_->where());
+  return static_cast<std::int64_t>(k.key->subkeys->expires);
+}
+
 std::string Crypto::export_public_key(const std::string& fingerprint) {
   Impl& im = *impl_;
   KeyRef k = im.find_key(fingerprint, false);

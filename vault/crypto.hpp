@@ -25,7 +25,9 @@
 #pragma once
 
 #include <memory>
+#include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "vault/transport.hpp"  // Bytes
@@ -81,6 +83,24 @@ class Crypto {
   /// to bootstrap the vault config, which carries the agent's public key.
   DecryptResult decrypt_verify(const Bytes& ciphertext, const std::string& expected_signer,
                                bool allow_unknown_signer = false);
+
+  /// A detached, ASCII-armored OpenPGP signature of `data` (RFC 4880 §5.2.4,
+  /// signature type 0x00 "binary document"; §6.2 armor "BEGIN PGP SIGNATURE") by
+  /// `signer` (fingerprint; its secret key must be present). `gpg --verify SIG
+  /// FILE` checks it. Throws kKey when the key is missing, expired, revoked or
+  /// cannot sign.
+  std::string sign_detached(std::string_view data, const std::string& signer);
+
+  /// Verifies a detached signature (armored or binary) over `data`. When
+  /// `expected_signer` is non-empty the signature must be by that key (or one of
+  /// its subkeys). Returns the signer's primary fingerprint. Throws kVerify when
+  /// the signature is bad, missing, by an unknown or another key.
+  std::string verify_detached(std::string_view data, std::string_view signature,
+                              const std::string& expected_signer);
+
+  /// Expiry of the primary key of `fingerprint` (Unix seconds; 0 = never). Throws
+  /// kKey when the key is not in the keyring.
+  std::int64_t key_expires(const std::string& fingerprint);
 
   /// ASCII-armored public key of `fingerprint` (for embedding in the vault config).
   /// Throws kKey when the key is not in the keyring.
