@@ -5,6 +5,7 @@
 
 #include <toml++/toml.h>
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -48,6 +49,16 @@ std::string get_string(const std::string& origin, const toml::node& n, const std
   return toml_read::expanded_string(origin, n, key);
 }
 
+// An ISO 3166-1 alpha-2 country code ("CH"), upper case.
+std::string country_code(const std::string& origin, const toml::node& n, const std::string& key) {
+  std::string s = get_string(origin, n, key);
+  if (s.size() != 2 || !std::isupper(static_cast<unsigned char>(s[0])) ||
+      !std::isupper(static_cast<unsigned char>(s[1])))
+    bad(at(origin, n), "'" + key + "' must be an ISO 3166-1 alpha-2 country code such as \"CH\", not \"" + s +
+                           "\"");
+  return s;
+}
+
 }  // namespace
 
 Config parse_config(const std::string& text, const std::string& origin) {
@@ -62,7 +73,8 @@ Config parse_config(const std::string& text, const std::string& origin) {
   c.origin = origin;
   each_key(
       origin, root, "",
-      {"state_dir", "host", "policy", "vault", "keys", "source", "pack", "delta", "schedule", "alerts"},
+      {"state_dir", "host", "policy", "vault", "keys", "source", "pack", "delta", "schedule", "alerts",
+       "organisation"},
       [&](const std::string& key, const toml::node& v) {
         if (key == "state_dir")
           c.state_dir = get_string(origin, v, key);
@@ -81,7 +93,8 @@ Config parse_config(const std::string& text, const std::string& origin) {
           const toml::table* t = v.as_table();
           if (!t) bad(at(origin, v), "[vault] must be a table");
           each_key(origin, *t, "vault",
-                   {"url", "ssh_key", "known_hosts", "host_key", "accept_new_host_key", "connect_timeout"},
+                   {"url", "ssh_key", "known_hosts", "host_key", "accept_new_host_key", "connect_timeout",
+                    "operator", "jurisdiction", "location"},
                    [&](const std::string& k, const toml::node& n) {
                      if (k == "url") {
                        c.vault_url = get_string(origin, n, k);
@@ -105,14 +118,35 @@ Config parse_config(const std::string& text, const std::string& origin) {
                        c.ssh.accept_new_host_key = get_bool(origin, n, k);
                      } else if (k == "connect_timeout") {
                        c.ssh.connect_timeout_seconds = static_cast<int>(get_int(origin, n, k, 1, 600));
+                     } else if (k == "operator") {
+                       c.vault_operator = get_string(origin, n, k);
+                     } else if (k == "jurisdiction") {
+                       c.vault_jurisdiction = country_code(origin, n, "vault.jurisdiction");
+                     } else if (k == "location") {
+                       c.vault_location = get_string(origin, n, k);
                      }
                    });
         } else if (key == "keys") {
           const toml::table* t = v.as_table();
           if (!t) bad(at(origin, v), "[keys] must be a table");
-          each_key(origin, *t, "keys", {"gnupghome", "archive_keys", "agent_key"},
+          each_key(origin, *t, "keys", {"gnupghome", "archive_keys", "agent_key", "custodians"},
                    [&](const std::string& k, const toml::node& n) {
-                     if (k == "gnupghome")
+                     if (k == "custodians") {
+                       const toml::table* ct = n.as_table();
+                       if (!ct) bad(at(origin, n), "'keys.custodians' must be a table { \"<FPR>\" = \"who\" }");
+                       for (const auto& [fk, fv] : *ct) {
+                         std::string fpr(fk.str());
+                         bool hex = fpr.size() == 40 && std::all_of(fpr.begin(), fpr.end(), [](char ch) {
+                                      return std::isxdigit(static_cast<unsigned char>(ch));
+                                    });
+                         if (!hex)
+                           bad(at(origin, fv), "'keys.custodians' keys are 40-hex-digit key fingerprints, not \"" +
+                                                   fpr + "\"");
+                         std::transform(fpr.begin(), fpr.end(), fpr.begin(),
+                                        [](unsigned char ch) { return static_cast<char>(std::toupper(ch)); });
+                         c.key_custodians[fpr] = get_string(origin, fv, "keys.custodians." + fpr);
+                       }
+                     } else if (k == "gnupghome")
                        c.gnupghome = get_string(origin, n, k);
                      else if (k == "agent_key")
                        c.agent_key = get_string(origin, n, k);
@@ -121,6 +155,18 @@ Config parse_config(const std::string& text, const std::string& origin) {
                        if (!a) bad(at(origin, n), "'keys.archive_keys' must be an array of strings");
                        for (const auto& e : *a) c.archive_keys.push_back(get_string(origin, e, k));
                      }
+                   });
+        } else if (key == "organisation") {
+          const toml::table* t = v.as_table();
+          if (!t) bad(at(origin, v), "[organisation] must be a table");
+          each_key(origin, *t, "organisation", {"name", "country", "purpose"},
+                   [&](const std::string& k, const toml::node& n) {
+                     if (k == "name")
+                       c.organisation.name = get_string(origin, n, k);
+                     else if (k == "country")
+                       c.organisation.country = country_code(origin, n, "organisation.country");
+                     else
+                       c.organisation.purpose = get_string(origin, n, k);
                    });
         } else if (key == "pack") {
           const toml::table* t = v.as_table();

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,15 @@ struct DeltaConfig {
   std::uint64_t min_size = 16u << 10;  // bytes; smaller files are always stored whole
 };
 
+/// [organisation]: who the compliance report (`reduit report`) is about. FADP
+/// Art. 12(2)(a) asks the record of processing to name the controller.
+struct OrganisationConfig {
+  std::string name;     // "" = the report says "(not configured)"
+  std::string country;  // ISO 3166-1 alpha-2 of the controller, e.g. "CH"; vaults elsewhere are
+                        // disclosures abroad (FADP Art. 16)
+  std::string purpose;  // purpose of the processing, for the report's processing record
+};
+
 struct Config {
   std::string origin;     // file path, or "<built-in demo config>"
   std::string state_dir;  // SQLite catalog lives here
@@ -48,6 +58,11 @@ struct Config {
   std::string policy;                   // retention policy file; "" = policies/default.toml
   ScheduleConfig schedule;              // [schedule]: the agent's jobs (agent/schedule.hpp)
   AlertConfig alerts;                   // [alerts]
+  OrganisationConfig organisation;      // [organisation] (reports)
+  std::string vault_operator;           // [vault] operator: who runs the vault host (reports)
+  std::string vault_jurisdiction;       // [vault] jurisdiction: ISO 3166-1 alpha-2, e.g. "CH"
+  std::string vault_location;           // [vault] location: free text, e.g. "Zurich, Equinix ZH4"
+  std::map<std::string, std::string> key_custodians;  // [keys] custodians: FPR (upper hex) → who holds it
 };
 
 /// The built-in demo configuration text (before ${} expansion).

@@ -31,6 +31,16 @@ struct ArchiveClass {
   RetentionBasis basis = RetentionBasis::kDate;
 };
 
+/// [compliance]: the targets `reduit report` judges the period against (each one a
+/// finding "met" / "not met"). Absent keys are not judged.
+struct ComplianceRules {
+  std::optional<KeepDuration> rpo;          // worst gap between good backups (DPO Art. 3: availability)
+  std::optional<double> backup_success;     // minimum share of backup runs that succeeded, 0..1
+  std::optional<KeepDuration> drill_every;  // a passed restore drill at least this often (GeBüV Art. 6)
+  std::optional<KeepDuration> check_every;  // a passed `check` at least this often (GeBüV Art. 10)
+  std::vector<std::string> jurisdictions;   // ISO 3166-1 alpha-2 codes vaults may be in (FADP Art. 16)
+};
+
 struct Policy {
   std::string origin;       // file path or "<built-in policies/default.toml>"
   std::string name;         // e.g. "default"
@@ -41,6 +51,7 @@ struct Policy {
   std::vector<ArchiveClass> classes;
   unsigned fy_end_month = 12, fy_end_day = 31;
   double repack_below = 0.5;  // packs with a smaller live share are repacked
+  ComplianceRules compliance;
 
   /// The first class whose patterns match; nullptr when none does.
   const ArchiveClass* classify(const std::string& mailbox, const std::string& folder) const;

@@ -519,6 +519,24 @@ std::int64_t Crypto::key_expires(const std::string& fingerprint) {
   return static_cast<std::int64_t>(k.key->subkeys->expires);
 }
 
+std::vector<std::string> Crypto::key_algorithms(const std::string& fingerprint) {
+  KeyRef k = impl_->find_key(fingerprint, false);
+  if (!k.key || !k.key->subkeys) throw Error(ErrorCode::kKey, "no public key " + fingerprint + " in " + impl_->where());
+  std::vector<std::string> out;
+  for (gpgme_subkey_t sk = k.key->subkeys; sk; sk = sk->next) {
+    char* name = gpgme_pubkey_algo_string(sk);
+    std::string s = name ? name : "unknown";
+    gpgme_free(name);
+    std::string use;
+    if (sk->can_certify) use += use.empty() ? "certify" : "+certify";
+    if (sk->can_sign) use += use.empty() ? "sign" : "+sign";
+    if (sk->can_encrypt) use += use.empty() ? "encrypt" : "+encrypt";
+    if (sk->can_authenticate) use += use.empty() ? "authenticate" : "+authenticate";
+    out.push_back(s + (use.empty() ? "" : " " + use));
+  }
+  return out;
+}
+
 std::string Crypto::export_public_key(const std::string& fingerprint) {
   Impl& im = *impl_;
   KeyRef k = im.find_key(fingerprint, false);

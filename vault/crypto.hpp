@@ -102,6 +102,12 @@ class Crypto {
   /// kKey when the key is not in the keyring.
   std::int64_t key_expires(const std::string& fingerprint);
 
+  /// The algorithms of the key `fingerprint`, primary key first, one entry per
+  /// (sub)key as GnuPG names them with its use: "ed25519 sign", "cv25519 encrypt"
+  /// (gpgme_pubkey_algo_string; RFC 4880 §9.1, RFC 9580 §9.1). For reports. Throws
+  /// kKey when the key is not in the keyring.
+  std::vector<std::string> key_algorithms(const std::string& fingerprint);
+
   /// ASCII-armored public key of `fingerprint` (for embedding in the vault config).
   /// Throws kKey when the key is not in the keyring.
   std::string export_public_key(const std::string& fingerprint);
