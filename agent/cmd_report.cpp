@@ -39,10 +39,10 @@ void write_all(const std::string& path, const std::string& data) {
 }  // namespace
 
 void add_report(CLI::App& app, Globals& g, Runner& run) {
-  auto* cmd = app.add_subcommand(
-      "report",
-      "compliance report for a period: processing record, retention state, deletions, integrity, availability "
-      "(backups, RPO, drills), access, findings per policy rule");
+  auto* cmd = app.add_subcommand("report",
+                                 "compliance report for a period: processing record, retention state, "
+                                 "deletions, integrity, availability "
+                                 "(backups, RPO, drills), access, findings per policy rule");
   struct Opts {
     std::string period, format = "html", out, policy, gnupghome;
     bool sign = false;
@@ -53,19 +53,24 @@ void add_report(CLI::App& app, Globals& g, Runner& run) {
   cmd->add_option("--format", o->format, "html (default), json or md")
       ->check(CLI::IsMember({"html", "json", "md"}));
   cmd->add_option("--out", o->out, "write the report to FILE (default: stdout)");
-  cmd->add_flag("--sign", o->sign, "also write FILE.asc, a detached OpenPGP signature by the agent key (needs --out)");
-  cmd->add_option("--policy", o->policy, "policy file (default: the config's 'policy', else the shipped default)");
+  cmd->add_flag("--sign", o->sign,
+                "also write FILE.asc, a detached OpenPGP signature by the agent key (needs --out)");
+  cmd->add_option("--policy", o->policy,
+                  "policy file (default: the config's 'policy', else the shipped default)");
   cmd->add_option("--gnupghome", o->gnupghome, "GnuPG home holding the agent key (default: the config's)");
   cmd->callback([&g, &run, o] {
     run = [&g, o] {
-      if (o->sign && o->out.empty()) throw Error(ErrorCode::kUsage, "--sign needs --out FILE (the signature is FILE.asc)");
+      if (o->sign && o->out.empty())
+        throw Error(ErrorCode::kUsage, "--sign needs --out FILE (the signature is FILE.asc)");
       if (g.json && o->out.empty())
         throw Error(ErrorCode::kUsage, "--json prints a summary: give --out FILE for the report itself");
       Config cfg = load_config(g.config_path);
       const std::string policy_path = o->policy.empty() ? cfg.policy : o->policy;
       Policy policy = load_policy(policy_path);
-      const std::string policy_text = policy_path.empty() ? std::string(kDefaultPolicyText) : read_all(policy_path);
-      const std::string config_text = g.config_path.empty() ? std::string(builtin_config_text()) : read_all(g.config_path);
+      const std::string policy_text =
+          policy_path.empty() ? std::string(kDefaultPolicyText) : read_all(policy_path);
+      const std::string config_text =
+          g.config_path.empty() ? std::string(builtin_config_text()) : read_all(g.config_path);
       Catalog catalog(cfg.state_dir);
       auto repo = open_repository(cfg, &catalog, o->gnupghome);
 
@@ -121,11 +126,13 @@ void add_report(CLI::App& app, Globals& g, Runner& run) {
                     {"findings", r.findings.size()},
                     {"not_met", not_met}});
       } else if (!o->out.empty()) {
-        std::fprintf(stderr, "report %s written to %s%s; %zu finding(s), %zu not met\n", in.period.spec.c_str(),
-                     o->out.c_str(), sig_path.empty() ? "" : (", signature " + sig_path).c_str(), r.findings.size(),
+        std::fprintf(stderr, "report %s written to %s%s; %zu finding(s), %zu not met\n",
+                     in.period.spec.c_str(), o->out.c_str(),
+                     sig_path.empty() ? "" : (", signature " + sig_path).c_str(), r.findings.size(),
                      not_met.size());
       }
-      for (const auto& id : not_met) std::fprintf(stderr, "reduit: warning: finding not met: %s\n", id.c_str());
+      for (const auto& id : not_met)
+        std::fprintf(stderr, "reduit: warning: finding not met: %s\n", id.c_str());
       return not_met.empty() ? 0 : 1;
     };
   });

@@ -54,8 +54,8 @@ std::string country_code(const std::string& origin, const toml::node& n, const s
   std::string s = get_string(origin, n, key);
   if (s.size() != 2 || !std::isupper(static_cast<unsigned char>(s[0])) ||
       !std::isupper(static_cast<unsigned char>(s[1])))
-    bad(at(origin, n), "'" + key + "' must be an ISO 3166-1 alpha-2 country code such as \"CH\", not \"" + s +
-                           "\"");
+    bad(at(origin, n),
+        "'" + key + "' must be an ISO 3166-1 alpha-2 country code such as \"CH\", not \"" + s + "\"");
   return s;
 }
 
@@ -129,33 +129,34 @@ Config parse_config(const std::string& text, const std::string& origin) {
         } else if (key == "keys") {
           const toml::table* t = v.as_table();
           if (!t) bad(at(origin, v), "[keys] must be a table");
-          each_key(origin, *t, "keys", {"gnupghome", "archive_keys", "agent_key", "custodians"},
-                   [&](const std::string& k, const toml::node& n) {
-                     if (k == "custodians") {
-                       const toml::table* ct = n.as_table();
-                       if (!ct) bad(at(origin, n), "'keys.custodians' must be a table { \"<FPR>\" = \"who\" }");
-                       for (const auto& [fk, fv] : *ct) {
-                         std::string fpr(fk.str());
-                         bool hex = fpr.size() == 40 && std::all_of(fpr.begin(), fpr.end(), [](char ch) {
-                                      return std::isxdigit(static_cast<unsigned char>(ch));
-                                    });
-                         if (!hex)
-                           bad(at(origin, fv), "'keys.custodians' keys are 40-hex-digit key fingerprints, not \"" +
-                                                   fpr + "\"");
-                         std::transform(fpr.begin(), fpr.end(), fpr.begin(),
-                                        [](unsigned char ch) { return static_cast<char>(std::toupper(ch)); });
-                         c.key_custodians[fpr] = get_string(origin, fv, "keys.custodians." + fpr);
-                       }
-                     } else if (k == "gnupghome")
-                       c.gnupghome = get_string(origin, n, k);
-                     else if (k == "agent_key")
-                       c.agent_key = get_string(origin, n, k);
-                     else if (k == "archive_keys") {
-                       const toml::array* a = n.as_array();
-                       if (!a) bad(at(origin, n), "'keys.archive_keys' must be an array of strings");
-                       for (const auto& e : *a) c.archive_keys.push_back(get_string(origin, e, k));
-                     }
-                   });
+          each_key(
+              origin, *t, "keys", {"gnupghome", "archive_keys", "agent_key", "custodians"},
+              [&](const std::string& k, const toml::node& n) {
+                if (k == "custodians") {
+                  const toml::table* ct = n.as_table();
+                  if (!ct) bad(at(origin, n), "'keys.custodians' must be a table { \"<FPR>\" = \"who\" }");
+                  for (const auto& [fk, fv] : *ct) {
+                    std::string fpr(fk.str());
+                    bool hex = fpr.size() == 40 && std::all_of(fpr.begin(), fpr.end(), [](char ch) {
+                                 return std::isxdigit(static_cast<unsigned char>(ch));
+                               });
+                    if (!hex)
+                      bad(at(origin, fv),
+                          "'keys.custodians' keys are 40-hex-digit key fingerprints, not \"" + fpr + "\"");
+                    std::transform(fpr.begin(), fpr.end(), fpr.begin(),
+                                   [](unsigned char ch) { return static_cast<char>(std::toupper(ch)); });
+                    c.key_custodians[fpr] = get_string(origin, fv, "keys.custodians." + fpr);
+                  }
+                } else if (k == "gnupghome")
+                  c.gnupghome = get_string(origin, n, k);
+                else if (k == "agent_key")
+                  c.agent_key = get_string(origin, n, k);
+                else if (k == "archive_keys") {
+                  const toml::array* a = n.as_array();
+                  if (!a) bad(at(origin, n), "'keys.archive_keys' must be an array of strings");
+                  for (const auto& e : *a) c.archive_keys.push_back(get_string(origin, e, k));
+                }
+              });
         } else if (key == "organisation") {
           const toml::table* t = v.as_table();
           if (!t) bad(at(origin, v), "[organisation] must be a table");

@@ -216,27 +216,28 @@ Policy parse_policy(const std::string& text, const std::string& origin) {
               });
         } else if (key == "compliance") {
           ComplianceRules& r = p.compliance;
-          each_key(origin, as_table(origin, v, "[compliance]"), "compliance",
-                   {"rpo", "backup-success", "drill-every", "check-every", "jurisdictions"},
-                   [&](const std::string& kk, const toml::node& n) {
-                     if (kk == "rpo") r.rpo = get_duration(origin, n, kk);
-                     if (kk == "drill-every") r.drill_every = get_duration(origin, n, kk);
-                     if (kk == "check-every") r.check_every = get_duration(origin, n, kk);
-                     if (kk == "backup-success") {
-                       auto d = n.value<double>();
-                       if (!d || *d < 0 || *d > 1) bad(at(origin, n), "'backup-success' must be a number 0..1");
-                       r.backup_success = *d;
-                     }
-                     if (kk == "jurisdictions") {
-                       r.jurisdictions = get_strings(origin, n, kk);
-                       for (const auto& j : r.jurisdictions) {
-                         if (j.size() != 2 || !std::isupper(static_cast<unsigned char>(j[0])) ||
-                             !std::isupper(static_cast<unsigned char>(j[1])))
-                           bad(at(origin, n), "'jurisdictions' are ISO 3166-1 alpha-2 codes such as \"CH\", not \"" +
-                                                  j + "\"");
-                       }
-                     }
-                   });
+          each_key(
+              origin, as_table(origin, v, "[compliance]"), "compliance",
+              {"rpo", "backup-success", "drill-every", "check-every", "jurisdictions"},
+              [&](const std::string& kk, const toml::node& n) {
+                if (kk == "rpo") r.rpo = get_duration(origin, n, kk);
+                if (kk == "drill-every") r.drill_every = get_duration(origin, n, kk);
+                if (kk == "check-every") r.check_every = get_duration(origin, n, kk);
+                if (kk == "backup-success") {
+                  auto d = n.value<double>();
+                  if (!d || *d < 0 || *d > 1) bad(at(origin, n), "'backup-success' must be a number 0..1");
+                  r.backup_success = *d;
+                }
+                if (kk == "jurisdictions") {
+                  r.jurisdictions = get_strings(origin, n, kk);
+                  for (const auto& j : r.jurisdictions) {
+                    if (j.size() != 2 || !std::isupper(static_cast<unsigned char>(j[0])) ||
+                        !std::isupper(static_cast<unsigned char>(j[1])))
+                      bad(at(origin, n),
+                          "'jurisdictions' are ISO 3166-1 alpha-2 codes such as \"CH\", not \"" + j + "\"");
+                  }
+                }
+              });
         } else if (key == "prune") {
           each_key(origin, as_table(origin, v, "[prune]"), "prune", {"repack-below"},
                    [&](const std::string& kk, const toml::node& n) {

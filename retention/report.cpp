@@ -65,7 +65,8 @@ std::string json_string(const nlohmann::ordered_json& j, const char* key) {
   if (v.is_null()) return "";
   if (v.is_array()) {
     std::string out;
-    for (const auto& e : v) out += (out.empty() ? "" : ", ") + (e.is_string() ? e.get<std::string>() : e.dump());
+    for (const auto& e : v)
+      out += (out.empty() ? "" : ", ") + (e.is_string() ? e.get<std::string>() : e.dump());
     return out;
   }
   return v.dump();
@@ -75,7 +76,8 @@ std::uint64_t json_u64(const nlohmann::ordered_json& j, const char* key) {
   if (!j.is_object() || !j.contains(key)) return 0;
   const auto& v = j[key];
   if (v.is_number_unsigned()) return v.get<std::uint64_t>();
-  if (v.is_number_integer()) return static_cast<std::uint64_t>(std::max<std::int64_t>(0, v.get<std::int64_t>()));
+  if (v.is_number_integer())
+    return static_cast<std::uint64_t>(std::max<std::int64_t>(0, v.get<std::int64_t>()));
   if (v.is_number_float()) return static_cast<std::uint64_t>(std::max(0.0, v.get<double>()));
   return 0;
 }
@@ -151,7 +153,8 @@ std::string actor_text(const AuditActor& a) {
 }  // namespace
 
 bool ReportData::all_met() const {
-  return std::all_of(findings.begin(), findings.end(), [](const ReportFinding& f) { return f.status == "met"; });
+  return std::all_of(findings.begin(), findings.end(),
+                     [](const ReportFinding& f) { return f.status == "met"; });
 }
 
 std::string pseudonymise_mailbox(const Hash& id_key, const std::string& mailbox) {
@@ -228,7 +231,8 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
       else if (e.seq != i + 1)
         why = "entry " + std::to_string(i + 1) + " has seq " + std::to_string(e.seq);
       else if (e.prev != prev)
-        why = "entry " + std::to_string(e.seq) + ": prev does not match the hash of entry " + std::to_string(e.seq - 1);
+        why = "entry " + std::to_string(e.seq) + ": prev does not match the hash of entry " +
+              std::to_string(e.seq - 1);
       else if (audit_entry_hash(e.text) != e.hash)
         why = "entry " + std::to_string(e.seq) + ": stored hash does not match its text";
       if (!why.empty()) {
@@ -296,11 +300,12 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
   pr.purpose = site.purpose;
   pr.legal_basis = policy.legal_basis;
   for (const ArchiveClass& c : policy.classes) {
-    pr.classes.push_back({c.name, c.label, c.legal_basis, basis_name(c.basis), c.minimum ? c.minimum->str() : "",
-                          c.maximum ? c.maximum->str() : "", c.mailboxes, c.folders});
+    pr.classes.push_back({c.name, c.label, c.legal_basis, basis_name(c.basis),
+                          c.minimum ? c.minimum->str() : "", c.maximum ? c.maximum->str() : "", c.mailboxes,
+                          c.folders});
   }
-  ReportStorage st{site.vault_url, vc.vault_id, site.vault_operator, site.vault_jurisdiction,
-                   site.vault_location, false};
+  ReportStorage st{site.vault_url,          vc.vault_id,         site.vault_operator,
+                   site.vault_jurisdiction, site.vault_location, false};
   st.abroad = !st.jurisdiction.empty() && !site.country.empty() && st.jurisdiction != site.country;
   if (st.abroad)
     pr.disclosures_abroad.push_back("vault " + vc.vault_id + " in " + st.jurisdiction + " (operator " +
@@ -310,7 +315,8 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
   pr.encryption = {
       "packs: zstd, then one OpenPGP message per pack (RFC 4880) encrypted to every archive key and signed "
       "by the agent key (GnuPG through GPGME); metadata also encrypted to the agent key",
-      "blob ids: HMAC-SHA256 (RFC 2104) under the vault's secret id key, so the vault cannot test for a known "
+      "blob ids: HMAC-SHA256 (RFC 2104) under the vault's secret id key, so the vault cannot test for a "
+      "known "
       "message",
       "pack and object names: SHA-256 (FIPS 180-4) of the stored bytes",
       "audit log: SHA-256 hash chain, heads signed with the agent key (detached OpenPGP signature)"};
@@ -328,11 +334,12 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
   for (const auto& fpr : vc.archive_keys) key_row("archive", fpr);
   key_row("agent", vc.agent_key);
   if (site.vault_url.rfind("sftp://", 0) == 0 || site.vault_url.rfind("ssh://", 0) == 0) {
-    pr.host_key_pinning = !site.ssh_host_key.empty()
-                              ? "pinned " + site.ssh_host_key
-                              : "known_hosts " + (site.ssh_known_hosts.empty() ? std::string("~/.ssh/known_hosts")
-                                                                               : site.ssh_known_hosts) +
-                                    " (unknown host keys are refused)";
+    pr.host_key_pinning =
+        !site.ssh_host_key.empty()
+            ? "pinned " + site.ssh_host_key
+            : "known_hosts " +
+                  (site.ssh_known_hosts.empty() ? std::string("~/.ssh/known_hosts") : site.ssh_known_hosts) +
+                  " (unknown host keys are refused)";
   } else {
     pr.host_key_pinning = "not applicable (file:// vault: no network transport)";
   }
@@ -417,7 +424,8 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
   ReportDeletions& del = r.deletions;
   {
     RetentionLog ensure_tables(catalog);
-    SQLite::Statement runs(db, "SELECT command, count(*) FROM retention_runs WHERE time_ns>=? AND time_ns<? GROUP BY command");
+    SQLite::Statement runs(
+        db, "SELECT command, count(*) FROM retention_runs WHERE time_ns>=? AND time_ns<? GROUP BY command");
     runs.bind(1, from);
     runs.bind(2, to);
     while (runs.executeStep()) {
@@ -476,8 +484,9 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
   std::vector<std::int64_t> good_checks;
   for (std::size_t i = 0; i < checks.size(); ++i) {
     const auto& d = checks[i]->data;
-    ReportCheck c{rfc3339(checks[i]->time_ns), json_string(d, "result"), json_bool(d, "read_data"),
-                  json_u64(d, "packs_total"), json_u64(d, "packs_read"), json_u64(d, "problems"),
+    ReportCheck c{rfc3339(checks[i]->time_ns),     json_string(d, "result"),
+                  json_bool(d, "read_data"),       json_u64(d, "packs_total"),
+                  json_u64(d, "packs_read"),       json_u64(d, "problems"),
                   json_string(d, "first_problem"), ""};
     bool ok = good_result(c.result) && c.problems == 0;
     if (ok) good_checks.push_back(checks[i]->time_ns);
@@ -494,7 +503,8 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
 
   // ---- availability: backups ---------------------------------------------
   ReportAvailability& av = r.availability;
-  av.rpo_seconds = policy.compliance.rpo ? duration_seconds(*policy.compliance.rpo, from, tz) : site.config_rpo_seconds;
+  av.rpo_seconds =
+      policy.compliance.rpo ? duration_seconds(*policy.compliance.rpo, from, tz) : site.config_rpo_seconds;
   std::vector<std::int64_t> good_backups;
   std::optional<std::int64_t> good_before;
   if (!events({"backup"}, false).empty()) {
@@ -508,8 +518,9 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
       if (ok) vault_bytes += static_cast<std::int64_t>(json_u64(e.data, "bytes_added"));
       if (e.time_ns < from && ok) good_before = e.time_ns;
       if (!in_period(e.time_ns)) continue;
-      av.runs.push_back({rfc3339(e.time_ns), result, json_string(e.data, "snapshot"), json_string(e.data, "error"),
-                         json_u64(e.data, "messages"), json_u64(e.data, "bytes_added"), vault_bytes});
+      av.runs.push_back({rfc3339(e.time_ns), result, json_string(e.data, "snapshot"),
+                         json_string(e.data, "error"), json_u64(e.data, "messages"),
+                         json_u64(e.data, "bytes_added"), vault_bytes});
       if (ok) good_backups.push_back(e.time_ns);
     }
   } else {
@@ -548,8 +559,8 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
       if (!in_period(e.time_ns)) continue;
       const auto& d = e.data;
       av.drill_runs.push_back({rfc3339(e.time_ns), pseudonymise_mailbox(vc.id_key, json_string(d, "mailbox")),
-                               json_string(d, "snapshot"), json_string(d, "result"), json_string(d, "failure"),
-                               json_double(d, "rto_s"), json_u64(d, "messages")});
+                               json_string(d, "snapshot"), json_string(d, "result"),
+                               json_string(d, "failure"), json_double(d, "rto_s"), json_u64(d, "messages")});
       ig.packs_read += json_u64(d, "packs_verified");
       if (ok) good_drills.push_back(e.time_ns);
     }
@@ -580,7 +591,8 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
   av.drills_passed = good_drills.size();
   av.drills_failed = av.drills - av.drills_passed;
   ig.packs_read_share =
-      ig.packs_total ? std::min(1.0, static_cast<double>(ig.packs_read) / static_cast<double>(ig.packs_total)) : 0;
+      ig.packs_total ? std::min(1.0, static_cast<double>(ig.packs_read) / static_cast<double>(ig.packs_total))
+                     : 0;
 
   // ---- access -------------------------------------------------------------
   for (const AuditEntry* e :
@@ -590,8 +602,9 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
     const auto& d = e->data;
     std::string detail;
     if (e->event == "restore" || e->event == "export")
-      detail = "snapshot " + json_string(d, "snapshot").substr(0, 12) + ", " + std::to_string(json_u64(d, "messages")) +
-               " messages, " + std::to_string(json_u64(d, "bytes")) + " bytes, " + json_string(d, "result");
+      detail = "snapshot " + json_string(d, "snapshot").substr(0, 12) + ", " +
+               std::to_string(json_u64(d, "messages")) + " messages, " +
+               std::to_string(json_u64(d, "bytes")) + " bytes, " + json_string(d, "result");
     else if (e->event == "hold-set" || e->event == "hold-release")
       detail = "hold " + json_string(d, "id").substr(0, 12) + ": " + json_string(d, "reason");
     else if (e->event == "policy-change" || e->event == "config-change")
@@ -619,12 +632,14 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
                    std::to_string(av.worst_gap.seconds) + " s)");
     finding("backup-rpo", "RPO " + seconds_text(av.rpo_seconds) + " (DPO Art. 3: availability)",
             "no gap between good backups longer than " + std::to_string(av.rpo_seconds) + " s",
-            "worst gap " + std::to_string(av.worst_gap.seconds) + " s", av.worst_gap.seconds <= av.rpo_seconds, ev);
+            "worst gap " + std::to_string(av.worst_gap.seconds) + " s",
+            av.worst_gap.seconds <= av.rpo_seconds, ev);
   }
   {
     std::vector<std::string> ev;
     for (const auto& b : av.runs)
-      if (!good_result(b.result)) ev.push_back("availability.backups: " + b.time + " " + b.result + ": " + b.error);
+      if (!good_result(b.result))
+        ev.push_back("availability.backups: " + b.time + " " + b.result + ": " + b.error);
     finding("backup-failures", "every backup run succeeds (DPO Art. 3: availability)", "0 failed backup runs",
             std::to_string(av.backups_failed) + " of " + std::to_string(av.backups) + " backup runs failed",
             av.backups_failed == 0 && av.backups > 0, ev);
@@ -649,7 +664,8 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
       bool met = every_window_met(good_drills, drill_before.value_or(from), end, *cr.drill_every, tz, &late);
       std::vector<std::string> dev;
       for (const auto& d : av.drill_runs)
-        if (good_result(d.result)) dev.push_back("availability.drills: " + d.time + " " + d.mailbox + " passed");
+        if (good_result(d.result))
+          dev.push_back("availability.drills: " + d.time + " " + d.mailbox + " passed");
       if (!met) dev.insert(dev.begin(), late);
       finding("drill-every", "drill-every " + cr.drill_every->str() + " (policy [compliance])",
               "a passed drill at least every " + cr.drill_every->str(),
@@ -677,8 +693,10 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
   if (!cr.jurisdictions.empty()) {
     std::string allowed;
     for (const auto& j : cr.jurisdictions) allowed += (allowed.empty() ? "" : ", ") + j;
-    bool met = std::find(cr.jurisdictions.begin(), cr.jurisdictions.end(), st.jurisdiction) != cr.jurisdictions.end();
-    finding("vault-jurisdiction", "vaults in " + allowed + " (FADP Art. 16)", "every vault's jurisdiction in " + allowed,
+    bool met = std::find(cr.jurisdictions.begin(), cr.jurisdictions.end(), st.jurisdiction) !=
+               cr.jurisdictions.end();
+    finding("vault-jurisdiction", "vaults in " + allowed + " (FADP Art. 16)",
+            "every vault's jurisdiction in " + allowed,
             "vault " + vc.vault_id + ": " + (st.jurisdiction.empty() ? "not declared" : st.jurisdiction), met,
             {"processing.storage: " + st.url});
   }
@@ -690,21 +708,25 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
             "[keys] custodians names each archive key",
             std::to_string(missing.size()) + " archive key(s) without a custodian", missing.empty(), missing);
   }
-  if (std::any_of(policy.classes.begin(), policy.classes.end(), [](const ArchiveClass& c) { return c.maximum.has_value(); })) {
+  if (std::any_of(policy.classes.begin(), policy.classes.end(),
+                  [](const ArchiveClass& c) { return c.maximum.has_value(); })) {
     std::vector<std::string> ev;
     for (const auto& d : del.by_rule)
-      ev.push_back("deletions.by_rule: " + d.klass + " / " + d.rule + ": " + std::to_string(d.messages) + " messages");
+      ev.push_back("deletions.by_rule: " + d.klass + " / " + d.rule + ": " + std::to_string(d.messages) +
+                   " messages");
     for (const auto& f : del.refused) ev.push_back("deletions.refused: " + f.object + " (" + f.rule + ")");
-    finding("retention-maximum", "messages past their class maximum are destroyed unless held (FADP Art. 6(4))",
-            "at least one prune run in the period", std::to_string(del.prune_runs) + " prune run(s), " +
-                std::to_string(del.messages_destroyed) + " messages destroyed, " + std::to_string(del.refused.size()) +
-                " refused under a hold",
+    finding("retention-maximum",
+            "messages past their class maximum are destroyed unless held (FADP Art. 6(4))",
+            "at least one prune run in the period",
+            std::to_string(del.prune_runs) + " prune run(s), " + std::to_string(del.messages_destroyed) +
+                " messages destroyed, " + std::to_string(del.refused.size()) + " refused under a hold",
             del.prune_runs > 0, ev);
   }
   finding("audit-chain", "the audit log is complete and unaltered (GeBüV Art. 3; DPO Art. 4)",
-          "every entry's seq and prev hash verify", r.audit_chain_ok ? std::to_string(r.audit_entries) + " entries verified"
-                                                                     : r.audit_chain_problem,
-          r.audit_chain_ok, r.audit_chain_ok ? std::vector<std::string>{} : std::vector<std::string>{r.audit_chain_problem});
+          "every entry's seq and prev hash verify",
+          r.audit_chain_ok ? std::to_string(r.audit_entries) + " entries verified" : r.audit_chain_problem,
+          r.audit_chain_ok,
+          r.audit_chain_ok ? std::vector<std::string>{} : std::vector<std::string>{r.audit_chain_problem});
   return r;
 }
 

@@ -58,7 +58,7 @@ struct ReportSite {
   std::string config_path, config_digest;      // SHA-256 hex of the config file's bytes ("" = built-in)
   std::string policy_path, policy_digest;      // likewise for the policy file
   std::string vault_url, vault_operator, vault_jurisdiction, vault_location;
-  std::string ssh_host_key, ssh_known_hosts;   // [vault] host_key / known_hosts (sftp only)
+  std::string ssh_host_key, ssh_known_hosts;      // [vault] host_key / known_hosts (sftp only)
   std::map<std::string, std::string> custodians;  // key fingerprint → who holds it
   std::int64_t config_rpo_seconds = 26 * 3600;    // [schedule] rpo, used when the policy sets none
   std::string reduit_version;
@@ -131,8 +131,8 @@ struct ReportRetention {
 struct ReportDeletionRule {
   std::string klass, rule;
   std::uint64_t messages = 0, bytes = 0;
-  std::string first, last;   // time of the first and last prune run that deleted under it
-  std::string merkle_root;   // vault/audit.hpp merkle_root() of the destroyed messages' SHA-256s
+  std::string first, last;  // time of the first and last prune run that deleted under it
+  std::string merkle_root;  // vault/audit.hpp merkle_root() of the destroyed messages' SHA-256s
 };
 
 struct ReportRefusal {
@@ -158,9 +158,9 @@ struct ReportCheck {
 
 struct ReportIntegrity {
   std::uint64_t checks = 0, checks_failed = 0;
-  std::uint64_t packs_read = 0;     // by checks and drills in the period
-  std::uint64_t packs_total = 0;    // the vault's packs at the last check or drill
-  double packs_read_share = 0;      // min(1, packs_read / packs_total); 0 when unknown
+  std::uint64_t packs_read = 0;   // by checks and drills in the period
+  std::uint64_t packs_total = 0;  // the vault's packs at the last check or drill
+  double packs_read_share = 0;    // min(1, packs_read / packs_total); 0 when unknown
   std::vector<ReportCheck> runs;
 };
 

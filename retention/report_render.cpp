@@ -55,85 +55,93 @@ J report_json(const ReportData& r) {
   const ReportHeader& h = r.header;
   J out;
   out["schema"] = "https://reduit.example/report-schema/v1";
-  out["header"] = {{"organisation", h.organisation},
-                   {"country", h.country},
-                   {"host", h.host},
-                   {"scope", {{"domains", strings(h.domains)}, {"mailboxes", strings(h.mailboxes)}}},
-                   {"period",
-                    {{"spec", h.period.spec},
-                     {"first_day", h.period.first_day},
-                     {"last_day", h.period.last_day},
-                     {"time_zone", h.period.time_zone}}},
-                   {"reduit_version", h.reduit_version},
-                   {"generated_at", h.generated_at},
-                   {"config", {{"path", h.config_path}, {"sha256", h.config_digest}}},
-                   {"policy", {{"path", h.policy_path}, {"name", h.policy_name}, {"sha256", h.policy_digest}}},
-                   {"vault_id", h.vault_id},
-                   {"signer", h.signer}};
+  out["header"] = {
+      {"organisation", h.organisation},
+      {"country", h.country},
+      {"host", h.host},
+      {"scope", {{"domains", strings(h.domains)}, {"mailboxes", strings(h.mailboxes)}}},
+      {"period",
+       {{"spec", h.period.spec},
+        {"first_day", h.period.first_day},
+        {"last_day", h.period.last_day},
+        {"time_zone", h.period.time_zone}}},
+      {"reduit_version", h.reduit_version},
+      {"generated_at", h.generated_at},
+      {"config", {{"path", h.config_path}, {"sha256", h.config_digest}}},
+      {"policy", {{"path", h.policy_path}, {"name", h.policy_name}, {"sha256", h.policy_digest}}},
+      {"vault_id", h.vault_id},
+      {"signer", h.signer}};
   const ReportProcessing& p = r.processing;
-  out["processing"] = {
-      {"purpose", p.purpose},
-      {"legal_basis", p.legal_basis},
-      {"classes", rows(p.classes,
-                       [](const ReportClass& c) {
-                         return J{{"name", c.name},
-                                  {"label", c.label},
-                                  {"legal_basis", c.legal_basis},
-                                  {"basis", c.basis},
-                                  {"minimum", c.minimum},
-                                  {"maximum", c.maximum},
-                                  {"mailboxes", strings(c.mailboxes)},
-                                  {"folders", strings(c.folders)}};
-                       })},
-      {"storage", rows(p.storage,
-                       [](const ReportStorage& s) {
-                         return J{{"url", s.url},
-                                  {"vault_id", s.vault_id},
-                                  {"operator", s.operator_name},
-                                  {"jurisdiction", s.jurisdiction},
-                                  {"location", s.location},
-                                  {"abroad", s.abroad}};
-                       })},
-      {"disclosures_abroad", strings(p.disclosures_abroad)},
-      {"security",
-       {{"encryption", strings(p.encryption)},
-        {"keys", rows(p.keys,
-                      [](const ReportKey& k) {
-                        return J{{"role", k.role},
-                                 {"fingerprint", k.fingerprint},
-                                 {"algorithms", strings(k.algorithms)},
-                                 {"custodian", k.custodian},
-                                 {"expires", k.expires}};
-                      })},
-        {"host_key_pinning", p.host_key_pinning}}}};
+  out["processing"] = {{"purpose", p.purpose},
+                       {"legal_basis", p.legal_basis},
+                       {"classes", rows(p.classes,
+                                        [](const ReportClass& c) {
+                                          return J{{"name", c.name},
+                                                   {"label", c.label},
+                                                   {"legal_basis", c.legal_basis},
+                                                   {"basis", c.basis},
+                                                   {"minimum", c.minimum},
+                                                   {"maximum", c.maximum},
+                                                   {"mailboxes", strings(c.mailboxes)},
+                                                   {"folders", strings(c.folders)}};
+                                        })},
+                       {"storage", rows(p.storage,
+                                        [](const ReportStorage& s) {
+                                          return J{{"url", s.url},
+                                                   {"vault_id", s.vault_id},
+                                                   {"operator", s.operator_name},
+                                                   {"jurisdiction", s.jurisdiction},
+                                                   {"location", s.location},
+                                                   {"abroad", s.abroad}};
+                                        })},
+                       {"disclosures_abroad", strings(p.disclosures_abroad)},
+                       {"security",
+                        {{"encryption", strings(p.encryption)},
+                         {"keys", rows(p.keys,
+                                       [](const ReportKey& k) {
+                                         return J{{"role", k.role},
+                                                  {"fingerprint", k.fingerprint},
+                                                  {"algorithms", strings(k.algorithms)},
+                                                  {"custodian", k.custodian},
+                                                  {"expires", k.expires}};
+                                       })},
+                         {"host_key_pinning", p.host_key_pinning}}}};
   const ReportRetention& rt = r.retention;
-  out["retention"] = {
-      {"snapshot_rules", strings(rt.snapshot_rules)},
-      {"changes", rows(rt.changes,
-                       [](const ReportChange& c) {
-                         return J{{"time", c.time},     {"event", c.event},           {"path", c.path},
-                                  {"old_digest", c.old_digest}, {"new_digest", c.new_digest}, {"actor", c.actor}};
-                       })},
-      {"state_snapshot", {{"id", rt.snapshot_id}, {"time", rt.snapshot_time}}},
-      {"snapshots_kept", rt.snapshots_kept},
-      {"mailboxes", rows(rt.mailboxes,
-                         [](const ReportMailboxClass& m) {
-                           return J{{"mailbox", m.mailbox},
-                                    {"class", m.klass},
-                                    {"messages", m.messages},
-                                    {"bytes", m.bytes},
-                                    {"archived_messages", m.archived_messages},
-                                    {"archived_bytes", m.archived_bytes},
-                                    {"oldest", m.oldest},
-                                    {"newest", m.newest}};
-                         })},
-      {"holds", rows(rt.holds, [](const ReportHold& x) {
-         return J{{"id", x.id},           {"mailbox", x.mailbox},
-                  {"folder", x.folder},   {"from", x.from},
-                  {"to", x.to},           {"reason", x.reason},
-                  {"created", x.created}, {"active", x.active},
-                  {"released_at", x.released_at}, {"release_reason", x.release_reason}};
-       })}};
+  out["retention"] = {{"snapshot_rules", strings(rt.snapshot_rules)},
+                      {"changes", rows(rt.changes,
+                                       [](const ReportChange& c) {
+                                         return J{{"time", c.time},
+                                                  {"event", c.event},
+                                                  {"path", c.path},
+                                                  {"old_digest", c.old_digest},
+                                                  {"new_digest", c.new_digest},
+                                                  {"actor", c.actor}};
+                                       })},
+                      {"state_snapshot", {{"id", rt.snapshot_id}, {"time", rt.snapshot_time}}},
+                      {"snapshots_kept", rt.snapshots_kept},
+                      {"mailboxes", rows(rt.mailboxes,
+                                         [](const ReportMailboxClass& m) {
+                                           return J{{"mailbox", m.mailbox},
+                                                    {"class", m.klass},
+                                                    {"messages", m.messages},
+                                                    {"bytes", m.bytes},
+                                                    {"archived_messages", m.archived_messages},
+                                                    {"archived_bytes", m.archived_bytes},
+                                                    {"oldest", m.oldest},
+                                                    {"newest", m.newest}};
+                                         })},
+                      {"holds", rows(rt.holds, [](const ReportHold& x) {
+                         return J{{"id", x.id},
+                                  {"mailbox", x.mailbox},
+                                  {"folder", x.folder},
+                                  {"from", x.from},
+                                  {"to", x.to},
+                                  {"reason", x.reason},
+                                  {"created", x.created},
+                                  {"active", x.active},
+                                  {"released_at", x.released_at},
+                                  {"release_reason", x.release_reason}};
+                       })}};
   const ReportDeletions& d = r.deletions;
   out["deletions"] = {
       {"prune_runs", d.prune_runs},
@@ -144,14 +152,19 @@ J report_json(const ReportData& r) {
       {"packs_deleted", d.packs_deleted},
       {"pack_bytes_deleted", d.pack_bytes_deleted},
       {"merkle_root", d.merkle_root},
-      {"by_rule", rows(d.by_rule,
-                       [](const ReportDeletionRule& x) {
-                         return J{{"class", x.klass}, {"rule", x.rule},   {"messages", x.messages},
-                                  {"bytes", x.bytes}, {"first", x.first}, {"last", x.last},
-                                  {"merkle_root", x.merkle_root}};
-                       })},
+      {"by_rule",
+       rows(d.by_rule,
+            [](const ReportDeletionRule& x) {
+              return J{
+                  {"class", x.klass}, {"rule", x.rule}, {"messages", x.messages},      {"bytes", x.bytes},
+                  {"first", x.first}, {"last", x.last}, {"merkle_root", x.merkle_root}};
+            })},
       {"refused", rows(d.refused, [](const ReportRefusal& x) {
-         return J{{"time", x.time}, {"object", x.object}, {"class", x.klass}, {"rule", x.rule}, {"sha256", x.sha256}};
+         return J{{"time", x.time},
+                  {"object", x.object},
+                  {"class", x.klass},
+                  {"rule", x.rule},
+                  {"sha256", x.sha256}};
        })}};
   const ReportIntegrity& ig = r.integrity;
   out["integrity"] = {{"checks", ig.checks},
@@ -174,33 +187,39 @@ J report_json(const ReportData& r) {
                       {"audit_chain_ok", r.audit_chain_ok},
                       {"audit_chain_problem", r.audit_chain_problem}};
   const ReportAvailability& a = r.availability;
-  out["availability"] = {
-      {"backups",
-       {{"source", a.backups_source},
-        {"runs", a.backups},
-        {"ok", a.backups_ok},
-        {"failed", a.backups_failed},
-        {"success_rate", std::stod(share(a.success_rate))},
-        {"rpo_seconds", a.rpo_seconds},
-        {"worst_gap", gap_json(a.worst_gap)},
-        {"gaps", rows(a.gaps, gap_json)},
-        {"list", rows(a.runs, [](const ReportBackup& b) {
-           return J{{"time", b.time},         {"result", b.result},           {"snapshot", b.snapshot},
-                    {"error", b.error},       {"messages", b.messages},       {"bytes_added", b.bytes_added},
-                    {"vault_bytes", b.vault_bytes}};
-         })}}},
-      {"drills",
-       {{"source", a.drills_source},
-        {"runs", a.drills},
-        {"passed", a.drills_passed},
-        {"failed", a.drills_failed},
-        {"list", rows(a.drill_runs, [](const ReportDrill& x) {
-           return J{{"time", x.time},       {"mailbox", x.mailbox}, {"snapshot", x.snapshot},
-                    {"result", x.result},   {"failure", x.failure},
-                    {"rto_seconds", std::stod(num(x.rto_seconds))}, {"messages", x.messages}};
-         })}}}};
+  out["availability"] = {{"backups",
+                          {{"source", a.backups_source},
+                           {"runs", a.backups},
+                           {"ok", a.backups_ok},
+                           {"failed", a.backups_failed},
+                           {"success_rate", std::stod(share(a.success_rate))},
+                           {"rpo_seconds", a.rpo_seconds},
+                           {"worst_gap", gap_json(a.worst_gap)},
+                           {"gaps", rows(a.gaps, gap_json)},
+                           {"list", rows(a.runs,
+                                         [](const ReportBackup& b) {
+                                           return J{{"time", b.time},
+                                                    {"result", b.result},
+                                                    {"snapshot", b.snapshot},
+                                                    {"error", b.error},
+                                                    {"messages", b.messages},
+                                                    {"bytes_added", b.bytes_added},
+                                                    {"vault_bytes", b.vault_bytes}};
+                                         })}}},
+                         {"drills",
+                          {{"source", a.drills_source},
+                           {"runs", a.drills},
+                           {"passed", a.drills_passed},
+                           {"failed", a.drills_failed},
+                           {"list", rows(a.drill_runs, [](const ReportDrill& x) {
+                              return J{
+                                  {"time", x.time},         {"mailbox", x.mailbox},
+                                  {"snapshot", x.snapshot}, {"result", x.result},
+                                  {"failure", x.failure},   {"rto_seconds", std::stod(num(x.rto_seconds))},
+                                  {"messages", x.messages}};
+                            })}}}};
   out["access"] = rows(r.access, [](const ReportAccess& x) {
-    return J{{"time", x.time},           {"event", x.event},     {"actor", x.actor}, {"key", x.key},
+    return J{{"time", x.time},           {"event", x.event},   {"actor", x.actor},  {"key", x.key},
              {"mailboxes", x.mailboxes}, {"target", x.target}, {"detail", x.detail}};
   });
   std::uint64_t met = 0;
@@ -208,8 +227,9 @@ J report_json(const ReportData& r) {
   out["findings"] = {{"met", met},
                      {"not_met", r.findings.size() - met},
                      {"list", rows(r.findings, [](const ReportFinding& f) {
-                        return J{{"id", f.id},         {"rule", f.rule},     {"requirement", f.requirement},
-                                 {"actual", f.actual}, {"status", f.status}, {"evidence", strings(f.evidence)}};
+                        return J{
+                            {"id", f.id},         {"rule", f.rule},     {"requirement", f.requirement},
+                            {"actual", f.actual}, {"status", f.status}, {"evidence", strings(f.evidence)}};
                       })}};
   return out;
 }
@@ -247,7 +267,8 @@ std::string md_table(const J& list, const std::vector<std::string>& keys) {
       if (v.is_string())
         text = v.get<std::string>();
       else if (v.is_array()) {
-        for (const auto& e : v) text += (text.empty() ? "" : ", ") + (e.is_string() ? e.get<std::string>() : e.dump());
+        for (const auto& e : v)
+          text += (text.empty() ? "" : ", ") + (e.is_string() ? e.get<std::string>() : e.dump());
       } else
         text = v.dump();
       out += " " + md_cell(text) + " |";
@@ -280,8 +301,8 @@ std::string render_markdown(const ReportData& r) {
   for (const auto& m : r.header.mailboxes) mbs += (mbs.empty() ? "" : ", ") + m;
   kv("scope: domains", doms);
   kv("scope: mailboxes", mbs);
-  kv("period", r.header.period.spec + " (" + r.header.period.first_day + " .. " + r.header.period.last_day + ", " +
-                   r.header.period.time_zone + ")");
+  kv("period", r.header.period.spec + " (" + r.header.period.first_day + " .. " + r.header.period.last_day +
+                   ", " + r.header.period.time_zone + ")");
   kv("reduit version", r.header.reduit_version);
   kv("generated at", r.header.generated_at);
   kv("config", r.header.config_path + " sha256 " + r.header.config_digest);
@@ -289,50 +310,60 @@ std::string render_markdown(const ReportData& r) {
   kv("vault id", r.header.vault_id);
   kv("signed by", r.header.signer);
   o += "\n## 2. Processing record excerpt\n\n";
-  o += "Purpose: " + md_cell(r.processing.purpose) + "\n\nLegal basis: " + md_cell(r.processing.legal_basis) + "\n\n";
+  o += "Purpose: " + md_cell(r.processing.purpose) + "\n\nLegal basis: " + md_cell(r.processing.legal_basis) +
+       "\n\n";
   o += "### Retention classes\n\n" +
-       md_table(j["processing"]["classes"], {"name", "label", "legal_basis", "basis", "minimum", "maximum", "mailboxes", "folders"});
+       md_table(j["processing"]["classes"],
+                {"name", "label", "legal_basis", "basis", "minimum", "maximum", "mailboxes", "folders"});
   o += "### Storage locations\n\n" +
-       md_table(j["processing"]["storage"], {"url", "vault_id", "operator", "jurisdiction", "location", "abroad"});
+       md_table(j["processing"]["storage"],
+                {"url", "vault_id", "operator", "jurisdiction", "location", "abroad"});
   o += "### Disclosures abroad\n\n";
   if (r.processing.disclosures_abroad.empty()) o += "none\n\n";
   for (const auto& s : r.processing.disclosures_abroad) o += "- " + s + "\n";
   o += "### Security measures\n\n";
   for (const auto& s : r.processing.encryption) o += "- " + s + "\n";
   o += "- SSH host key: " + r.processing.host_key_pinning + "\n\n";
-  o += md_table(j["processing"]["security"]["keys"], {"role", "fingerprint", "algorithms", "custodian", "expires"});
+  o += md_table(j["processing"]["security"]["keys"],
+                {"role", "fingerprint", "algorithms", "custodian", "expires"});
   o += "## 3. Retention state\n\nRules in force: ";
   for (std::size_t i = 0; i < r.retention.snapshot_rules.size(); ++i)
     o += (i ? ", " : "") + r.retention.snapshot_rules[i];
-  o += "\n\n### Changes\n\n" + md_table(j["retention"]["changes"], {"time", "event", "path", "old_digest", "new_digest", "actor"});
-  o += "### Mailboxes (snapshot " + r.retention.snapshot_id.substr(0, 12) + " of " + r.retention.snapshot_time + ")\n\n" +
-       md_table(j["retention"]["mailboxes"],
-                {"mailbox", "class", "messages", "bytes", "archived_messages", "archived_bytes", "oldest", "newest"});
+  o += "\n\n### Changes\n\n" +
+       md_table(j["retention"]["changes"], {"time", "event", "path", "old_digest", "new_digest", "actor"});
+  o += "### Mailboxes (snapshot " + r.retention.snapshot_id.substr(0, 12) + " of " +
+       r.retention.snapshot_time + ")\n\n" +
+       md_table(j["retention"]["mailboxes"], {"mailbox", "class", "messages", "bytes", "archived_messages",
+                                              "archived_bytes", "oldest", "newest"});
   o += "### Legal holds\n\n" +
-       md_table(j["retention"]["holds"], {"id", "mailbox", "folder", "from", "to", "reason", "created", "active",
-                                          "released_at", "release_reason"});
+       md_table(j["retention"]["holds"], {"id", "mailbox", "folder", "from", "to", "reason", "created",
+                                          "active", "released_at", "release_reason"});
   const J& d = j["deletions"];
   o += "## 4. Deletion evidence\n\n";
-  o += "| prune runs | forget runs | snapshots forgotten | messages destroyed | message bytes destroyed | packs deleted | "
+  o += "| prune runs | forget runs | snapshots forgotten | messages destroyed | message bytes destroyed | "
+       "packs deleted | "
        "pack bytes deleted | Merkle root |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n| " +
-       scalar(d["prune_runs"]) + " | " + scalar(d["forget_runs"]) + " | " + scalar(d["snapshots_forgotten"]) + " | " +
-       scalar(d["messages_destroyed"]) + " | " + scalar(d["message_bytes_destroyed"]) + " | " + scalar(d["packs_deleted"]) +
-       " | " + scalar(d["pack_bytes_deleted"]) + " | " + scalar(d["merkle_root"]) + " |\n\n";
-  o += "### Per rule\n\n" + md_table(d["by_rule"], {"class", "rule", "messages", "bytes", "first", "last", "merkle_root"});
+       scalar(d["prune_runs"]) + " | " + scalar(d["forget_runs"]) + " | " + scalar(d["snapshots_forgotten"]) +
+       " | " + scalar(d["messages_destroyed"]) + " | " + scalar(d["message_bytes_destroyed"]) + " | " +
+       scalar(d["packs_deleted"]) + " | " + scalar(d["pack_bytes_deleted"]) + " | " +
+       scalar(d["merkle_root"]) + " |\n\n";
+  o += "### Per rule\n\n" +
+       md_table(d["by_rule"], {"class", "rule", "messages", "bytes", "first", "last", "merkle_root"});
   o += "### Refused\n\n" + md_table(d["refused"], {"time", "object", "class", "rule", "sha256"});
   const J& ig = j["integrity"];
   o += "## 5. Integrity\n\nChecks: " + scalar(ig["checks"]) + ", failed: " + scalar(ig["checks_failed"]) +
        ", packs read: " + scalar(ig["packs_read"]) + " of " + scalar(ig["packs_total"]) + " (share " +
-       share(r.integrity.packs_read_share) + "). Audit log: " + scalar(ig["audit_entries"]) + " entries, chain " +
-       (r.audit_chain_ok ? "verified" : "BROKEN: " + r.audit_chain_problem) + ".\n\n";
-  o += md_table(ig["runs"], {"time", "result", "read_data", "packs_total", "packs_read", "problems", "first_problem",
-                             "followed_by"});
+       share(r.integrity.packs_read_share) + "). Audit log: " + scalar(ig["audit_entries"]) +
+       " entries, chain " + (r.audit_chain_ok ? "verified" : "BROKEN: " + r.audit_chain_problem) + ".\n\n";
+  o += md_table(ig["runs"], {"time", "result", "read_data", "packs_total", "packs_read", "problems",
+                             "first_problem", "followed_by"});
   const J& b = j["availability"]["backups"];
   o += "## 6. Availability\n\nBackups (" + scalar(b["source"]) + "): " + scalar(b["runs"]) + " runs, " +
-       scalar(b["ok"]) + " ok, " + scalar(b["failed"]) + " failed, success rate " + share(r.availability.success_rate) +
+       scalar(b["ok"]) + " ok, " + scalar(b["failed"]) + " failed, success rate " +
+       share(r.availability.success_rate) +
        ". Worst gap between good backups: " + scalar(b["worst_gap"]["seconds"]) + " s (" +
-       scalar(b["worst_gap"]["from"]) + " .. " + scalar(b["worst_gap"]["to"]) + "); RPO " + scalar(b["rpo_seconds"]) +
-       " s.\n\n";
+       scalar(b["worst_gap"]["from"]) + " .. " + scalar(b["worst_gap"]["to"]) + "); RPO " +
+       scalar(b["rpo_seconds"]) + " s.\n\n";
   J failed = J::array();
   for (const auto& x : b["list"])
     if (x["result"] != "ok") failed.push_back(x);
@@ -341,9 +372,11 @@ std::string render_markdown(const ReportData& r) {
   o += "### Drills (" + scalar(dr["source"]) + "): " + scalar(dr["runs"]) + " runs, " + scalar(dr["passed"]) +
        " passed, " + scalar(dr["failed"]) + " failed\n\n" +
        md_table(dr["list"], {"time", "mailbox", "snapshot", "result", "rto_seconds", "messages", "failure"});
-  o += "## 7. Access\n\n" + md_table(j["access"], {"time", "event", "actor", "key", "mailboxes", "target", "detail"});
+  o += "## 7. Access\n\n" +
+       md_table(j["access"], {"time", "event", "actor", "key", "mailboxes", "target", "detail"});
   o += "## 8. Findings\n\n" + scalar(j["findings"]["met"]) + " met, " + scalar(j["findings"]["not_met"]) +
-       " not met.\n\n" + md_table(j["findings"]["list"], {"id", "status", "rule", "requirement", "actual", "evidence"});
+       " not met.\n\n" +
+       md_table(j["findings"]["list"], {"id", "status", "rule", "requirement", "actual", "evidence"});
   return o;
 }
 
@@ -355,12 +388,23 @@ std::string esc(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -384,7 +428,8 @@ std::string html_table(const J& list, const std::vector<std::string>& keys, cons
   for (const auto& row : list) {
     std::string rc;
     if (row.contains("status")) rc = row["status"] == "met" ? " class=\"met\"" : " class=\"notmet\"";
-    if (row.contains("result") && row["result"].is_string() && row["result"] != "ok" && row["result"] != "passed")
+    if (row.contains("result") && row["result"].is_string() && row["result"] != "ok" &&
+        row["result"] != "passed")
       rc = " class=\"notmet\"";
     o += "<tr" + rc + ">";
     for (const auto& k : keys) {
@@ -432,9 +477,10 @@ std::string render_html(const ReportData& r) {
   J j = report_json(r);
   const ReportHeader& h = r.header;
   std::string o;
-  o += "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-       "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-       "img-src data:\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
+  o +=
+      "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+      "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+      "img-src data:\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
   o += "<title>Compliance report " + esc(h.period.spec) + " — " + esc(h.organisation) + "</title>\n";
   o += R"(<style>
 body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;font-size:10pt;margin:1.5cm;color:#111}
@@ -464,7 +510,8 @@ tr.notmet td{background:#fde2e2}tr.met td{background:#e5f5e5}.none{color:#666;fo
   kv("host", h.host);
   kv("scope: domains", doms);
   kv("scope: mailboxes", mbs);
-  kv("period", h.period.spec + " (" + h.period.first_day + " .. " + h.period.last_day + ", " + h.period.time_zone + ")");
+  kv("period", h.period.spec + " (" + h.period.first_day + " .. " + h.period.last_day + ", " +
+                   h.period.time_zone + ")");
   kv("reduit version", h.reduit_version);
   kv("generated at", h.generated_at);
   kv("config", h.config_path);
@@ -476,14 +523,16 @@ tr.notmet td{background:#fde2e2}tr.met td{background:#e5f5e5}.none{color:#666;fo
   o += "</tbody></table></section>\n";
   // 2. Processing record
   const J& p = j["processing"];
-  o += "<section id=\"processing\"><h2>2. Processing record excerpt</h2>\n<p><b>Purpose:</b> " + esc(r.processing.purpose) +
-       "</p><p><b>Legal basis:</b> " + esc(r.processing.legal_basis) + "</p>\n";
+  o += "<section id=\"processing\"><h2>2. Processing record excerpt</h2>\n<p><b>Purpose:</b> " +
+       esc(r.processing.purpose) + "</p><p><b>Legal basis:</b> " + esc(r.processing.legal_basis) + "</p>\n";
   o += "<h3>Retention classes</h3>" +
-       html_table(p["classes"], {"name", "label", "legal_basis", "basis", "minimum", "maximum", "mailboxes", "folders"});
+       html_table(p["classes"],
+                  {"name", "label", "legal_basis", "basis", "minimum", "maximum", "mailboxes", "folders"});
   o += "<h3>Storage locations</h3>" +
        html_table(p["storage"], {"url", "vault_id", "operator", "jurisdiction", "location", "abroad"});
   o += "<h3>Disclosures abroad</h3>";
-  if (r.processing.disclosures_abroad.empty()) o += "<p>none</p>";
+  if (r.processing.disclosures_abroad.empty())
+    o += "<p>none</p>";
   else {
     o += "<ul>";
     for (const auto& s : r.processing.disclosures_abroad) o += "<li>" + esc(s) + "</li>";
@@ -499,21 +548,24 @@ tr.notmet td{background:#fde2e2}tr.met td{background:#e5f5e5}.none{color:#666;fo
   o += "<section id=\"retention\"><h2>3. Retention state</h2><p><b>Rules in force:</b> ";
   for (std::size_t i = 0; i < r.retention.snapshot_rules.size(); ++i)
     o += (i ? ", " : "") + esc(r.retention.snapshot_rules[i]);
-  o += "</p>\n<h3>Changes</h3>" + html_table(rt["changes"], {"time", "event", "path", "old_digest", "new_digest", "actor"});
-  o += "<h3>Mailboxes (snapshot " + esc(r.retention.snapshot_id.substr(0, 12)) + " of " + esc(r.retention.snapshot_time) +
-       ")</h3>" +
-       html_table(rt["mailboxes"],
-                  {"mailbox", "class", "messages", "bytes", "archived_messages", "archived_bytes", "oldest", "newest"});
+  o += "</p>\n<h3>Changes</h3>" +
+       html_table(rt["changes"], {"time", "event", "path", "old_digest", "new_digest", "actor"});
+  o += "<h3>Mailboxes (snapshot " + esc(r.retention.snapshot_id.substr(0, 12)) + " of " +
+       esc(r.retention.snapshot_time) + ")</h3>" +
+       html_table(rt["mailboxes"], {"mailbox", "class", "messages", "bytes", "archived_messages",
+                                    "archived_bytes", "oldest", "newest"});
   o += "<h3>Legal holds</h3>" +
-       html_table(rt["holds"], {"id", "mailbox", "folder", "from", "to", "reason", "created", "active", "released_at",
-                                "release_reason"});
+       html_table(rt["holds"], {"id", "mailbox", "folder", "from", "to", "reason", "created", "active",
+                                "released_at", "release_reason"});
   o += "</section>\n";
   // 4. Deletions
   const J& d = j["deletions"];
   o += "<section id=\"deletions\"><h2>4. Deletion evidence</h2>";
-  o += html_table(J::array({d}), {"prune_runs", "forget_runs", "snapshots_forgotten", "messages_destroyed",
-                                  "message_bytes_destroyed", "packs_deleted", "pack_bytes_deleted", "merkle_root"});
-  o += "<h3>Per rule</h3>" + html_table(d["by_rule"], {"class", "rule", "messages", "bytes", "first", "last", "merkle_root"});
+  o += html_table(J::array({d}),
+                  {"prune_runs", "forget_runs", "snapshots_forgotten", "messages_destroyed",
+                   "message_bytes_destroyed", "packs_deleted", "pack_bytes_deleted", "merkle_root"});
+  o += "<h3>Per rule</h3>" +
+       html_table(d["by_rule"], {"class", "rule", "messages", "bytes", "first", "last", "merkle_root"});
   o += "<h3>Deletions refused</h3>" + html_table(d["refused"], {"time", "object", "class", "rule", "sha256"});
   o += "</section>\n";
   // 5. Integrity
@@ -521,34 +573,44 @@ tr.notmet td{background:#fde2e2}tr.met td{background:#e5f5e5}.none{color:#666;fo
   o += "<section id=\"integrity\"><h2>5. Integrity</h2>";
   o += html_table(J::array({ig}), {"checks", "checks_failed", "packs_read", "packs_total", "packs_read_share",
                                    "audit_entries", "audit_chain_ok", "audit_chain_problem"});
-  o += html_table(ig["runs"], {"time", "result", "read_data", "packs_total", "packs_read", "problems", "first_problem",
-                               "followed_by"});
+  o += html_table(ig["runs"], {"time", "result", "read_data", "packs_total", "packs_read", "problems",
+                               "first_problem", "followed_by"});
   o += "</section>\n";
   // 6. Availability, with the charts.
   const J& b = j["availability"]["backups"];
   const ReportAvailability& av = r.availability;
   o += "<section id=\"availability\"><h2>6. Availability</h2>";
-  J summary = {{"source", b["source"]}, {"runs", b["runs"]},           {"ok", b["ok"]},
-               {"failed", b["failed"]}, {"success_rate", b["success_rate"]}, {"rpo_seconds", b["rpo_seconds"]},
-               {"worst_gap_seconds", b["worst_gap"]["seconds"]}, {"worst_gap_from", b["worst_gap"]["from"]},
+  J summary = {{"source", b["source"]},
+               {"runs", b["runs"]},
+               {"ok", b["ok"]},
+               {"failed", b["failed"]},
+               {"success_rate", b["success_rate"]},
+               {"rpo_seconds", b["rpo_seconds"]},
+               {"worst_gap_seconds", b["worst_gap"]["seconds"]},
+               {"worst_gap_from", b["worst_gap"]["from"]},
                {"worst_gap_to", b["worst_gap"]["to"]}};
-  o += "<h3>Backups</h3>" + html_table(J::array({summary}), {"source", "runs", "ok", "failed", "success_rate", "rpo_seconds",
-                                                            "worst_gap_seconds", "worst_gap_from", "worst_gap_to"});
+  o += "<h3>Backups</h3>" +
+       html_table(J::array({summary}), {"source", "runs", "ok", "failed", "success_rate", "rpo_seconds",
+                                        "worst_gap_seconds", "worst_gap_from", "worst_gap_to"});
   {
     // Chart: one tick per backup (green ok, red failed) and the vault size line.
     const double x0 = static_cast<double>(h.period.from_ns), x1 = static_cast<double>(h.period.to_ns);
-    auto X = [&](std::int64_t t) { return kL + (kW - kL - kR) * (static_cast<double>(t) - x0) / std::max(1.0, x1 - x0); };
+    auto X = [&](std::int64_t t) {
+      return kL + (kW - kL - kR) * (static_cast<double>(t) - x0) / std::max(1.0, x1 - x0);
+    };
     std::int64_t max_bytes = 1;
     for (const auto& x : av.runs) max_bytes = std::max(max_bytes, x.vault_bytes);
     auto Y = [&](double v) { return kH - kB - (kH - kB - kT) * v / static_cast<double>(max_bytes); };
     o += "<h3>Backups and vault size over time</h3>" + svg_open("backups and vault size over time") +
-         svg_axes("vault bytes (max " + std::to_string(max_bytes) + ")", h.period.first_day, h.period.last_day);
+         svg_axes("vault bytes (max " + std::to_string(max_bytes) + ")", h.period.first_day,
+                  h.period.last_day);
     std::string line;
     char buf[160];
     for (const auto& x : av.runs) {
       double xx = X(parse_time(x.time));
       bool ok = x.result == "ok" || x.result == "passed";
-      std::snprintf(buf, sizeof buf, "<rect x=\"%.2f\" y=\"%.2f\" width=\"1.2\" height=\"%.2f\" class=\"%s\"/>", xx,
+      std::snprintf(buf, sizeof buf,
+                    "<rect x=\"%.2f\" y=\"%.2f\" width=\"1.2\" height=\"%.2f\" class=\"%s\"/>", xx,
                     ok ? kH - kB - 6 : kT, ok ? 6.0 : kH - kB - kT, ok ? "ok" : "bad");
       o += buf;
       std::snprintf(buf, sizeof buf, "%.2f,%.2f ", xx, Y(static_cast<double>(x.vault_bytes)));
@@ -557,20 +619,23 @@ tr.notmet td{background:#fde2e2}tr.met td{background:#e5f5e5}.none{color:#666;fo
     if (!line.empty()) o += "<polyline class=\"line\" points=\"" + line + "\"/>";
     o += "</svg>\n";
     // Chart: the gaps between good backups against the RPO.
-    std::int64_t max_gap = std::max<std::int64_t>(av.rpo_seconds, std::max<std::int64_t>(1, av.worst_gap.seconds));
+    std::int64_t max_gap =
+        std::max<std::int64_t>(av.rpo_seconds, std::max<std::int64_t>(1, av.worst_gap.seconds));
     auto GY = [&](double v) { return kH - kB - (kH - kB - kT) * v / static_cast<double>(max_gap); };
     o += "<h3>Gaps between good backups (RPO " + std::to_string(av.rpo_seconds) + " s, dashed)</h3>" +
          svg_open("gaps between good backups") +
          svg_axes("gap s (max " + std::to_string(max_gap) + ")", h.period.first_day, h.period.last_day);
     for (const auto& g : av.gaps) {
       double xa = X(parse_time(g.from)), xb = X(parse_time(g.to));
-      std::snprintf(buf, sizeof buf, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" class=\"%s\"/>", xa,
+      std::snprintf(buf, sizeof buf,
+                    "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" class=\"%s\"/>", xa,
                     GY(static_cast<double>(g.seconds)), std::max(0.8, xb - xa - 0.2),
                     kH - kB - GY(static_cast<double>(g.seconds)), g.seconds > av.rpo_seconds ? "bad" : "ok");
       o += buf;
     }
-    std::snprintf(buf, sizeof buf, "<line x1=\"%.0f\" y1=\"%.2f\" x2=\"%.0f\" y2=\"%.2f\" class=\"rpo\"/>", kL,
-                  GY(static_cast<double>(av.rpo_seconds)), kW - kR, GY(static_cast<double>(av.rpo_seconds)));
+    std::snprintf(buf, sizeof buf, "<line x1=\"%.0f\" y1=\"%.2f\" x2=\"%.0f\" y2=\"%.2f\" class=\"rpo\"/>",
+                  kL, GY(static_cast<double>(av.rpo_seconds)), kW - kR,
+                  GY(static_cast<double>(av.rpo_seconds)));
     o += buf;
     o += "</svg>\n";
   }
@@ -584,9 +649,11 @@ tr.notmet td{background:#fde2e2}tr.met td{background:#e5f5e5}.none{color:#666;fo
     if (g["seconds"].get<std::int64_t>() > av.rpo_seconds) long_gaps.push_back(g);
   o += html_table(long_gaps, {"from", "to", "seconds"});
   const J& dr = j["availability"]["drills"];
-  o += "<h3>Restore drills</h3>" +
-       html_table(J::array({J{{"source", dr["source"]}, {"runs", dr["runs"]}, {"passed", dr["passed"]}, {"failed", dr["failed"]}}}),
-                  {"source", "runs", "passed", "failed"});
+  o += "<h3>Restore drills</h3>" + html_table(J::array({J{{"source", dr["source"]},
+                                                          {"runs", dr["runs"]},
+                                                          {"passed", dr["passed"]},
+                                                          {"failed", dr["failed"]}}}),
+                                              {"source", "runs", "passed", "failed"});
   {
     double max_rto = 1;
     for (const auto& x : av.drill_runs) max_rto = std::max(max_rto, x.rto_seconds);
@@ -598,25 +665,29 @@ tr.notmet td{background:#fde2e2}tr.met td{background:#e5f5e5}.none{color:#666;fo
       const auto& x = av.drill_runs[i];
       double hgt = (kH - kB - kT) * x.rto_seconds / max_rto;
       bool ok = x.result == "passed" || x.result == "ok";
-      std::snprintf(buf, sizeof buf, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" class=\"%s\"/>",
-                    kL + w * static_cast<double>(i) + w * 0.15, kH - kB - std::max(1.0, hgt), w * 0.7, std::max(1.0, hgt),
-                    ok ? "ok" : "bad");
+      std::snprintf(buf, sizeof buf,
+                    "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" class=\"%s\"/>",
+                    kL + w * static_cast<double>(i) + w * 0.15, kH - kB - std::max(1.0, hgt), w * 0.7,
+                    std::max(1.0, hgt), ok ? "ok" : "bad");
       o += buf;
-      o += "<text x=\"" + std::to_string(static_cast<int>(kL + w * static_cast<double>(i) + w * 0.5)) + "\" y=\"" +
-           std::to_string(static_cast<int>(kH - kB + 15)) + "\" class=\"lbl\" text-anchor=\"middle\">" +
-           esc(x.time.substr(0, 10)) + "</text>";
+      o += "<text x=\"" + std::to_string(static_cast<int>(kL + w * static_cast<double>(i) + w * 0.5)) +
+           "\" y=\"" + std::to_string(static_cast<int>(kH - kB + 15)) +
+           "\" class=\"lbl\" text-anchor=\"middle\">" + esc(x.time.substr(0, 10)) + "</text>";
     }
     o += "</svg>\n";
   }
-  o += html_table(dr["list"], {"time", "mailbox", "snapshot", "result", "rto_seconds", "messages", "failure"});
+  o +=
+      html_table(dr["list"], {"time", "mailbox", "snapshot", "result", "rto_seconds", "messages", "failure"});
   o += "</section>\n";
   // 7. Access
   o += "<section id=\"access\"><h2>7. Access</h2>" +
-       html_table(j["access"], {"time", "event", "actor", "key", "mailboxes", "target", "detail"}) + "</section>\n";
+       html_table(j["access"], {"time", "event", "actor", "key", "mailboxes", "target", "detail"}) +
+       "</section>\n";
   // 8. Findings
   o += "<section id=\"findings\"><h2>8. Findings</h2><p>" + cell_text(j["findings"]["met"]) + " met, " +
        cell_text(j["findings"]["not_met"]) + " not met.</p>" +
-       html_table(j["findings"]["list"], {"id", "status", "rule", "requirement", "actual", "evidence"}) + "</section>\n";
+       html_table(j["findings"]["list"], {"id", "status", "rule", "requirement", "actual", "evidence"}) +
+       "</section>\n";
   o += "</body></html>\n";
   return o;
 }

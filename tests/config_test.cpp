@@ -88,3 +88,31 @@ TEST(Config, RelativeStateDirAndBadVaultUrlAreRefused) {
             "site.toml:3: 'vault.url' = \"file://vault\" is not file:///abs/path or "
             "sftp://user@host[:port]/abs/path");
 }
+
+// [organisation], [vault] operator/jurisdiction/location and [keys] custodians
+// (for `reduit report`); an old config without them still parses with empty facts.
+TEST(Config, ReportFactsParseAndAreValidated) {
+  const std::string base = "state_dir = \"/s\"\n[vault]\nurl = \"file:///v\"\n";
+  Config old = parse_config(base, "site.toml");
+  EXPECT_EQ(old.organisation.name, "");
+  EXPECT_TRUE(old.key_custodians.empty());
+  Config c = parse_config(
+      "state_dir = \"/s\"\n[organisation]\nname = \"Example AG\"\ncountry = \"CH\"\npurpose = \"mail\"\n"
+      "[vault]\nurl = \"file:///v\"\noperator = \"Vault AG\"\njurisdiction = \"CH\"\nlocation = \"Zurich\"\n"
+      "[keys.custodians]\n\"0123456789abcdef0123456789ABCDEF01234567\" = \"CFO\"\n",
+      "site.toml");
+  EXPECT_EQ(c.organisation.name, "Example AG");
+  EXPECT_EQ(c.organisation.country, "CH");
+  EXPECT_EQ(c.organisation.purpose, "mail");
+  EXPECT_EQ(c.vault_operator, "Vault AG");
+  EXPECT_EQ(c.vault_jurisdiction, "CH");
+  EXPECT_EQ(c.vault_location, "Zurich");
+  EXPECT_EQ(c.key_custodians.at("0123456789ABCDEF0123456789ABCDEF01234567"), "CFO");
+  EXPECT_EQ(error_of(base + "jurisdiction = \"Switzerland\"\n"),
+            "site.toml:4: 'vault.jurisdiction' must be an ISO 3166-1 alpha-2 country code such as \"CH\", not "
+            "\"Switzerland\"");
+  EXPECT_EQ(error_of(base + "[keys]\ncustodians = { \"ABC\" = \"x\" }\n"),
+            "site.toml:5: 'keys.custodians' keys are 40-hex-digit key fingerprints, not \"ABC\"");
+  EXPECT_EQ(error_of(base + "[organisation]\nboss = \"x\"\n"),
+            "site.toml:5: unknown key 'organisation.boss' (known: name, country, purpose)");
+}

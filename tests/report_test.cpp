@@ -32,7 +32,8 @@ TEST(ReportPeriod, YearsQuartersMonthsDaysAndRangesAreWholeLocalDays) {
   EXPECT_EQ(r.to_ns - r.from_ns, (31LL * 24 - 1) * 3600 * 1000000000LL);
   auto d = parse_period("2026-10-25", zh);  // DST ends: a 25-hour day
   EXPECT_EQ(d.to_ns - d.from_ns, 25LL * 3600 * 1000000000LL);
-  for (const char* bad : {"2026-Q5", "2026-13", "26", "2026-02-30", "2026-03-02..2026-03-01", "last year", ""}) {
+  for (const char* bad :
+       {"2026-Q5", "2026-13", "26", "2026-02-30", "2026-03-02..2026-03-01", "last year", ""}) {
     EXPECT_EQ(reduit::test::error_code_of([&] { parse_period(bad, zh); }), reduit::ErrorCode::kUsage) << bad;
   }
 }
@@ -48,7 +49,8 @@ TEST(ReportPeriod, ShippedFadpProfileParses) {
   EXPECT_EQ(p.compliance.drill_every->str(), "92d");
   EXPECT_EQ(p.compliance.jurisdictions, std::vector<std::string>{"CH"});
   EXPECT_EQ(reduit::test::error_code_of([] {
-              reduit::parse_policy("[snapshots]\nkeep-last = 1\n[compliance]\njurisdictions = [\"ch\"]\n", "p.toml");
+              reduit::parse_policy("[snapshots]\nkeep-last = 1\n[compliance]\njurisdictions = [\"ch\"]\n",
+                                   "p.toml");
             }),
             reduit::ErrorCode::kUsage);
 }
@@ -71,7 +73,8 @@ TEST(ReportHtml, RendersInChromiumWithoutRequestsValidatesAndTheSignatureCatches
   const std::int64_t t0 = at("2026-07-01T02:00:00Z");
   Msg m1 = mb.deliver("", t0 - 3600LL * 1000000000, 500, rng);
   Msg m2 = mb.deliver(".Private", t0 - 7200LL * 1000000000, 300, rng);
-  Site site({mail.path()}, "%d/%n", "", "operator = \"Vault Hosting AG\"\njurisdiction = \"CH\"\nlocation = \"Zurich\"",
+  Site site({mail.path()}, "%d/%n", "",
+            "operator = \"Vault Hosting AG\"\njurisdiction = \"CH\"\nlocation = \"Zurich\"",
             "policy = \"" + reduit::test::source_dir() +
                 "/policies/fadp-ch.toml\"\n[organisation]\nname = \"Example AG <Zürich>\"\ncountry = \"CH\"\n"
                 "purpose = \"business e-mail\"\n[keys.custodians]\n\"" +
@@ -128,8 +131,9 @@ TEST(ReportHtml, RendersInChromiumWithoutRequestsValidatesAndTheSignatureCatches
                            "import json,sys,jsonschema\n"
                            "s=json.load(open(sys.argv[1]));d=json.load(open(sys.argv[2]))\n"
                            "jsonschema.Draft202012Validator(s).validate(d);print('valid')\n");
-  RunResult v = reduit::test::run_command(
-      {python3(), py_out.path() + "/v.py", reduit::test::source_dir() + "/docs/report-schema.json", json_path});
+  RunResult v =
+      reduit::test::run_command({python3(), py_out.path() + "/v.py",
+                                 reduit::test::source_dir() + "/docs/report-schema.json", json_path});
   if (v.err.find("No module named 'jsonschema'") != std::string::npos) {
     ADD_FAILURE() << "python3-jsonschema is missing (scripts/bootstrap installs it)";
   } else {
@@ -155,15 +159,15 @@ TEST(ReportHtml, RendersInChromiumWithoutRequestsValidatesAndTheSignatureCatches
   // gpg --verify with the agent's public key (what an auditor imports).
   reduit::test::GpgHome auditor;
   auditor.import(keys.agent_home->export_public(keys.agent_fpr));
-  RunResult good = reduit::test::run_command(
-      {"/usr/bin/gpg", "--homedir", auditor.path(), "--batch", "--status-fd", "1", "--verify", html + ".asc", html});
+  RunResult good = reduit::test::run_command({"/usr/bin/gpg", "--homedir", auditor.path(), "--batch",
+                                              "--status-fd", "1", "--verify", html + ".asc", html});
   EXPECT_EQ(good.status, 0) << good.err;
   EXPECT_NE(good.out.find("[GNUPG:] VALIDSIG " + keys.agent_fpr), std::string::npos) << good.out;
   std::string changed = text;
   changed[changed.size() / 2] ^= 0x01;
   reduit::test::write_file(html, changed);
-  RunResult bad = reduit::test::run_command(
-      {"/usr/bin/gpg", "--homedir", auditor.path(), "--batch", "--status-fd", "1", "--verify", html + ".asc", html});
+  RunResult bad = reduit::test::run_command({"/usr/bin/gpg", "--homedir", auditor.path(), "--batch",
+                                             "--status-fd", "1", "--verify", html + ".asc", html});
   EXPECT_EQ(bad.status, 1) << bad.out << bad.err;
   EXPECT_NE(bad.out.find("[GNUPG:] BADSIG"), std::string::npos) << bad.out;
   unsetenv("REDUIT_NOW");

@@ -521,7 +521,8 @@ std::int64_t Crypto::key_expires(const std::string& fingerprint) {
 
 std::vector<std::string> Crypto::key_algorithms(const std::string& fingerprint) {
   KeyRef k = impl_->find_key(fingerprint, false);
-  if (!k.key || !k.key->subkeys) throw Error(ErrorCode::kKey, "no public key " + fingerprint + " in " + impl_->where());
+  if (!k.key || !k.key->subkeys)
+    throw Error(ErrorCode::kKey, "no public key " + fingerprint + " in " + impl_->where());
   std::vector<std::string> out;
   for (gpgme_subkey_t sk = k.key->subkeys; sk; sk = sk->next) {
     char* name = gpgme_pubkey_algo_string(sk);

@@ -154,7 +154,8 @@ TEST(ReportYear, EveryFigureMatchesTheScenarioAndFailuresAreFindings) {
     if (d == 182) {
       set_now(day(d) + 9000LL * 1000000000);
       TempDir to;
-      run_ok({"restore", "--mailbox", "alice@example.ch", "--to", to.path() + "/r", "--gnupghome", archive_home});
+      run_ok({"restore", "--mailbox", "alice@example.ch", "--to", to.path() + "/r", "--gnupghome",
+              archive_home});
       run_ok({"check"});
     }
   }
@@ -183,7 +184,8 @@ TEST(ReportYear, EveryFigureMatchesTheScenarioAndFailuresAreFindings) {
   reduit::Repository repo(reduit::open_transport(site.url(), {}), archive_home);
   repo.load_config();
   const std::string pseudonym =
-      "mailbox-" + reduit::to_hex(reduit::hmac_sha256(repo.config().id_key, "alice@example.ch", 16)).substr(0, 8);
+      "mailbox-" +
+      reduit::to_hex(reduit::hmac_sha256(repo.config().id_key, "alice@example.ch", 16)).substr(0, 8);
   const auto& dr = r["availability"]["drills"];
   EXPECT_EQ(dr["runs"], drills_passed.size() + drills_failed.size());
   EXPECT_EQ(dr["passed"], drills_passed.size());
@@ -248,7 +250,8 @@ TEST(ReportYear, EveryFigureMatchesTheScenarioAndFailuresAreFindings) {
       << f["backup-failures"];
   EXPECT_EQ(f["backup-rpo"]["status"], "not met");
   EXPECT_EQ(f["drill-failures"]["status"], "not met");
-  EXPECT_NE(f["drill-failures"]["evidence"][0].get<std::string>().find(iso(drills_failed[0])), std::string::npos);
+  EXPECT_NE(f["drill-failures"]["evidence"][0].get<std::string>().find(iso(drills_failed[0])),
+            std::string::npos);
   EXPECT_EQ(f["drill-every"]["status"], "met");  // days 77, 168, 259, 350: never 92 days apart
   EXPECT_EQ(f["vault-jurisdiction"]["status"], "met");
   EXPECT_EQ(f["retention-maximum"]["status"], "met");
