@@ -140,8 +140,21 @@ TEST(ReportHtml, RendersInChromiumWithoutRequestsValidatesAndTheSignatureCatches
     EXPECT_EQ(v.status, 0) << v.out << v.err;
   }
 
+  // Markdown prints the same figures.
+  const std::string md_path = out.path() + "/report.md";
+  RunResult md = site.reduit({"report", "--period", "2026-Q3", "--format", "md", "--out", md_path});
+  ASSERT_TRUE(md.status == 0 || md.status == 1) << md.err;
+  const std::string md_text = reduit::test::read_file(md_path);
+  EXPECT_NE(md_text.find("| alice@example.ch | business-correspondence | 2 | " +
+                         std::to_string(m1.content.size() + m2.content.size()) + " | 0 | 0 | " + iso(m2.date_ns) +
+                         " | " + iso(m1.date_ns) + " |"),
+            std::string::npos)
+      << md_text;
+  EXPECT_NE(md_text.find(rep["header"]["policy"]["sha256"].get<std::string>()), std::string::npos);
+
   // Headless Chromium: no request but file:/data:, no exception, no console error.
-  const std::string shot_dir = ::testing::TempDir() + "reduit-report-screenshots";
+  // Saved beside the test's working directory (build/tests under ctest), kept after the run.
+  const std::string shot_dir = (fs::current_path() / "report-screenshots").string();
   fs::create_directories(shot_dir);
   const std::string png = shot_dir + "/report-first-page.png";
   RunResult c = reduit::test::run_command(
