@@ -56,7 +56,7 @@ root = "${REDUIT_TEST_UNSET:-/srv/mail}"
 TEST(Config, ErrorsNameFileAndLine) {
   EXPECT_EQ(error_of("state_dir = \"/s\"\n[vault]\nurll = \"file:///v\"\n"),
             "site.toml:3: unknown key 'vault.urll' (known: url, ssh_key, known_hosts, host_key, "
-            "accept_new_host_key, connect_timeout)");
+            "accept_new_host_key, connect_timeout, operator, jurisdiction, location)");
   EXPECT_EQ(error_of("state_dir = \"/s\"\n[vault]\nurl = \"file:///v\"\n[pack]\nzstd_level = 40\n"),
             "site.toml:5: 'zstd_level' = 40 is out of range 1..19");
   EXPECT_EQ(error_of("state_dir = 3\n"), "site.toml:1: 'state_dir' must be a string");

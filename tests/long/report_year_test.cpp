@@ -192,7 +192,9 @@ TEST(ReportYear, EveryFigureMatchesTheScenarioAndFailuresAreFindings) {
   EXPECT_EQ(dr["failed"], 1);
   for (const auto& x : dr["list"]) {
     EXPECT_EQ(x["mailbox"], pseudonym);
-    if (x["result"] != "passed") EXPECT_EQ(x["time"], iso(drills_failed[0]));
+    if (x["result"] != "passed") {
+      EXPECT_EQ(x["time"], iso(drills_failed[0]));
+    }
   }
 
   // Deletion evidence: exactly the expired private messages, with their Merkle root.
