@@ -2,6 +2,10 @@
 // JSON or Markdown from the same figures, optionally signed (detached OpenPGP
 // signature by the vault's agent key, FILE.asc). Exit 0 when every finding is met,
 // 1 when one is not (docs/CLI.md).
+#include <date/tz.h>
+
+#include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -48,11 +52,14 @@ void add_report(CLI::App& app, Globals& g, Runner& run) {
     bool sign = false;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("--period", o->period, "2026, 2026-Q3, 2026-07, 2026-07-01 or FROM..TO (inclusive days)")
-      ->required();
+  cmd->add_option(
+      "--period", o->period,
+      "2026, 2026-Q3, 2026-07, 2026-07-01 or FROM..TO (inclusive days); default: the previous month");
   cmd->add_option("--format", o->format, "html (default), json or md")
       ->check(CLI::IsMember({"html", "json", "md"}));
-  cmd->add_option("--out", o->out, "write the report to FILE (default: stdout)");
+  cmd->add_option("--out", o->out,
+                  "write the report to FILE (default: stdout; with --json: "
+                  "STATE_DIR/reports/report-PERIOD.FORMAT, signed)");
   cmd->add_flag("--sign", o->sign,
                 "also write FILE.asc, a detached OpenPGP signature by the agent key (needs --out)");
   cmd->add_option("--policy", o->policy,
@@ -60,10 +67,8 @@ void add_report(CLI::App& app, Globals& g, Runner& run) {
   cmd->add_option("--gnupghome", o->gnupghome, "GnuPG home holding the agent key (default: the config's)");
   cmd->callback([&g, &run, o] {
     run = [&g, o] {
-      if (o->sign && o->out.empty())
+      if (o->sign && o->out.empty() && !g.json)
         throw Error(ErrorCode::kUsage, "--sign needs --out FILE (the signature is FILE.asc)");
-      if (g.json && o->out.empty())
-        throw Error(ErrorCode::kUsage, "--json prints a summary: give --out FILE for the report itself");
       Config cfg = load_config(g.config_path);
       const std::string policy_path = o->policy.empty() ? cfg.policy : o->policy;
       Policy policy = load_policy(policy_path);
@@ -94,8 +99,27 @@ void add_report(CLI::App& app, Globals& g, Runner& run) {
       s.config_rpo_seconds = cfg.schedule.rpo;
       s.reduit_version = REDUIT_VERSION;
       in.policy = &policy;
-      in.period = parse_period(o->period, find_time_zone(policy.time_zone));
       in.now_ns = clock_now_ns();
+      const date::time_zone* tz = find_time_zone(policy.time_zone);
+      if (o->period.empty()) {
+        // The agent's scheduled `report` job: the last complete calendar month.
+        using Ns = std::chrono::nanoseconds;
+        auto local = tz->to_local(date::sys_time<Ns>{Ns{in.now_ns}});
+        date::year_month ym{date::year_month_day{date::floor<date::days>(local)}.year(),
+                            date::year_month_day{date::floor<date::days>(local)}.month()};
+        ym -= date::months{1};
+        char spec[16];
+        std::snprintf(spec, sizeof spec, "%04d-%02u", static_cast<int>(ym.year()),
+                      static_cast<unsigned>(ym.month()));
+        o->period = spec;
+      }
+      in.period = parse_period(o->period, tz);
+      if (g.json && o->out.empty()) {
+        // --json prints a summary, so the report goes to the state directory, signed.
+        std::filesystem::create_directories(cfg.state_dir + "/reports");
+        o->out = cfg.state_dir + "/reports/report-" + in.period.spec + "." + o->format;
+        o->sign = true;
+      }
       ReportData r = build_report(catalog, *repo, in);
 
       std::string text = o->format == "json" ? report_json(r).dump(2) + "\n"

@@ -486,8 +486,8 @@ std::string render_html(const ReportData& r) {
 body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;font-size:10pt;margin:1.5cm;color:#111}
 h1{font-size:17pt;margin:0 0 .3em}h2{font-size:13pt;border-bottom:1px solid #888;margin-top:1.4em}
 h3{font-size:11pt}table{border-collapse:collapse;width:100%;margin:.4em 0 1em}
-th,td{border:1px solid #bbb;padding:2px 4px;text-align:left;vertical-align:top;word-break:break-word}
-th{background:#eee}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th,td{border:1px solid #bbb;padding:2px 4px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th{background:#eee;overflow-wrap:normal}td.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.notmet td{background:#fde2e2}tr.met td{background:#e5f5e5}.none{color:#666;font-style:italic}
 .chart{width:100%;max-width:18cm;height:auto;border:1px solid #ddd;margin:.3em 0}
 .axis{stroke:#333;stroke-width:1}.lbl{font-size:10px;fill:#333}.ok{fill:#2a8a2a}.bad{fill:#c62828}

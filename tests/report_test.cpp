@@ -152,6 +152,15 @@ TEST(ReportHtml, RendersInChromiumWithoutRequestsValidatesAndTheSignatureCatches
       << md_text;
   EXPECT_NE(md_text.find(rep["header"]["policy"]["sha256"].get<std::string>()), std::string::npos);
 
+  // The agent's scheduled job runs `reduit --json report`: the previous month, into
+  // the state directory, signed.
+  RunResult job = site.reduit({"report"});
+  ASSERT_TRUE(job.status == 0 || job.status == 1) << job.err;
+  EXPECT_EQ(job.json()["period"], "2026-06");
+  EXPECT_EQ(job.json()["last_day"], "2026-06-30");
+  EXPECT_EQ(job.json()["out"], site.path("state/reports/report-2026-06.html"));
+  EXPECT_TRUE(fs::exists(site.path("state/reports/report-2026-06.html.asc")));
+
   // Headless Chromium: no request but file:/data:, no exception, no console error.
   // Saved beside the test's working directory (build/tests under ctest), kept after the run.
   const std::string shot_dir = (fs::current_path() / "report-screenshots").string();
