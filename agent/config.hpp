@@ -32,6 +32,12 @@ struct DeltaConfig {
   std::uint64_t min_size = 16u << 10;  // bytes; smaller files are always stored whole
 };
 
+/// [audit]: where the audit log's heads are time-stamped (docs/AUDIT.md).
+struct AuditConfig {
+  std::string tsa_url;      // RFC 3161 time-stamping authority over HTTP; "" = no time stamps
+  std::string tsa_ca_file;  // PEM trust anchor(s) for the TSA's signature; "" = signature unchecked
+};
+
 struct Config {
   std::string origin;     // file path, or "<built-in demo config>"
   std::string state_dir;  // SQLite catalog lives here
@@ -48,6 +54,7 @@ struct Config {
   std::string policy;                   // retention policy file; "" = policies/default.toml
   ScheduleConfig schedule;              // [schedule]: the agent's jobs (agent/schedule.hpp)
   AlertConfig alerts;                   // [alerts]
+  AuditConfig audit;                    // [audit]
 };
 
 /// The built-in demo configuration text (before ${} expansion).
