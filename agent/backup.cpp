@@ -1,5 +1,7 @@
 #include "agent/backup.hpp"
 
+#include "agent/audit_record.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -8,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -356,7 +359,6 @@ class Backup {
     Hash sid = repo_->put_object("snapshots", Bytes(text.begin(), text.end()));
     catalog_->add_snapshot(to_hex(sid), snap, text);
     catalog_->commit_files();
-    lease.release();
 
     stats_.snapshot_id = to_hex(sid);
     stats_.messages = snap.messages;
@@ -365,6 +367,21 @@ class Backup {
     stats_.metadata_bytes_uploaded =
         uploader_->metadata_bytes() + (repo_->transport().stats().bytes_written - meta_before);
     stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // The snapshot object's id is the manifest root: it names (by hash) every tree,
+    // and through them every blob, of this backup.
+    for (auto& w : audit_record(cfg_, *catalog_, repo_.get(), "backup",
+                                {{"result", "ok"},
+                                 {"snapshot", stats_.snapshot_id},
+                                 {"root", stats_.snapshot_id},
+                                 {"host", snap.host},
+                                 {"mailboxes", stats_.mailboxes},
+                                 {"messages", snap.messages},
+                                 {"bytes", snap.bytes},
+                                 {"bytes_added", stats_.data_bytes_uploaded + stats_.metadata_bytes_uploaded},
+                                 {"duration_s", std::round(stats_.seconds * 1000) / 1000}},
+                                repo_->config().agent_key))
+      warn(w);
+    lease.release();
     uploader_.reset();
     return stats_;
   }
@@ -940,8 +957,20 @@ class Backup {
 }  // namespace
 
 BackupStats run_backup(const Config& cfg, const BackupOptions& opts) {
-  Backup b(cfg, opts);
-  return b.run();
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    Backup b(cfg, opts);
+    return b.run();
+  } catch (const Error& e) {
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    audit_record_best_effort(cfg, nullptr, "backup",
+                             {{"result", "failed"},
+                              {"host", cfg.host},
+                              {"exit", exit_status(e.code())},
+                              {"error", e.what()},
+                              {"duration_s", std::round(s * 1000) / 1000}});
+    throw;
+  }
 }
 
 }  // namespace reduit

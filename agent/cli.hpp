@@ -38,6 +38,7 @@ void add_archive(CLI::App& app, Globals& g, Runner& run);
 void add_agent(CLI::App& app, Globals& g, Runner& run);
 void add_status(CLI::App& app, Globals& g, Runner& run);
 void add_report(CLI::App& app, Globals& g, Runner& run);
+void add_audit(CLI::App& app, Globals& g, Runner& run);
 
 /// Prints a JSON document (stable keys; --json output) to stdout.
 void print_json(const nlohmann::ordered_json& j);

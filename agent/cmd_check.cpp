@@ -1,4 +1,5 @@
 // reduit check — verify the vault's structure, and with --read-data every pack.
+#include "agent/audit_record.hpp"
 #include "agent/cli.hpp"
 #include "agent/session.hpp"
 #include "restore/check.hpp"
@@ -20,6 +21,18 @@ void add_check(CLI::App& app, Globals& g, Runner& run) {
       Config cfg = load_config(g.config_path);
       auto repo = open_repository(cfg, nullptr, o->home);
       CheckReport r = check_vault(*repo, o->read_data, want_progress(g));
+      audit_record_best_effort(cfg, repo.get(), "check",
+                               {{"result", r.ok() ? "ok" : "failed"},
+                                {"read_data", o->read_data},
+                                {"packs_total", r.packs},
+                                {"packs_read", r.packs_read},
+                                {"bytes_read", r.bytes_read},
+                                {"snapshots", r.snapshots},
+                                {"problems", r.problems.size()},
+                                {"first_problem", r.problems.empty() ? std::string()
+                                                                     : r.problems.front().object + ": " +
+                                                                           r.problems.front().problem}},
+                               reading_key(*repo));
       if (g.json) {
         nlohmann::ordered_json probs = nlohmann::ordered_json::array();
         for (const auto& p : r.problems)

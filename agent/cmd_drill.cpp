@@ -1,5 +1,6 @@
 // reduit drill — restore a mailbox from the vault into scratch space and prove it
 // came back intact (restore/drill.hpp).
+#include "agent/audit_record.hpp"
 #include "agent/cli.hpp"
 #include "agent/session.hpp"
 #include "restore/drill.hpp"
@@ -42,6 +43,19 @@ void add_drill(CLI::App& app, Globals& g, Runner& run) {
       auto repo = open_repository(cfg, &catalog, o->home);
       o->req.progress = want_progress(g);
       DrillResult r = run_drill(*repo, &catalog, o->req);
+      for (const auto& w : audit_record(cfg, catalog, repo.get(), "drill",
+                                        {{"result", r.passed ? "passed" : "failed"},
+                                         {"mailbox", r.mailbox},
+                                         {"snapshot", r.snapshot_id},
+                                         {"seed", r.seed},
+                                         {"messages", r.messages},
+                                         {"rto_s", r.restore_seconds},
+                                         {"bytes_fetched", r.bytes_fetched},
+                                         {"packs_verified", r.packs_verified},
+                                         {"packs_total", r.packs_total},
+                                         {"failure", r.failures.empty() ? "" : r.failures.front()}},
+                                        reading_key(*repo)))
+        r.warnings.push_back(w);
       for (const auto& w : r.warnings) std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
       if (g.json) {
         print_json({{"passed", r.passed},

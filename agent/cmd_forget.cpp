@@ -1,6 +1,7 @@
 // reduit forget — apply the policy's snapshot rules (retention/forget.hpp): print
 // every snapshot kept, with restic's reasons, and every snapshot removed; archive
 // the messages the removed ones hold that their class still wants; delete them.
+#include "agent/audit_record.hpp"
 #include "agent/cli.hpp"
 #include "agent/session.hpp"
 #include "retention/forget.hpp"
@@ -25,6 +26,21 @@ void add_forget(CLI::App& app, Globals& g, Runner& run) {
       Catalog catalog(cfg.state_dir);
       auto repo = open_repository(cfg, &catalog);
       ForgetResult r = run_forget(*repo, catalog, policy, clock_now_ns(), o->dry_run);
+      if (!o->dry_run) {
+        nlohmann::ordered_json removed = nlohmann::ordered_json::array();
+        for (const auto& grp : r.groups)
+          for (const auto& s : grp.snapshots)
+            if (!s.keep) removed.push_back(s.id);
+        for (auto& w : audit_record(cfg, catalog, repo.get(), "forget",
+                                    {{"policy", policy.origin},
+                                     {"policy_digest", to_hex(sha256(read_policy_text(o->policy.empty() ? cfg.policy : o->policy)))},
+                                     {"removed", removed},
+                                     {"kept", r.kept},
+                                     {"archived_messages", r.archived_messages},
+                                     {"retention_run", r.run}},
+                                    repo->config().agent_key))
+          r.warnings.push_back(std::move(w));
+      }
       if (g.json) {
         nlohmann::ordered_json groups = nlohmann::ordered_json::array();
         for (const auto& grp : r.groups) {

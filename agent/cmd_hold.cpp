@@ -1,5 +1,6 @@
 // reduit hold add|list|release — legal holds (retention/archive.hpp). A held
 // message, and every snapshot holding it, is never deleted by forget or prune.
+#include "agent/audit_record.hpp"
 #include "agent/cli.hpp"
 #include "agent/session.hpp"
 #include "retention/archive.hpp"
@@ -67,6 +68,8 @@ void add_hold(CLI::App& app, Globals& g, Runner& run) {
       Hold h = add_hold(*repo, o->mailbox, o->folder, parse_day(o->from, false, "--from"),
                         parse_day(o->to, true, "--to"), o->reason, clock_now_ns());
       log_hold(catalog, "hold-add", h, o->reason);
+      for (const auto& w : audit_record(cfg, catalog, repo.get(), "hold-set", hold_json(h), repo->config().agent_key))
+        std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
       if (g.json)
         print_json(hold_json(h));
       else
@@ -105,6 +108,9 @@ void add_hold(CLI::App& app, Globals& g, Runner& run) {
       auto repo = open_repository(cfg, &catalog);
       Hold h = release_hold(*repo, o->id, o->reason, clock_now_ns());
       log_hold(catalog, "hold-release", h, o->reason);
+      for (const auto& w :
+           audit_record(cfg, catalog, repo.get(), "hold-release", hold_json(h), repo->config().agent_key))
+        std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
       if (g.json)
         print_json(hold_json(h));
       else

@@ -12,7 +12,6 @@
 
 #include "agent/cli.hpp"
 #include "agent/session.hpp"
-#include "retention/default_policy.hpp"
 #include "retention/report.hpp"
 #include "vault/clock.hpp"
 #include "vault/error.hpp"
@@ -72,8 +71,7 @@ void add_report(CLI::App& app, Globals& g, Runner& run) {
       Config cfg = load_config(g.config_path);
       const std::string policy_path = o->policy.empty() ? cfg.policy : o->policy;
       Policy policy = load_policy(policy_path);
-      const std::string policy_text =
-          policy_path.empty() ? std::string(kDefaultPolicyText) : read_all(policy_path);
+      const std::string policy_text = read_policy_text(policy_path);
       const std::string config_text =
           g.config_path.empty() ? std::string(builtin_config_text()) : read_all(g.config_path);
       Catalog catalog(cfg.state_dir);

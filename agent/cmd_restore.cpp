@@ -1,5 +1,8 @@
 // reduit restore — one mailbox (or folder, or message) from a snapshot into a new
 // directory, or into the live mailbox under a new folder (--into-live).
+#include <filesystem>
+
+#include "agent/audit_record.hpp"
 #include "agent/cli.hpp"
 #include "agent/pick.hpp"
 #include "agent/session.hpp"
@@ -14,7 +17,7 @@ namespace reduit::cli {
 namespace {
 
 template <typename Opts>
-int run_live(const Globals& g, const Opts& o, const MessagePick& pick, Repository& repo) {
+int run_live(const Globals& g, const Config& cfg, const Opts& o, const MessagePick& pick, Repository& repo) {
   LiveRestoreRequest lr;
   lr.select.snapshot = o.req.snapshot;
   lr.select.mailbox = o.req.mailbox;
@@ -29,6 +32,15 @@ int run_live(const Globals& g, const Opts& o, const MessagePick& pick, Repositor
   }
   lr.progress = want_progress(g);
   LiveRestoreStats s = restore_into_live(repo, lr);
+  audit_record_best_effort(cfg, &repo, "restore",
+                           {{"result", "ok"},
+                            {"snapshot", s.snapshot_id},
+                            {"mailboxes", {s.mailbox}},
+                            {"target", s.live_dir + "/" + s.folder},
+                            {"messages", s.messages},
+                            {"bytes", s.bytes},
+                            {"into_live", true}},
+                           reading_key(repo));
   for (const auto& w : s.warnings) std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
   if (g.json) {
     print_json({{"snapshot", s.snapshot_id},
@@ -119,11 +131,24 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
       std::string note;
       MessagePick pick = pick_messages(cfg, o->message_id, o->unique_name, repo.get(), &where, &note);
       if (!note.empty() && !g.quiet) std::fprintf(stderr, "reduit: note: %s\n", note.c_str());
-      if (o->into_live) return run_live(g, *o, pick, *repo);
+      if (o->into_live) return run_live(g, cfg, *o, pick, *repo);
       o->req.progress = want_progress(g);
       o->req.select = pick.pred;
       o->req.select_what = pick.what;
       RestoreStats s = restore_mailbox(*repo, o->req);
+      std::error_code ec;
+      std::filesystem::path target = std::filesystem::absolute(o->req.dest, ec);
+      audit_record_best_effort(cfg, repo.get(), "restore",
+                               {{"result", "ok"},
+                                {"snapshot", s.snapshot_id},
+                                {"mailboxes", o->req.all ? nlohmann::ordered_json::array({"*"})
+                                                         : nlohmann::ordered_json::array({s.mailbox})},
+                                {"folder", o->req.folder},
+                                {"selection", pick.what},
+                                {"target", target.lexically_normal().string()},
+                                {"messages", s.messages},
+                                {"bytes", s.bytes}},
+                               reading_key(*repo));
       for (const auto& w : s.warnings) std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
       if (g.json) {
         print_json({{"snapshot", s.snapshot_id},

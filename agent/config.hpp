@@ -33,6 +33,12 @@ struct DeltaConfig {
   std::uint64_t min_size = 16u << 10;  // bytes; smaller files are always stored whole
 };
 
+/// [audit]: where the audit log's heads are time-stamped (docs/AUDIT.md).
+struct AuditConfig {
+  std::string tsa_url;      // RFC 3161 time-stamping authority over HTTP; "" = no time stamps
+  std::string tsa_ca_file;  // PEM trust anchor(s) for the TSA's signature; "" = signature unchecked
+};
+
 /// [organisation]: who the compliance report (`reduit report`) is about. FADP
 /// Art. 12(2)(a) asks the record of processing to name the controller.
 struct OrganisationConfig {
@@ -63,6 +69,7 @@ struct Config {
   std::string vault_jurisdiction;       // [vault] jurisdiction: ISO 3166-1 alpha-2, e.g. "CH"
   std::string vault_location;           // [vault] location: free text, e.g. "Zurich, Equinix ZH4"
   std::map<std::string, std::string> key_custodians;  // [keys] custodians: FPR (upper hex) → who holds it
+  AuditConfig audit;                    // [audit]
 };
 
 /// The built-in demo configuration text (before ${} expansion).

@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
   cli::add_agent(app, g, run);
   cli::add_status(app, g, run);
   cli::add_report(app, g, run);
+  cli::add_audit(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

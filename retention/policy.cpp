@@ -254,13 +254,17 @@ Policy parse_policy(const std::string& text, const std::string& origin) {
   return p;
 }
 
-Policy load_policy(const std::string& path) {
-  if (path.empty()) return parse_policy(kDefaultPolicyText, kDefaultPolicyOrigin);
+std::string read_policy_text(const std::string& path) {
+  if (path.empty()) return kDefaultPolicyText;
   std::ifstream in(path);
   if (!in) throw Error(ErrorCode::kUsage, "cannot read policy file " + path);
   std::stringstream ss;
   ss << in.rdbuf();
-  return parse_policy(ss.str(), path);
+  return ss.str();
+}
+
+Policy load_policy(const std::string& path) {
+  return parse_policy(read_policy_text(path), path.empty() ? kDefaultPolicyOrigin : path);
 }
 
 std::int64_t add_duration(std::int64_t from_ns, const KeepDuration& d, const date::time_zone* tz) {

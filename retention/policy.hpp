@@ -60,6 +60,10 @@ struct Policy {
 Policy parse_policy(const std::string& text, const std::string& origin);
 /// Loads `path`, or the shipped default policy when `path` is empty.
 Policy load_policy(const std::string& path);
+/// The bytes of the policy file `path` ("" = the built-in policies/default.toml),
+/// as load_policy parses them (digests in the audit log and reports). kUsage when
+/// unreadable.
+std::string read_policy_text(const std::string& path);
 
 /// When a message's retention starts under `basis`: `date_ns` (0 = unknown Date
 /// header) or `captured_ns`, or the end (24:00 local time) of the financial year

@@ -20,8 +20,8 @@ CREATE TABLE IF NOT EXISTS audit_log(seq INTEGER PRIMARY KEY, time_ns INTEGER NO
   event TEXT NOT NULL, text TEXT NOT NULL, hash BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_log_time ON audit_log(time_ns);
 CREATE TABLE IF NOT EXISTS audit_heads(seq INTEGER NOT NULL, hash BLOB NOT NULL, time_ns INTEGER NOT NULL,
-  statement TEXT NOT NULL, signature TEXT NOT NULL, signer TEXT NOT NULL, tsr BLOB,
-  replicated INTEGER NOT NULL DEFAULT 0);
+  statement TEXT NOT NULL, signature TEXT NOT NULL, signer TEXT NOT NULL, tsr BLOB);
+CREATE TABLE IF NOT EXISTS audit_state(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 )sql";
 
 std::string utc_seconds(std::int64_t ns) {
@@ -192,6 +192,20 @@ std::vector<AuditHead> AuditLog::heads() const {
     out.push_back(std::move(h));
   }
   return out;
+}
+
+std::optional<std::string> AuditLog::state(const std::string& key) const {
+  SQLite::Statement q(db_, "SELECT value FROM audit_state WHERE key=?");
+  q.bind(1, key);
+  if (!q.executeStep()) return std::nullopt;
+  return q.getColumn(0).getString();
+}
+
+void AuditLog::set_state(const std::string& key, const std::string& value) {
+  SQLite::Statement q(db_, "INSERT OR REPLACE INTO audit_state(key, value) VALUES(?,?)");
+  q.bind(1, key);
+  q.bind(2, value);
+  q.exec();
 }
 
 }  // namespace reduit

@@ -91,6 +91,11 @@ class AuditLog {
   void add_head(const AuditHead& head);
   std::vector<AuditHead> heads() const;
 
+  /// The log's own state (table `audit_state`, kept apart from the catalog's meta,
+  /// which a catalog reset clears): digests last logged, replication cursors.
+  std::optional<std::string> state(const std::string& key) const;
+  void set_state(const std::string& key, const std::string& value);
+
  private:
   SQLite::Database& db_;
 };

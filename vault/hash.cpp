@@ -28,6 +28,27 @@ Hash hmac_sha256(const Hash& key, const void* data, std::size_t size) {
   return out;
 }
 
+std::string to_base64(std::string_view bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3), '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+std::string from_base64(std::string_view text, const char* what) {
+  if (text.size() % 4 != 0) throw Error(ErrorCode::kVerify, std::string(what) + " is not base64");
+  std::string out(3 * (text.size() / 4), '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+  if (n < 0) throw Error(ErrorCode::kVerify, std::string(what) + " is not base64");
+  // EVP_DecodeBlock counts padding as zero bytes.
+  std::size_t pad = 0;
+  if (!text.empty() && text.back() == '=') pad = text.size() >= 2 && text[text.size() - 2] == '=' ? 2 : 1;
+  out.resize(static_cast<std::size_t>(n) - pad);
+  return out;
+}
+
 std::string to_hex(const void* data, std::size_t size) {
   static const char* digits = "0123456789abcdef";
   const auto* p = static_cast<const std::uint8_t*>(data);

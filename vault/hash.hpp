@@ -30,6 +30,11 @@ inline std::string to_hex(const Hash& h) {
   return to_hex(h.data(), h.size());
 }
 
+/// Standard base64 with padding (RFC 4648 §4), no line breaks.
+std::string to_base64(std::string_view bytes);
+/// Decodes RFC 4648 §4 base64; throws Error(kVerify) naming `what` when malformed.
+std::string from_base64(std::string_view text, const char* what = "base64 field");
+
 /// Parses exactly 64 hex digits; throws Error(kVerify) naming `what` otherwise.
 Hash hash_from_hex(std::string_view hex, const char* what = "id");
 
