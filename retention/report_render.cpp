@@ -441,6 +441,17 @@ std::string html_table(const J& list, const std::vector<std::string>& keys, cons
   return o + "</tbody></table>\n";
 }
 
+// One object as a two-column table (label, value): summaries stay inside the page.
+std::string html_kv(const J& obj, const std::vector<std::string>& keys) {
+  std::string o = "<table class=\"kv\"><tbody>";
+  for (const auto& k : keys) {
+    bool n = obj[k].is_number();
+    o += "<tr><th>" + esc(k) + "</th>" + (n ? "<td class=\"n\">" : "<td>") + esc(cell_text(obj[k])) +
+         "</td></tr>";
+  }
+  return o + "</tbody></table>\n";
+}
+
 std::int64_t parse_time(const std::string& s) {
   auto t = parse_instant(s);
   return t ? *t : 0;
@@ -487,7 +498,7 @@ body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;font-size:10pt;margin:
 h1{font-size:17pt;margin:0 0 .3em}h2{font-size:13pt;border-bottom:1px solid #888;margin-top:1.4em}
 h3{font-size:11pt}table{border-collapse:collapse;width:100%;margin:.4em 0 1em}
 th,td{border:1px solid #bbb;padding:2px 4px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
-th{background:#eee;overflow-wrap:normal}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#eee;overflow-wrap:normal}td:first-child{overflow-wrap:normal}.kv td.n{text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.notmet td{background:#fde2e2}tr.met td{background:#e5f5e5}.none{color:#666;font-style:italic}
 .chart{width:100%;max-width:18cm;height:auto;border:1px solid #ddd;margin:.3em 0}
 .axis{stroke:#333;stroke-width:1}.lbl{font-size:10px;fill:#333}.ok{fill:#2a8a2a}.bad{fill:#c62828}
@@ -561,8 +572,7 @@ tr.notmet td{background:#fde2e2}tr.met td{background:#e5f5e5}.none{color:#666;fo
   // 4. Deletions
   const J& d = j["deletions"];
   o += "<section id=\"deletions\"><h2>4. Deletion evidence</h2>";
-  o += html_table(J::array({d}),
-                  {"prune_runs", "forget_runs", "snapshots_forgotten", "messages_destroyed",
+  o += html_kv(d, {"prune_runs", "forget_runs", "snapshots_forgotten", "messages_destroyed",
                    "message_bytes_destroyed", "packs_deleted", "pack_bytes_deleted", "merkle_root"});
   o += "<h3>Per rule</h3>" +
        html_table(d["by_rule"], {"class", "rule", "messages", "bytes", "first", "last", "merkle_root"});
@@ -571,8 +581,8 @@ tr.notmet td{background:#fde2e2}tr.met td{background:#e5f5e5}.none{color:#666;fo
   // 5. Integrity
   const J& ig = j["integrity"];
   o += "<section id=\"integrity\"><h2>5. Integrity</h2>";
-  o += html_table(J::array({ig}), {"checks", "checks_failed", "packs_read", "packs_total", "packs_read_share",
-                                   "audit_entries", "audit_chain_ok", "audit_chain_problem"});
+  o += html_kv(ig, {"checks", "checks_failed", "packs_read", "packs_total", "packs_read_share",
+                    "audit_entries", "audit_chain_ok", "audit_chain_problem"});
   o += html_table(ig["runs"], {"time", "result", "read_data", "packs_total", "packs_read", "problems",
                                "first_problem", "followed_by"});
   o += "</section>\n";
@@ -589,9 +599,8 @@ tr.notmet td{background:#fde2e2}tr.met td{background:#e5f5e5}.none{color:#666;fo
                {"worst_gap_seconds", b["worst_gap"]["seconds"]},
                {"worst_gap_from", b["worst_gap"]["from"]},
                {"worst_gap_to", b["worst_gap"]["to"]}};
-  o += "<h3>Backups</h3>" +
-       html_table(J::array({summary}), {"source", "runs", "ok", "failed", "success_rate", "rpo_seconds",
-                                        "worst_gap_seconds", "worst_gap_from", "worst_gap_to"});
+  o += "<h3>Backups</h3>" + html_kv(summary, {"source", "runs", "ok", "failed", "success_rate", "rpo_seconds",
+                                              "worst_gap_seconds", "worst_gap_from", "worst_gap_to"});
   {
     // Chart: one tick per backup (green ok, red failed) and the vault size line.
     const double x0 = static_cast<double>(h.period.from_ns), x1 = static_cast<double>(h.period.to_ns);
@@ -649,11 +658,11 @@ tr.notmet td{background:#fde2e2}tr.met td{background:#e5f5e5}.none{color:#666;fo
     if (g["seconds"].get<std::int64_t>() > av.rpo_seconds) long_gaps.push_back(g);
   o += html_table(long_gaps, {"from", "to", "seconds"});
   const J& dr = j["availability"]["drills"];
-  o += "<h3>Restore drills</h3>" + html_table(J::array({J{{"source", dr["source"]},
-                                                          {"runs", dr["runs"]},
-                                                          {"passed", dr["passed"]},
-                                                          {"failed", dr["failed"]}}}),
-                                              {"source", "runs", "passed", "failed"});
+  o += "<h3>Restore drills</h3>" + html_kv(J{{"source", dr["source"]},
+                                             {"runs", dr["runs"]},
+                                             {"passed", dr["passed"]},
+                                             {"failed", dr["failed"]}},
+                                           {"source", "runs", "passed", "failed"});
   {
     double max_rto = 1;
     for (const auto& x : av.drill_runs) max_rto = std::max(max_rto, x.rto_seconds);

@@ -171,6 +171,11 @@ TEST(ReportYear, EveryFigureMatchesTheScenarioAndFailuresAreFindings) {
   RunResult rr = site.reduit({"report", "--period", "2025", "--format", "json", "--out", out});
   EXPECT_EQ(rr.status, 1) << rr.err;  // findings not met
   nlohmann::json r = nlohmann::json::parse(reduit::test::read_file(out));
+  // The same report as HTML, kept beside the test's working directory for a human look.
+  fs::create_directories("report-screenshots");
+  const std::string html = (fs::current_path() / "report-screenshots" / "year-2025.html").string();
+  EXPECT_EQ(site.reduit({"report", "--period", "2025", "--out", html}).status, 1);
+  std::printf("[ report ] %s\n", html.c_str());
 
   // Availability: backups.
   const auto& b = r["availability"]["backups"];
