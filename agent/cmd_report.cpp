@@ -12,6 +12,7 @@
 
 #include "agent/cli.hpp"
 #include "agent/session.hpp"
+#include "agent/timestamp.hpp"
 #include "retention/report.hpp"
 #include "vault/clock.hpp"
 #include "vault/error.hpp"
@@ -118,12 +119,13 @@ void add_report(CLI::App& app, Globals& g, Runner& run) {
         o->out = cfg.state_dir + "/reports/report-" + in.period.spec + "." + o->format;
         o->sign = true;
       }
+      if (o->sign) s.tsa_url = cfg.audit.tsa_url;  // the header names the TSA that stamps FILE.tsr
       ReportData r = build_report(catalog, *repo, in);
 
       std::string text = o->format == "json" ? report_json(r).dump(2) + "\n"
                          : o->format == "md" ? render_markdown(r)
                                              : render_html(r);
-      std::string sig_path;
+      std::string sig_path, tsr_path;
       if (o->out.empty()) {
         std::cout << text << std::flush;
       } else {
@@ -131,6 +133,11 @@ void add_report(CLI::App& app, Globals& g, Runner& run) {
         if (o->sign) {
           sig_path = o->out + ".asc";
           write_all(sig_path, repo->crypto().sign_detached(text, repo->config().agent_key));
+          if (!cfg.audit.tsa_url.empty()) {
+            // GeBüV Art. 9: a provable time of storage. `openssl ts -verify -data FILE -in FILE.tsr`.
+            tsr_path = o->out + ".tsr";
+            write_all(tsr_path, request_timestamp(cfg.audit.tsa_url, text, cfg.audit.tsa_ca_file));
+          }
         }
       }
       std::vector<std::string> not_met;
@@ -144,6 +151,7 @@ void add_report(CLI::App& app, Globals& g, Runner& run) {
                     {"out", o->out},
                     {"signature", sig_path},
                     {"signer", sig_path.empty() ? "" : repo->config().agent_key},
+                    {"time_stamp", tsr_path},
                     {"sha256", to_hex(sha256(text))},
                     {"findings", r.findings.size()},
                     {"not_met", not_met}});

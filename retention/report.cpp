@@ -269,6 +269,7 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
   h.policy_digest = site.policy_digest;
   h.vault_id = vc.vault_id;
   h.signer = vc.agent_key;
+  h.time_stamp_tsa = site.tsa_url;
 
   // Snapshots in the catalog (forget removes the forgotten ones).
   struct Snap {

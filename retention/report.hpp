@@ -62,6 +62,7 @@ struct ReportSite {
   std::map<std::string, std::string> custodians;  // key fingerprint → who holds it
   std::int64_t config_rpo_seconds = 26 * 3600;    // [schedule] rpo, used when the policy sets none
   std::string reduit_version;
+  std::string tsa_url;  // [audit] tsa_url: a signed report is also time-stamped there (RFC 3161)
 };
 
 struct ReportHeader {
@@ -71,7 +72,8 @@ struct ReportHeader {
   std::string reduit_version, generated_at;
   std::string config_path, config_digest, policy_path, policy_name, policy_digest;
   std::string vault_id;
-  std::string signer;  // the agent key fingerprint the report is signed with
+  std::string signer;          // the agent key fingerprint the report is signed with
+  std::string time_stamp_tsa;  // the TSA that stamps a signed report (FILE.tsr); "" = none configured
 };
 
 struct ReportClass {

@@ -70,7 +70,8 @@ J report_json(const ReportData& r) {
       {"config", {{"path", h.config_path}, {"sha256", h.config_digest}}},
       {"policy", {{"path", h.policy_path}, {"name", h.policy_name}, {"sha256", h.policy_digest}}},
       {"vault_id", h.vault_id},
-      {"signer", h.signer}};
+      {"signer", h.signer},
+      {"time_stamp_tsa", h.time_stamp_tsa}};
   const ReportProcessing& p = r.processing;
   out["processing"] = {{"purpose", p.purpose},
                        {"legal_basis", p.legal_basis},
@@ -309,6 +310,7 @@ std::string render_markdown(const ReportData& r) {
   kv("policy", r.header.policy_name + " " + r.header.policy_path + " sha256 " + r.header.policy_digest);
   kv("vault id", r.header.vault_id);
   kv("signed by", r.header.signer);
+  kv("time-stamped by (RFC 3161, FILE.tsr)", r.header.time_stamp_tsa);
   o += "\n## 2. Processing record excerpt\n\n";
   o += "Purpose: " + md_cell(r.processing.purpose) + "\n\nLegal basis: " + md_cell(r.processing.legal_basis) +
        "\n\n";
@@ -531,6 +533,8 @@ tr.notmet td{background:#fde2e2}tr.met td{background:#e5f5e5}.none{color:#666;fo
   kv("policy sha256", h.policy_digest, true);
   kv("vault id", h.vault_id, true);
   kv("signed by (detached OpenPGP signature, FILE.asc)", h.signer, true);
+  kv("time-stamped by (RFC 3161 response over the file, FILE.tsr)",
+     h.time_stamp_tsa.empty() ? "(no time-stamping authority configured)" : h.time_stamp_tsa);
   o += "</tbody></table></section>\n";
   // 2. Processing record
   const J& p = j["processing"];

@@ -12,6 +12,7 @@
 #include "retention/keep_policy.hpp"
 #include "retention/report.hpp"
 #include "support/retention_site.hpp"
+#include "support/tsa.hpp"
 
 using reduit::parse_period;
 
@@ -67,6 +68,7 @@ std::string python3() {
 TEST(ReportHtml, RendersInChromiumWithoutRequestsValidatesAndTheSignatureCatchesOneByte) {
   if (python3().empty()) GTEST_SKIP() << "/usr/bin/python3 is missing";
   auto& keys = reduit::test::SiteKeys::get();
+  reduit::test::LocalTsa tsa;  // the signed report is also time-stamped (RFC 3161)
   TempDir mail;
   Mailbox mb(mail.path());
   std::mt19937_64 rng(8);
@@ -77,7 +79,8 @@ TEST(ReportHtml, RendersInChromiumWithoutRequestsValidatesAndTheSignatureCatches
             "operator = \"Vault Hosting AG\"\njurisdiction = \"CH\"\nlocation = \"Zurich\"",
             "policy = \"" + reduit::test::source_dir() +
                 "/policies/fadp-ch.toml\"\n[organisation]\nname = \"Example AG <Zürich>\"\ncountry = \"CH\"\n"
-                "purpose = \"business e-mail\"\n[keys.custodians]\n\"" +
+                "purpose = \"business e-mail\"\n[audit]\ntsa_url = \"" +
+                tsa.url() + "\"\ntsa_ca_file = \"" + tsa.ca_file() + "\"\n[keys.custodians]\n\"" +
                 keys.archive_fpr + "\" = \"CFO, safe deposit box\"\n");
   set_now(t0);
   site.init();
@@ -92,12 +95,14 @@ TEST(ReportHtml, RendersInChromiumWithoutRequestsValidatesAndTheSignatureCatches
   nlohmann::json summary = r.json();
   EXPECT_EQ(summary["signature"], html + ".asc");
   EXPECT_EQ(summary["signer"], keys.agent_fpr);
+  EXPECT_EQ(summary["time_stamp"], html + ".tsr");
   EXPECT_EQ(summary["first_day"], "2026-07-01");
   const std::string text = reduit::test::read_file(html);
   EXPECT_EQ(summary["sha256"], sha_hex(text));
   EXPECT_NE(text.find("default-src 'none'; style-src 'unsafe-inline'; img-src data:"), std::string::npos);
   EXPECT_NE(text.find("Example AG &lt;Zürich&gt;"), std::string::npos);  // escaped
   EXPECT_EQ(text.find("<script"), std::string::npos);
+  EXPECT_NE(text.find(tsa.url()), std::string::npos);  // the header names the TSA of FILE.tsr
   EXPECT_NE(text.find("<svg"), std::string::npos);
 
   // The JSON report of the same state validates against the documented schema.
@@ -106,6 +111,7 @@ TEST(ReportHtml, RendersInChromiumWithoutRequestsValidatesAndTheSignatureCatches
   ASSERT_TRUE(j.status == 0 || j.status == 1) << j.err;
   nlohmann::json rep = nlohmann::json::parse(reduit::test::read_file(json_path));
   EXPECT_EQ(rep["header"]["organisation"], "Example AG <Zürich>");
+  EXPECT_EQ(rep["header"]["time_stamp_tsa"], "");  // not signed, not stamped
   EXPECT_EQ(rep["header"]["policy"]["sha256"],
             sha_hex(reduit::test::read_file(reduit::test::source_dir() + "/policies/fadp-ch.toml")));
   EXPECT_EQ(rep["header"]["config"]["sha256"], sha_hex(reduit::test::read_file(site.config())));
@@ -146,8 +152,8 @@ TEST(ReportHtml, RendersInChromiumWithoutRequestsValidatesAndTheSignatureCatches
   ASSERT_TRUE(md.status == 0 || md.status == 1) << md.err;
   const std::string md_text = reduit::test::read_file(md_path);
   EXPECT_NE(md_text.find("| alice@example.ch | business-correspondence | 2 | " +
-                         std::to_string(m1.content.size() + m2.content.size()) + " | 0 | 0 | " + iso(m2.date_ns) +
-                         " | " + iso(m1.date_ns) + " |"),
+                         std::to_string(m1.content.size() + m2.content.size()) + " | 0 | 0 | " +
+                         iso(m2.date_ns) + " | " + iso(m1.date_ns) + " |"),
             std::string::npos)
       << md_text;
   EXPECT_NE(md_text.find(rep["header"]["policy"]["sha256"].get<std::string>()), std::string::npos);
@@ -185,6 +191,9 @@ TEST(ReportHtml, RendersInChromiumWithoutRequestsValidatesAndTheSignatureCatches
                                               "--status-fd", "1", "--verify", html + ".asc", html});
   EXPECT_EQ(good.status, 0) << good.err;
   EXPECT_NE(good.out.find("[GNUPG:] VALIDSIG " + keys.agent_fpr), std::string::npos) << good.out;
+  RunResult ts = reduit::test::run_command(
+      {"/usr/bin/openssl", "ts", "-verify", "-data", html, "-in", html + ".tsr", "-CAfile", tsa.ca_file()});
+  EXPECT_EQ(ts.out, "Verification: OK\n") << ts.err;
   std::string changed = text;
   changed[changed.size() / 2] ^= 0x01;
   reduit::test::write_file(html, changed);
@@ -192,5 +201,9 @@ TEST(ReportHtml, RendersInChromiumWithoutRequestsValidatesAndTheSignatureCatches
                                              "--status-fd", "1", "--verify", html + ".asc", html});
   EXPECT_EQ(bad.status, 1) << bad.out << bad.err;
   EXPECT_NE(bad.out.find("[GNUPG:] BADSIG"), std::string::npos) << bad.out;
+  EXPECT_NE(reduit::test::run_command({"/usr/bin/openssl", "ts", "-verify", "-data", html, "-in",
+                                       html + ".tsr", "-CAfile", tsa.ca_file()})
+                .status,
+            0);
   unsetenv("REDUIT_NOW");
 }

@@ -8,6 +8,7 @@
 // check and hold): the report reads backups, drills, checks and access from the
 // audit log.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "support/retention_site.hpp"
 #include "vault/audit.hpp"
@@ -176,6 +177,22 @@ TEST(ReportYear, EveryFigureMatchesTheScenarioAndFailuresAreFindings) {
   const std::string html = (fs::current_path() / "report-screenshots" / "year-2025.html").string();
   EXPECT_EQ(site.reduit({"report", "--period", "2025", "--out", html}).status, 1);
   std::printf("[ report ] %s\n", html.c_str());
+  // The year's JSON validates against the schema; its HTML renders without errors.
+  if (access("/usr/bin/python3", X_OK) == 0) {
+    reduit::test::write_file(tmp.path() + "/v.py",
+                             "import json,sys,jsonschema\n"
+                             "jsonschema.Draft202012Validator(json.load(open(sys.argv[1]))).validate("
+                             "json.load(open(sys.argv[2])))\n");
+    RunResult v = reduit::test::run_command({"/usr/bin/python3", tmp.path() + "/v.py",
+                                             reduit::test::source_dir() + "/docs/report-schema.json", out});
+    EXPECT_EQ(v.status, 0) << v.err;
+    RunResult c = reduit::test::run_command({"/usr/bin/python3",
+                                             reduit::test::source_dir() + "/tests/support/render_html.py",
+                                             html, html + ".png"});
+    if (c.status != 77) {
+      EXPECT_EQ(c.status, 0) << c.out << c.err;
+    }
+  }
 
   // Availability: backups.
   const auto& b = r["availability"]["backups"];
