@@ -723,6 +723,19 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
                 " messages destroyed, " + std::to_string(del.refused.size()) + " refused under a hold",
             del.prune_runs > 0, ev);
   }
+  {
+    // The snapshot rules are applied when forget runs (the audit log has every run,
+    // the retention log only those that removed a snapshot).
+    std::uint64_t forgets = events({"forget"}, true).size();
+    std::string rules;
+    for (const auto& x : rt.snapshot_rules) rules += (rules.empty() ? "" : ", ") + x;
+    finding("snapshot-rules",
+            "snapshot rules " + rules + " applied (FADP Art. 6(4); restic forget semantics)",
+            "at least one forget run in the period",
+            std::to_string(forgets) + " forget run(s), " + std::to_string(del.snapshots_forgotten) +
+                " snapshots forgotten",
+            forgets > 0, {"deletions: " + std::to_string(del.snapshots_forgotten) + " snapshots forgotten"});
+  }
   finding("audit-chain", "the audit log is complete and unaltered (GeBüV Art. 3; DPO Art. 4)",
           "every entry's seq and prev hash verify",
           r.audit_chain_ok ? std::to_string(r.audit_entries) + " entries verified" : r.audit_chain_problem,

@@ -289,5 +289,9 @@ TEST(ReportYear, EveryFigureMatchesTheScenarioAndFailuresAreFindings) {
   EXPECT_EQ(f["vault-jurisdiction"]["status"], "met");
   EXPECT_EQ(f["retention-maximum"]["status"], "met");
   EXPECT_EQ(f["audit-chain"]["status"], "met");
+  EXPECT_EQ(f["snapshot-rules"]["status"], "met");
+  EXPECT_EQ(f["snapshot-rules"]["actual"], std::to_string(prunes.size()) + " forget run(s), " +
+                                               std::to_string(del["snapshots_forgotten"].get<int>()) +
+                                               " snapshots forgotten");
   unsetenv("REDUIT_NOW");
 }
