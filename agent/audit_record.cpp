@@ -338,7 +338,83 @@ void verify_heads(const Config& cfg, const std::vector<AuditHead>& heads, const 
   }
 }
 
+
+// Every audit/ object of the vault: entries by seq and heads. A damaged object is a
+// problem (seq 0: which entries it held is unknown). Returns the objects read.
+std::uint64_t read_vault_copy(Repository& repo, std::map<std::uint64_t, AuditEntry>& entries,
+                              std::vector<AuditHead>& heads, std::vector<AuditProblem>& problems) {
+  std::uint64_t objects = 0;
+  for (const Hash& id : repo.list_objects("audit")) {
+    ++objects;
+    try {
+      Bytes b = repo.get_object("audit", id);
+      auto seg = nlohmann::json::parse(std::string(b.begin(), b.end()));
+      for (const auto& t : seg.at("entries")) {
+        AuditEntry e;
+        e.text = t.get<std::string>();
+        auto j = nlohmann::json::parse(e.text);
+        e.seq = j.at("seq").get<std::uint64_t>();
+        e.time_ns = j.at("time_ns").get<std::int64_t>();
+        e.event = j.at("event").get<std::string>();
+        e.prev = hash_from_hex(j.at("prev").get<std::string>(), "audit prev");
+        e.hash = audit_entry_hash(e.text);
+        entries.emplace(e.seq, std::move(e));
+      }
+      for (const auto& h : seg.at("heads")) heads.push_back(head_from_json(h));
+    } catch (const std::exception& e) {
+      problems.push_back({0, "vault", "object audit/" + to_hex(id) + " is damaged: " + e.what()});
+    }
+  }
+  std::sort(heads.begin(), heads.end(), [](const AuditHead& a, const AuditHead& b) { return a.seq < b.seq; });
+  return objects;
+}
+
 }  // namespace
+
+std::uint64_t import_audit_log(Repository& repo, Catalog& catalog, std::vector<std::string>* problems) {
+  AuditLog log(catalog.db());
+  if (log.last()) return 0;
+  std::map<std::uint64_t, AuditEntry> entries;
+  std::vector<AuditHead> heads;
+  std::vector<AuditProblem> found;
+  read_vault_copy(repo, entries, heads, found);
+  std::vector<AuditEntry> chain;
+  for (auto& [seq, e] : entries) chain.push_back(e);
+  std::vector<AuditProblem> chain_problems;
+  verify_chain(chain, "vault", chain_problems);
+  std::uint64_t upto = chain.empty() ? 0 : chain.back().seq;
+  if (!chain_problems.empty()) upto = chain_problems.front().seq - 1;
+  for (auto& p : found) chain_problems.insert(chain_problems.begin(), p);
+  SQLite::Transaction tx(catalog.db());
+  std::uint64_t n = 0;
+  for (const auto& e : chain) {
+    if (e.seq > upto) break;
+    log.insert_copy(e);
+    ++n;
+  }
+  for (const auto& h : heads)
+    if (h.seq <= upto) log.add_head(h);
+  log.set_state("replicated." + repo.config().vault_id, std::to_string(upto));
+  // What the log last said about config, policy, vault and keys, so the next run
+  // logs only real changes.
+  std::map<std::string, std::string> keys;
+  for (const auto& e : chain) {
+    if (e.seq > upto) break;
+    auto j = nlohmann::json::parse(e.text);
+    const auto& d = j.at("data");
+    if (e.event == "config-change") log.set_state("config_digest", d.value("new_digest", ""));
+    if (e.event == "policy-change") log.set_state("policy_digest", d.value("new_digest", ""));
+    if (e.event == "vault-added") log.set_state("vault", d.value("url", "") + " " + d.value("vault_id", ""));
+    if (e.event == "key-added") keys[d.value("fingerprint", "")] = d.value("role", "");
+    if (e.event == "key-removed") keys.erase(d.value("fingerprint", ""));
+  }
+  if (!keys.empty()) log.set_state("keys", nlohmann::json(keys).dump());
+  tx.commit();
+  if (problems)
+    for (const auto& p : chain_problems)
+      problems->push_back("audit log: " + p.what + (n ? "; entries after " + std::to_string(upto) + " not imported" : ""));
+  return n;
+}
 
 AuditVerifyResult audit_verify(const Config& cfg, Catalog& catalog, Repository* repo, const std::string& anchor) {
   AuditVerifyResult r;
@@ -374,33 +450,12 @@ AuditVerifyResult audit_verify(const Config& cfg, Catalog& catalog, Repository* 
     r.vault_checked = true;
     std::map<std::uint64_t, AuditEntry> vault_entries;
     std::vector<AuditHead> vault_heads;
-    for (const Hash& id : repo->list_objects("audit")) {
-      ++r.vault_objects;
-      try {
-        Bytes b = repo->get_object("audit", id);
-        auto seg = nlohmann::json::parse(std::string(b.begin(), b.end()));
-        for (const auto& t : seg.at("entries")) {
-          AuditEntry e;
-          e.text = t.get<std::string>();
-          auto j = nlohmann::json::parse(e.text);
-          e.seq = j.at("seq").get<std::uint64_t>();
-          e.event = j.at("event").get<std::string>();
-          e.prev = hash_from_hex(j.at("prev").get<std::string>(), "audit prev");
-          e.hash = audit_entry_hash(e.text);
-          vault_entries.emplace(e.seq, std::move(e));
-        }
-        for (const auto& h : seg.at("heads")) vault_heads.push_back(head_from_json(h));
-      } catch (const std::exception& e) {
-        r.problems.push_back({0, "vault", "object audit/" + to_hex(id) + " is damaged: " + e.what()});
-      }
-    }
+    r.vault_objects = read_vault_copy(*repo, vault_entries, vault_heads, r.problems);
     std::vector<AuditEntry> copy;
     for (auto& [seq, e] : vault_entries) copy.push_back(e);
     r.vault_entries = copy.size();
     std::size_t before = r.problems.size();
     verify_chain(copy, "vault", r.problems);
-    std::sort(vault_heads.begin(), vault_heads.end(),
-              [](const AuditHead& a, const AuditHead& b) { return a.seq < b.seq; });
     AuditVerifyResult vr;
     verify_heads(cfg, vault_heads, copy, vc, crypto, "vault", vr);
     for (auto& p : vr.problems) r.problems.push_back(std::move(p));

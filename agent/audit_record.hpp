@@ -42,6 +42,12 @@ std::vector<std::string> audit_record(const Config& cfg, Catalog& catalog, Repos
 void audit_record_best_effort(const Config& cfg, Repository* repo, const std::string& event,
                               const nlohmann::ordered_json& data, const std::string& key = "");
 
+/// After `catalog rebuild`: when the catalog holds no audit entries, takes the
+/// vault's copy (every `audit/` object; heads included) so the chain continues
+/// where the lost host left it. Entries up to the first gap or bad link are taken;
+/// what is left out is reported in `problems`. Returns the entries imported.
+std::uint64_t import_audit_log(Repository& repo, Catalog& catalog, std::vector<std::string>* problems);
+
 /// The key a reading command used: the first archive key of the vault whose secret
 /// key is in `repo`'s keyring ("" when none is).
 std::string reading_key(Repository& repo);

@@ -167,6 +167,20 @@ TEST(Audit, EveryRunIsLoggedChainedSignedAndCopiedToTheVault) {
   EXPECT_EQ(r2["ok"], true) << r2.dump(2);
   EXPECT_EQ(r2["entries"], 12);
   EXPECT_EQ(r2["vault_entries"], 12);
+
+  // The mail host's catalog is lost: a rebuild takes the log from the vault, and
+  // the chain continues with entry 13 (no spurious change events).
+  fs::remove_all(s.site->path("state"));
+  RunResult rebuilt = s.site->reduit({"catalog", "rebuild"});
+  ASSERT_EQ(rebuilt.status, 0) << rebuilt.err;
+  EXPECT_EQ(rebuilt.json()["audit_entries"], 12);
+  s.site->backup();
+  nlohmann::json all = s.site->reduit({"audit", "show"}).json();
+  ASSERT_EQ(all.size(), 13u);
+  EXPECT_EQ(all[12]["event"], "backup");
+  nlohmann::json r3 = s.verify().json();
+  EXPECT_EQ(r3["ok"], true) << r3.dump(2);
+  EXPECT_EQ(r3["vault_entries"], 13);
 }
 
 TEST(Audit, VerifyNamesTheFirstBadEntryAfterTamperingWithTheCatalog) {

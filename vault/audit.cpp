@@ -141,6 +141,18 @@ AuditEntry AuditLog::append(const std::string& event, const nlohmann::ordered_js
   return e;
 }
 
+void AuditLog::insert_copy(const AuditEntry& e) {
+  auto j = nlohmann::json::parse(e.text);
+  SQLite::Statement q(db_, "INSERT INTO audit_log(seq, time_ns, event, text, hash) VALUES(?,?,?,?,?)");
+  q.bind(1, static_cast<std::int64_t>(e.seq));
+  q.bind(2, j.at("time_ns").get<std::int64_t>());
+  q.bind(3, j.at("event").get<std::string>());
+  q.bind(4, e.text);
+  Hash h = audit_entry_hash(e.text);
+  q.bind(5, h.data(), 32);
+  q.exec();
+}
+
 std::vector<AuditEntry> AuditLog::entries(std::int64_t since_ns, std::int64_t until_ns) const {
   std::vector<AuditEntry> out;
   SQLite::Statement q(db_,
