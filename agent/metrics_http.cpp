@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -126,6 +127,11 @@ void MetricsHttpServer::handle(int fd) {
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return;
     head.append(buf, static_cast<std::size_t>(n));
+  }
+  std::size_t end = std::min(head.find("\r\n\r\n"), head.find("\n\n"));
+  if (end > kMaxHead) {
+    reply(fd, "431 Request Header Fields Too Large", "text/plain", "request head over 8 KiB\n", false);
+    return;
   }
   std::string line = head.substr(0, head.find_first_of("\r\n"));
   auto sp1 = line.find(' '), sp2 = line.rfind(' ');

@@ -677,12 +677,30 @@ print(json.dumps(out, sort_keys=True))
   hm.erase("reduit_oldest_unverified_pack_age_seconds");  // "now" moved on
   m.erase("reduit_oldest_unverified_pack_age_seconds");
   EXPECT_EQ(hm, m);
-  RunResult nf = run_command({"/usr/bin/curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                              "http://127.0.0.1:" + std::to_string(http_port) + "/"});
-  EXPECT_EQ(nf.out, "404");
-  RunResult post = run_command({"/usr/bin/curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
-                                "http://127.0.0.1:" + std::to_string(http_port) + "/metrics"});
-  EXPECT_EQ(post.out, "405");
+  // Anything else: the status line of each answer (raw requests, one per connection).
+  write_file(work / "http.py", R"py(
+import socket, sys
+for req in sys.argv[2:]:
+    c = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+    c.sendall(req.encode().decode("unicode_escape").encode("latin-1"))
+    data = b""
+    while True:
+        b = c.recv(65536)
+        if not b: break
+        data += b
+    c.close()
+    print(data.split(b"\r\n")[0].decode())
+)py");
+  RunResult other =
+      run_command({"/usr/bin/python3", work / "http.py", std::to_string(http_port),
+                   "GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n",
+                   "POST /metrics HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 0\\r\\n\\r\\n",
+                   "GET /metrics HTTP/1.1\\r\\nX-Big: " + std::string(9000, 'a') + "\\r\\n\\r\\n",
+                   "nonsense\\r\\n\\r\\n"});
+  ASSERT_EQ(other.status, 0) << other.err;
+  EXPECT_EQ(other.out,
+            "HTTP/1.1 404 Not Found\nHTTP/1.1 405 Method Not Allowed\nHTTP/1.1 431 Request Header Fields Too "
+            "Large\nHTTP/1.1 400 Bad Request\n");
 
   // status: one screen, and --json.
   RunResult s = site.reduit({"status"});
