@@ -987,3 +987,37 @@ TEST(Agent, KeyExpiryAlertsOnceAndRearmsWhenTheKeyIsRenewed) {
       1u);
   EXPECT_EQ(maildir_new(inbox).size(), 2u);
 }
+
+// The default drill job (`drill --random`, no --gnupghome) decrypts with the config's
+// keyring: the child reads the same config. Here that keyring holds the agent key
+// and an archive secret key, as on a site that drills on the mail host.
+TEST(Agent, DefaultDrillJobUsesTheConfigsKeyring) {
+  TempDir work, mail, state;
+  GpgHome home;
+  const std::string archive = home.generate_key("Archive <archive@example.test>");
+  const std::string agent_key = home.generate_key("Agent <agent@example.test>");
+  write_file(mail / "example.test/bob/cur/1700000000.M1P1.mx:2,S", "Subject: hi\n\nbody\n");
+  for (const char* d : {"new", "tmp"})
+    std::filesystem::create_directories(mail / ("example.test/bob/" + std::string(d)));
+  const std::string config =
+      write_config(work.path(), "file://" + work / "vault", home.path(), {mail.path()}, "%d/%n");
+  write_file(
+      config,
+      read_file(config) +
+          "[schedule]\ntimezone = \"Europe/Zurich\"\nbackup = \"daily 02:00\"\ndrill = \"daily 05:00\"\n");
+  RunResult init = run_command(
+      {reduit_binary(), "--config", config, "init", "--recipient", archive, "--signing-key", agent_key});
+  ASSERT_EQ(init.status, 0) << init.err;
+  RunResult r = run_command({reduit_binary(), "--config", config, "--json", "agent", "run", "--simulate",
+                             "2024-01-01T00:00..2024-01-02T00:00", "--execute", "--state", state.path()});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.json()["runs"].size(), 2u) << r.out;
+  Catalog cat(state.path());
+  auto drills = cat.job_runs("drill", 10);
+  ASSERT_EQ(drills.size(), 1u);
+  EXPECT_EQ(drills[0].exit_code, 0) << drills[0].summary;
+  auto j = nlohmann::json::parse(drills[0].summary);
+  EXPECT_EQ(j["passed"], true);
+  EXPECT_EQ(j["mailbox"], "bob@example.test");
+  EXPECT_EQ(j["messages"], 1);
+}
