@@ -18,8 +18,6 @@ namespace reduit {
 
 namespace {
 
-constexpr std::int64_t kExpiryWindowNs = 30LL * 86400 * 1000000000;  // key-expiring: 30 days ahead
-
 std::string file_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return "";
@@ -93,7 +91,8 @@ void append_changes(const Config& cfg, AuditLog& log, const std::optional<VaultC
       if (!old_keys.count(fpr)) log.append("key-added", {{"fingerprint", fpr}, {"role", role}}, actor, now);
     log.set_state("keys", nlohmann::json(keys).dump());
   }
-  if (!crypto) return;
+  if (!crypto || cfg.alerts.key_expiry_days <= 0) return;
+  const std::int64_t window_ns = std::int64_t{cfg.alerts.key_expiry_days} * 86400 * 1000000000;
   for (const auto& [fpr, role] : keys) {
     std::int64_t expires = 0;
     try {
@@ -103,7 +102,7 @@ void append_changes(const Config& cfg, AuditLog& log, const std::optional<VaultC
     }
     if (expires == 0) continue;
     std::int64_t expires_ns = expires * 1000000000;
-    if (expires_ns - now > kExpiryWindowNs) continue;
+    if (expires_ns - now > window_ns) continue;
     std::string state_key = "expiring." + fpr;
     if (log.state(state_key) == std::to_string(expires)) continue;
     log.append("key-expiring", {{"fingerprint", fpr}, {"role", role}, {"expires", iso_time(expires_ns)}}, actor,
