@@ -4,6 +4,8 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
+
+#include <cstdio>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -209,6 +211,19 @@ JudgeResult judge_with_doveadm(const std::string& doveadm_path, const std::strin
     struct group* gr = getgrgid(pw->pw_gid);
     std::string group = gr ? gr->gr_name : std::to_string(pw->pw_gid);
     std::string runuser = access("/usr/sbin/runuser", X_OK) == 0 ? "/usr/sbin/runuser" : "/sbin/runuser";
+    // nobody must be able to walk down to the scratch directory; otherwise doveadm
+    // sees an empty mailbox and every message would read as a disagreement.
+    for (fs::path p = fs::path(maildir).parent_path().parent_path(); !p.empty(); p = p.parent_path()) {
+      struct stat st;
+      if (stat(p.c_str(), &st) == 0 && !(st.st_mode & S_IXOTH)) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        r.reason = "doveadm runs as nobody, who cannot enter " + p.string() + " (mode " + mode +
+                   "): give --scratch a directory others may traverse, e.g. /var/tmp";
+        return r;
+      }
+      if (p == p.root_path()) break;
+    }
     chown_tree(maildir, pw->pw_uid, pw->pw_gid);
     chown_tree(home, pw->pw_uid, pw->pw_gid);
     // The scratch directory (mkdtemp: 0700) must let nobody through.

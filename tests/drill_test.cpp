@@ -57,8 +57,11 @@ std::string biggest_pack(const std::string& vault) {
 
 // Each site drills in its own scratch directory, so "nothing is left behind" is
 // checked there and not in a /tmp shared with other tests running at once.
+// doveadm (the drill's judge) runs as nobody when we are root: the site directory
+// (a 0700 TempDir) is opened for traversal as /tmp would be.
 RunResult drill(const Site& site, const std::vector<std::string>& extra) {
   fs::create_directories(site.path("scratch"));
+  fs::permissions(site.path(""), fs::perms::others_exec, fs::perm_options::add);
   std::vector<std::string> args{"drill", "--gnupghome", site.keys().archive_home->path(), "--scratch",
                                 site.path("scratch")};
   args.insert(args.end(), extra.begin(), extra.end());
@@ -204,6 +207,19 @@ TEST(Drill, DoveadmJudgesTheRestoredMailbox) {
                                    "bob@example.ch", "--pack-share", "0"});
   ASSERT_EQ(without.status, 0) << without.err;
   EXPECT_EQ(without.json()["judge"]["ran"], true);
+  std::string shut_reason;
+  if (geteuid() == 0) {
+    // A scratch directory nobody cannot reach: the judge says so instead of
+    // reporting every message as unseen (what it did before this check).
+    TempDir closed;  // 0700
+    fs::create_directories(closed.path() + "/scratch");
+    RunResult shut = site.reduit({"drill", "--gnupghome", site.keys().archive_home->path(), "--mailbox",
+                                  "bob@example.ch", "--pack-share", "0", "--scratch", closed.path() + "/scratch"});
+    ASSERT_EQ(shut.status, 0) << shut.err;
+    shut_reason = "doveadm runs as nobody, who cannot enter " + closed.path() +
+                  " (mode 0700): give --scratch a directory others may traverse, e.g. /var/tmp";
+    EXPECT_EQ(shut.json()["judge"], (nlohmann::json{{"ran", false}, {"reason", shut_reason}}));
+  }
   // A PATH with GnuPG's tools (GPGME looks them up there) but no doveadm.
   TempDir bin;
   for (const char* tool : {"gpg", "gpgconf", "gpg-agent", "gpgsm"})
@@ -225,9 +241,11 @@ TEST(Drill, DoveadmJudgesTheRestoredMailbox) {
       row += " " + (q.getColumn(c).isNull() ? std::string("NULL") : q.getColumn(c).getString());
     rows.push_back(row);
   }
-  EXPECT_EQ(rows,
-            (std::vector<std::string>{"alice@example.ch doveadm 5 NULL", "bob@example.ch doveadm 5 NULL",
-                                      "bob@example.ch NULL NULL doveadm is not on PATH"}));
+  std::vector<std::string> expected{"alice@example.ch doveadm 5 NULL", "bob@example.ch doveadm 5 NULL"};
+  if (geteuid() == 0)
+    expected.push_back("bob@example.ch NULL NULL " + shut_reason);
+  expected.push_back("bob@example.ch NULL NULL doveadm is not on PATH");
+  EXPECT_EQ(rows, expected);
 }
 
 // The judge itself, on a Maildir and a manifest that disagree: each disagreement
