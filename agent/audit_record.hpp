@@ -59,9 +59,9 @@ struct AuditProblem {
 };
 
 struct AuditVerifyResult {
-  std::uint64_t entries = 0;          // in the catalog
-  std::uint64_t vault_entries = 0;    // in the vault copy (when read)
-  std::uint64_t vault_objects = 0;    // audit/ objects read
+  std::uint64_t entries = 0;        // in the catalog
+  std::uint64_t vault_entries = 0;  // in the vault copy (when read)
+  std::uint64_t vault_objects = 0;  // audit/ objects read
   std::uint64_t heads = 0, heads_signed = 0, heads_stamped = 0;
   bool vault_checked = false;
   std::vector<AuditProblem> problems;  // sorted by seq; empty = the log is intact
@@ -77,6 +77,7 @@ struct AuditVerifyResult {
 /// every entry must equal the catalog's), and `anchor` ("SEQ:HASH" from a report;
 /// "" = none). Throws only for usage errors (malformed anchor); what is found
 /// goes into problems.
-AuditVerifyResult audit_verify(const Config& cfg, Catalog& catalog, Repository* repo, const std::string& anchor);
+AuditVerifyResult audit_verify(const Config& cfg, Catalog& catalog, Repository* repo,
+                               const std::string& anchor);
 
 }  // namespace reduit

@@ -51,10 +51,10 @@ struct Config {
   int zstd_level = 3;                   // (init)
   std::string host;                     // recorded in snapshots; default hostname
   DeltaConfig delta;
-  std::string policy;                   // retention policy file; "" = policies/default.toml
-  ScheduleConfig schedule;              // [schedule]: the agent's jobs (agent/schedule.hpp)
-  AlertConfig alerts;                   // [alerts]
-  AuditConfig audit;                    // [audit]
+  std::string policy;       // retention policy file; "" = policies/default.toml
+  ScheduleConfig schedule;  // [schedule]: the agent's jobs (agent/schedule.hpp)
+  AlertConfig alerts;       // [alerts]
+  AuditConfig audit;        // [audit]
 };
 
 /// The built-in demo configuration text (before ${} expansion).

@@ -4,13 +4,12 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
-
-#include <cstdio>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>

@@ -28,8 +28,9 @@ void make_mail(const std::string& root) {
     const std::string m = root + "/example.ch/" + user;
     for (const char* d : {"cur", "new", "tmp"}) fs::create_directories(m + "/" + d);
     for (int i = 0; i < 3; ++i)
-      reduit::test::write_file(m + "/cur/170000000" + std::to_string(i) + ".M" + std::to_string(i) + "P1.mx:2,S",
-                               "Subject: " + std::string(user) + " " + std::to_string(i) + "\n\nhello\n");
+      reduit::test::write_file(
+          m + "/cur/170000000" + std::to_string(i) + ".M" + std::to_string(i) + "P1.mx:2,S",
+          "Subject: " + std::string(user) + " " + std::to_string(i) + "\n\nhello\n");
   }
 }
 
@@ -123,7 +124,8 @@ TEST(Audit, EveryRunIsLoggedChainedSignedAndCopiedToTheVault) {
   EXPECT_EQ(ev[4], "key-added");
   EXPECT_EQ(std::vector<std::string>(ev.begin() + 5, ev.end()),
             (std::vector<std::string>{"backup", "backup", "backup", "restore", "backup"}));
-  std::set<std::string> roles{j[3]["data"]["role"].get<std::string>(), j[4]["data"]["role"].get<std::string>()};
+  std::set<std::string> roles{j[3]["data"]["role"].get<std::string>(),
+                              j[4]["data"]["role"].get<std::string>()};
   EXPECT_EQ(roles, (std::set<std::string>{"archive", "agent"}));
   // Entry 1 chains to zeros; each later one to the SHA-256 of the one before.
   // (Parsed keeping key order: the entry text is the ordered dump.)
@@ -240,8 +242,9 @@ TEST(Audit, VerifyNamesTheFirstBadEntryAfterTamperingWithTheCatalog) {
   expect_first_bad(s.verify({"--local"}), 4, "entry 4 is missing");
 
   // Two entries swapped.
-  tamper("UPDATE audit_log SET seq=-1 WHERE seq=6; UPDATE audit_log SET seq=6 WHERE seq=7; "
-         "UPDATE audit_log SET seq=7 WHERE seq=-1");
+  tamper(
+      "UPDATE audit_log SET seq=-1 WHERE seq=6; UPDATE audit_log SET seq=6 WHERE seq=7; "
+      "UPDATE audit_log SET seq=7 WHERE seq=-1");
   expect_first_bad(s.verify({"--local"}), 6, "entry 6 records seq 7: entries were reordered");
 
   // Truncated: the last signed head still names entry 10.

@@ -213,8 +213,9 @@ TEST(Drill, DoveadmJudgesTheRestoredMailbox) {
     // reporting every message as unseen (what it did before this check).
     TempDir closed;  // 0700
     fs::create_directories(closed.path() + "/scratch");
-    RunResult shut = site.reduit({"drill", "--gnupghome", site.keys().archive_home->path(), "--mailbox",
-                                  "bob@example.ch", "--pack-share", "0", "--scratch", closed.path() + "/scratch"});
+    RunResult shut =
+        site.reduit({"drill", "--gnupghome", site.keys().archive_home->path(), "--mailbox", "bob@example.ch",
+                     "--pack-share", "0", "--scratch", closed.path() + "/scratch"});
     ASSERT_EQ(shut.status, 0) << shut.err;
     shut_reason = "doveadm runs as nobody, who cannot enter " + closed.path() +
                   " (mode 0700): give --scratch a directory others may traverse, e.g. /var/tmp";
@@ -242,8 +243,7 @@ TEST(Drill, DoveadmJudgesTheRestoredMailbox) {
     rows.push_back(row);
   }
   std::vector<std::string> expected{"alice@example.ch doveadm 5 NULL", "bob@example.ch doveadm 5 NULL"};
-  if (geteuid() == 0)
-    expected.push_back("bob@example.ch NULL NULL " + shut_reason);
+  if (geteuid() == 0) expected.push_back("bob@example.ch NULL NULL " + shut_reason);
   expected.push_back("bob@example.ch NULL NULL doveadm is not on PATH");
   EXPECT_EQ(rows, expected);
 }

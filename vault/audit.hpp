@@ -55,9 +55,9 @@ struct AuditEntry {
   std::string event;         // "backup", "prune", … (docs/AUDIT.md)
   AuditActor actor;
   nlohmann::ordered_json data;
-  Hash prev{};         // hash of entry seq-1 (zeros for seq 1)
-  Hash hash{};         // SHA-256 of `text`
-  std::string text;    // the canonical JSON text, exactly as hashed
+  Hash prev{};       // hash of entry seq-1 (zeros for seq 1)
+  Hash hash{};       // SHA-256 of `text`
+  std::string text;  // the canonical JSON text, exactly as hashed
 };
 
 /// A sealed head: the statement signed (and time-stamped) after a run.
