@@ -18,8 +18,6 @@ namespace reduit {
 
 namespace {
 
-constexpr std::int64_t kExpiryWindowNs = 30LL * 86400 * 1000000000;  // key-expiring: 30 days ahead
-
 std::string file_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return "";
@@ -40,7 +38,8 @@ nlohmann::ordered_json opt_string(const std::optional<std::string>& s) {
 // The vault config: the open repository's, else the catalog's cached copy.
 std::optional<VaultConfig> vault_config(Repository* repo, Catalog& catalog) {
   if (repo) return repo->config();
-  if (auto cached = catalog.get_meta("vault_config")) return decode_config(Bytes(cached->begin(), cached->end()));
+  if (auto cached = catalog.get_meta("vault_config"))
+    return decode_config(Bytes(cached->begin(), cached->end()));
   return std::nullopt;
 }
 
@@ -61,8 +60,8 @@ void append_changes(const Config& cfg, AuditLog& log, const std::optional<VaultC
   } catch (const Error&) {
     // An unreadable policy is reported by the commands that use it.
   }
-  digest_change("policy-change", "policy_digest", cfg.policy.empty() ? "<built-in policies/default.toml>" : cfg.policy,
-                policy_text);
+  digest_change("policy-change", "policy_digest",
+                cfg.policy.empty() ? "<built-in policies/default.toml>" : cfg.policy, policy_text);
   if (!vc) return;
 
   std::string vault = cfg.vault_url + " " + vc->vault_id;
@@ -70,8 +69,8 @@ void append_changes(const Config& cfg, AuditLog& log, const std::optional<VaultC
   if (!old_vault || *old_vault != vault) {
     if (old_vault) {
       auto sp = old_vault->rfind(' ');
-      log.append("vault-removed", {{"url", old_vault->substr(0, sp)}, {"vault_id", old_vault->substr(sp + 1)}},
-                 actor, now);
+      log.append("vault-removed",
+                 {{"url", old_vault->substr(0, sp)}, {"vault_id", old_vault->substr(sp + 1)}}, actor, now);
     }
     log.append("vault-added", {{"url", cfg.vault_url}, {"vault_id", vc->vault_id}}, actor, now);
     log.set_state("vault", vault);
@@ -93,7 +92,8 @@ void append_changes(const Config& cfg, AuditLog& log, const std::optional<VaultC
       if (!old_keys.count(fpr)) log.append("key-added", {{"fingerprint", fpr}, {"role", role}}, actor, now);
     log.set_state("keys", nlohmann::json(keys).dump());
   }
-  if (!crypto) return;
+  if (!crypto || cfg.alerts.key_expiry_days <= 0) return;
+  const std::int64_t window_ns = std::int64_t{cfg.alerts.key_expiry_days} * 86400 * 1000000000;
   for (const auto& [fpr, role] : keys) {
     std::int64_t expires = 0;
     try {
@@ -103,11 +103,11 @@ void append_changes(const Config& cfg, AuditLog& log, const std::optional<VaultC
     }
     if (expires == 0) continue;
     std::int64_t expires_ns = expires * 1000000000;
-    if (expires_ns - now > kExpiryWindowNs) continue;
+    if (expires_ns - now > window_ns) continue;
     std::string state_key = "expiring." + fpr;
     if (log.state(state_key) == std::to_string(expires)) continue;
-    log.append("key-expiring", {{"fingerprint", fpr}, {"role", role}, {"expires", iso_time(expires_ns)}}, actor,
-               now);
+    log.append("key-expiring", {{"fingerprint", fpr}, {"role", role}, {"expires", iso_time(expires_ns)}},
+               actor, now);
     log.set_state(state_key, std::to_string(expires));
   }
 }
@@ -128,7 +128,8 @@ bool seal_head(const Config& cfg, AuditLog& log, const VaultConfig& vc, Crypto& 
     try {
       h.tsr = request_timestamp(cfg.audit.tsa_url, h.statement, cfg.audit.tsa_ca_file);
     } catch (const Error& e) {
-      warnings.push_back(std::string("audit head not time-stamped (the next run stamps its head): ") + e.what());
+      warnings.push_back(std::string("audit head not time-stamped (the next run stamps its head): ") +
+                         e.what());
     }
   }
   log.add_head(h);
@@ -211,8 +212,8 @@ std::vector<std::string> audit_record(const Config& cfg, Catalog& catalog, Repos
     if (!seal_head(cfg, log, *vc, *crypto, warnings)) return warnings;
     if (repo) replicate(log, *repo);
   } catch (const Error& e) {
-    warnings.push_back(std::string("audit log not sealed or not copied to the vault (the next run does it): ") +
-                       e.what());
+    warnings.push_back(
+        std::string("audit log not sealed or not copied to the vault (the next run does it): ") + e.what());
   }
   return warnings;
 }
@@ -259,7 +260,8 @@ void verify_chain(const std::vector<AuditEntry>& entries, const std::string& whe
                                                 : "entries " + std::to_string(expect) + "–" +
                                                       std::to_string(e.seq - 1) + " are missing"});
       else
-        problems.push_back({e.seq, where, "entry " + std::to_string(e.seq) + " appears twice or out of order"});
+        problems.push_back(
+            {e.seq, where, "entry " + std::to_string(e.seq) + " appears twice or out of order"});
       return;  // the rest of the chain cannot be judged against this one
     }
     auto j = nlohmann::json::parse(e.text, nullptr, false);
@@ -275,17 +277,19 @@ void verify_chain(const std::vector<AuditEntry>& entries, const std::string& whe
     }
     Hash h = audit_entry_hash(e.text);
     if (h != e.hash) {
-      problems.push_back({e.seq, where, "entry " + std::to_string(e.seq) + " was altered (its text hashes to " +
-                                            to_hex(h).substr(0, 16) + "…, recorded " +
-                                            to_hex(e.hash).substr(0, 16) + "…)"});
+      problems.push_back({e.seq, where,
+                          "entry " + std::to_string(e.seq) + " was altered (its text hashes to " +
+                              to_hex(h).substr(0, 16) + "…, recorded " + to_hex(e.hash).substr(0, 16) +
+                              "…)"});
       return;
     }
     if (e.prev != prev) {
       // This entry is intact (its own hash matches), so the one before was changed
       // after this one was written.
       problems.push_back({e.seq - 1, where,
-                          "entry " + std::to_string(e.seq - 1) + " was altered: entry " + std::to_string(e.seq) +
-                              " records its hash as " + to_hex(e.prev).substr(0, 16) + "…"});
+                          "entry " + std::to_string(e.seq - 1) + " was altered: entry " +
+                              std::to_string(e.seq) + " records its hash as " + to_hex(e.prev).substr(0, 16) +
+                              "…"});
       return;
     }
     prev = h;
@@ -293,9 +297,9 @@ void verify_chain(const std::vector<AuditEntry>& entries, const std::string& whe
   }
 }
 
-void verify_heads(const Config& cfg, const std::vector<AuditHead>& heads, const std::vector<AuditEntry>& entries,
-                  const std::optional<VaultConfig>& vc, Crypto* crypto, const std::string& where,
-                  AuditVerifyResult& r) {
+void verify_heads(const Config& cfg, const std::vector<AuditHead>& heads,
+                  const std::vector<AuditEntry>& entries, const std::optional<VaultConfig>& vc,
+                  Crypto* crypto, const std::string& where, AuditVerifyResult& r) {
   std::map<std::uint64_t, const AuditEntry*> by_seq;
   for (const auto& e : entries) by_seq[e.seq] = &e;
   std::uint64_t last = entries.empty() ? 0 : entries.back().seq;
@@ -333,14 +337,91 @@ void verify_heads(const Config& cfg, const std::vector<AuditHead>& heads, const 
     if (it != by_seq.end() && it->second->hash != h.hash)
       r.problems.push_back({h.seq, where,
                             "entry " + std::to_string(h.seq) + " differs from the signed head (head " +
-                                to_hex(h.hash).substr(0, 16) + "…, entry " + to_hex(it->second->hash).substr(0, 16) +
-                                "…)"});
+                                to_hex(h.hash).substr(0, 16) + "…, entry " +
+                                to_hex(it->second->hash).substr(0, 16) + "…)"});
   }
+}
+
+// Every audit/ object of the vault: entries by seq and heads. A damaged object is a
+// problem (seq 0: which entries it held is unknown). Returns the objects read.
+std::uint64_t read_vault_copy(Repository& repo, std::map<std::uint64_t, AuditEntry>& entries,
+                              std::vector<AuditHead>& heads, std::vector<AuditProblem>& problems) {
+  std::uint64_t objects = 0;
+  for (const Hash& id : repo.list_objects("audit")) {
+    ++objects;
+    try {
+      Bytes b = repo.get_object("audit", id);
+      auto seg = nlohmann::json::parse(std::string(b.begin(), b.end()));
+      for (const auto& t : seg.at("entries")) {
+        AuditEntry e;
+        e.text = t.get<std::string>();
+        auto j = nlohmann::json::parse(e.text);
+        e.seq = j.at("seq").get<std::uint64_t>();
+        e.time_ns = j.at("time_ns").get<std::int64_t>();
+        e.event = j.at("event").get<std::string>();
+        e.prev = hash_from_hex(j.at("prev").get<std::string>(), "audit prev");
+        e.hash = audit_entry_hash(e.text);
+        entries.emplace(e.seq, std::move(e));
+      }
+      for (const auto& h : seg.at("heads")) heads.push_back(head_from_json(h));
+    } catch (const std::exception& e) {
+      problems.push_back({0, "vault", "object audit/" + to_hex(id) + " is damaged: " + e.what()});
+    }
+  }
+  std::sort(heads.begin(), heads.end(), [](const AuditHead& a, const AuditHead& b) { return a.seq < b.seq; });
+  return objects;
 }
 
 }  // namespace
 
-AuditVerifyResult audit_verify(const Config& cfg, Catalog& catalog, Repository* repo, const std::string& anchor) {
+std::uint64_t import_audit_log(Repository& repo, Catalog& catalog, std::vector<std::string>* problems) {
+  AuditLog log(catalog.db());
+  if (log.last()) return 0;
+  std::map<std::uint64_t, AuditEntry> entries;
+  std::vector<AuditHead> heads;
+  std::vector<AuditProblem> found;
+  read_vault_copy(repo, entries, heads, found);
+  std::vector<AuditEntry> chain;
+  for (auto& [seq, e] : entries) chain.push_back(e);
+  std::vector<AuditProblem> chain_problems;
+  verify_chain(chain, "vault", chain_problems);
+  std::uint64_t upto = chain.empty() ? 0 : chain.back().seq;
+  if (!chain_problems.empty()) upto = chain_problems.front().seq - 1;
+  for (auto& p : found) chain_problems.insert(chain_problems.begin(), p);
+  SQLite::Transaction tx(catalog.db());
+  std::uint64_t n = 0;
+  for (const auto& e : chain) {
+    if (e.seq > upto) break;
+    log.insert_copy(e);
+    ++n;
+  }
+  for (const auto& h : heads)
+    if (h.seq <= upto) log.add_head(h);
+  log.set_state("replicated." + repo.config().vault_id, std::to_string(upto));
+  // What the log last said about config, policy, vault and keys, so the next run
+  // logs only real changes.
+  std::map<std::string, std::string> keys;
+  for (const auto& e : chain) {
+    if (e.seq > upto) break;
+    auto j = nlohmann::json::parse(e.text);
+    const auto& d = j.at("data");
+    if (e.event == "config-change") log.set_state("config_digest", d.value("new_digest", ""));
+    if (e.event == "policy-change") log.set_state("policy_digest", d.value("new_digest", ""));
+    if (e.event == "vault-added") log.set_state("vault", d.value("url", "") + " " + d.value("vault_id", ""));
+    if (e.event == "key-added") keys[d.value("fingerprint", "")] = d.value("role", "");
+    if (e.event == "key-removed") keys.erase(d.value("fingerprint", ""));
+  }
+  if (!keys.empty()) log.set_state("keys", nlohmann::json(keys).dump());
+  tx.commit();
+  if (problems)
+    for (const auto& p : chain_problems)
+      problems->push_back("audit log: " + p.what +
+                          (n ? "; entries after " + std::to_string(upto) + " not imported" : ""));
+  return n;
+}
+
+AuditVerifyResult audit_verify(const Config& cfg, Catalog& catalog, Repository* repo,
+                               const std::string& anchor) {
   AuditVerifyResult r;
   std::optional<std::pair<std::uint64_t, Hash>> anchor_at;
   if (!anchor.empty()) {
@@ -349,8 +430,9 @@ AuditVerifyResult audit_verify(const Config& cfg, Catalog& catalog, Repository* 
       if (colon == std::string::npos) throw Error(ErrorCode::kUsage, "");
       anchor_at = {std::stoull(anchor.substr(0, colon)), hash_from_hex(anchor.substr(colon + 1))};
     } catch (const std::exception&) {
-      throw Error(ErrorCode::kUsage,
-                  "--anchor must be SEQ:HASH (the head printed in a report, e.g. 42:3f…), not \"" + anchor + "\"");
+      throw Error(
+          ErrorCode::kUsage,
+          "--anchor must be SEQ:HASH (the head printed in a report, e.g. 42:3f…), not \"" + anchor + "\"");
     }
   }
   AuditLog log(catalog.db());
@@ -374,33 +456,12 @@ AuditVerifyResult audit_verify(const Config& cfg, Catalog& catalog, Repository* 
     r.vault_checked = true;
     std::map<std::uint64_t, AuditEntry> vault_entries;
     std::vector<AuditHead> vault_heads;
-    for (const Hash& id : repo->list_objects("audit")) {
-      ++r.vault_objects;
-      try {
-        Bytes b = repo->get_object("audit", id);
-        auto seg = nlohmann::json::parse(std::string(b.begin(), b.end()));
-        for (const auto& t : seg.at("entries")) {
-          AuditEntry e;
-          e.text = t.get<std::string>();
-          auto j = nlohmann::json::parse(e.text);
-          e.seq = j.at("seq").get<std::uint64_t>();
-          e.event = j.at("event").get<std::string>();
-          e.prev = hash_from_hex(j.at("prev").get<std::string>(), "audit prev");
-          e.hash = audit_entry_hash(e.text);
-          vault_entries.emplace(e.seq, std::move(e));
-        }
-        for (const auto& h : seg.at("heads")) vault_heads.push_back(head_from_json(h));
-      } catch (const std::exception& e) {
-        r.problems.push_back({0, "vault", "object audit/" + to_hex(id) + " is damaged: " + e.what()});
-      }
-    }
+    r.vault_objects = read_vault_copy(*repo, vault_entries, vault_heads, r.problems);
     std::vector<AuditEntry> copy;
     for (auto& [seq, e] : vault_entries) copy.push_back(e);
     r.vault_entries = copy.size();
     std::size_t before = r.problems.size();
     verify_chain(copy, "vault", r.problems);
-    std::sort(vault_heads.begin(), vault_heads.end(),
-              [](const AuditHead& a, const AuditHead& b) { return a.seq < b.seq; });
     AuditVerifyResult vr;
     verify_heads(cfg, vault_heads, copy, vc, crypto, "vault", vr);
     for (auto& p : vr.problems) r.problems.push_back(std::move(p));
@@ -420,7 +481,8 @@ AuditVerifyResult audit_verify(const Config& cfg, Catalog& catalog, Repository* 
       }
       if (it->second->text != e.text) {
         r.problems.push_back(
-            {e.seq, "vault", "entry " + std::to_string(e.seq) + " differs between the catalog and the vault copy"});
+            {e.seq, "vault",
+             "entry " + std::to_string(e.seq) + " differs between the catalog and the vault copy"});
         break;
       }
     }
@@ -429,8 +491,9 @@ AuditVerifyResult audit_verify(const Config& cfg, Catalog& catalog, Repository* 
     std::uint64_t vault_last = copy.empty() ? 0 : copy.back().seq;
     if (vault_last < replicated)
       r.problems.push_back({vault_last + 1, "vault",
-                            "the vault copy ends at entry " + std::to_string(vault_last) + " but entries up to " +
-                                std::to_string(replicated) + " were copied there: audit objects were deleted"});
+                            "the vault copy ends at entry " + std::to_string(vault_last) +
+                                " but entries up to " + std::to_string(replicated) +
+                                " were copied there: audit objects were deleted"});
   }
   if (anchor_at) {
     auto [seq, hash] = *anchor_at;
@@ -441,7 +504,8 @@ AuditVerifyResult audit_verify(const Config& cfg, Catalog& catalog, Repository* 
                             "the anchor names entry " + std::to_string(seq) + " but the log ends at entry " +
                                 std::to_string(last) + ": it was truncated"});
     else if (it->hash != hash)
-      r.problems.push_back({seq, "anchor", "entry " + std::to_string(seq) + " does not match the anchor's hash"});
+      r.problems.push_back(
+          {seq, "anchor", "entry " + std::to_string(seq) + " does not match the anchor's hash"});
   }
   std::stable_sort(r.problems.begin(), r.problems.end(), [](const AuditProblem& a, const AuditProblem& b) {
     return (a.seq ? a.seq : UINT64_MAX) < (b.seq ? b.seq : UINT64_MAX);

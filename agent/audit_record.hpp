@@ -25,7 +25,7 @@ namespace reduit {
 /// run finds: config or policy digest differs from the last logged (`config-change`,
 /// `policy-change`), another vault (`vault-removed`, `vault-added`), other keys in
 /// the vault config (`key-added`, `key-removed`), a key expiring within
-/// `[alerts] key_expiry_days` (`key-expiring`, once per expiry date). Then seals and,
+/// `[alerts] key_expiry_days` (0 = never) (`key-expiring`, once per expiry date). Then seals and,
 /// when `repo` is given and the agent secret key is in its keyring, replicates.
 /// `repo` = nullptr: the vault id and keys come from the catalog's cached vault
 /// config and nothing is replicated. Returns warnings (seal/replication failures).
@@ -42,6 +42,12 @@ std::vector<std::string> audit_record(const Config& cfg, Catalog& catalog, Repos
 void audit_record_best_effort(const Config& cfg, Repository* repo, const std::string& event,
                               const nlohmann::ordered_json& data, const std::string& key = "");
 
+/// After `catalog rebuild`: when the catalog holds no audit entries, takes the
+/// vault's copy (every `audit/` object; heads included) so the chain continues
+/// where the lost host left it. Entries up to the first gap or bad link are taken;
+/// what is left out is reported in `problems`. Returns the entries imported.
+std::uint64_t import_audit_log(Repository& repo, Catalog& catalog, std::vector<std::string>* problems);
+
 /// The key a reading command used: the first archive key of the vault whose secret
 /// key is in `repo`'s keyring ("" when none is).
 std::string reading_key(Repository& repo);
@@ -53,9 +59,9 @@ struct AuditProblem {
 };
 
 struct AuditVerifyResult {
-  std::uint64_t entries = 0;          // in the catalog
-  std::uint64_t vault_entries = 0;    // in the vault copy (when read)
-  std::uint64_t vault_objects = 0;    // audit/ objects read
+  std::uint64_t entries = 0;        // in the catalog
+  std::uint64_t vault_entries = 0;  // in the vault copy (when read)
+  std::uint64_t vault_objects = 0;  // audit/ objects read
   std::uint64_t heads = 0, heads_signed = 0, heads_stamped = 0;
   bool vault_checked = false;
   std::vector<AuditProblem> problems;  // sorted by seq; empty = the log is intact
@@ -71,6 +77,7 @@ struct AuditVerifyResult {
 /// every entry must equal the catalog's), and `anchor` ("SEQ:HASH" from a report;
 /// "" = none). Throws only for usage errors (malformed anchor); what is found
 /// goes into problems.
-AuditVerifyResult audit_verify(const Config& cfg, Catalog& catalog, Repository* repo, const std::string& anchor);
+AuditVerifyResult audit_verify(const Config& cfg, Catalog& catalog, Repository* repo,
+                               const std::string& anchor);
 
 }  // namespace reduit

@@ -13,8 +13,9 @@ std::int64_t instant_or_usage(const std::string& text, const char* option) {
   if (text.empty()) return 0;
   auto t = parse_instant(text);
   if (!t)
-    throw Error(ErrorCode::kUsage, std::string(option) + " \"" + text +
-                                       "\" is not a time: use 2026-07-01T00:00:00Z (RFC 3339) or Unix seconds");
+    throw Error(ErrorCode::kUsage,
+                std::string(option) + " \"" + text +
+                    "\" is not a time: use 2026-07-01T00:00:00Z (RFC 3339) or Unix seconds");
   return *t;
 }
 
@@ -69,8 +70,8 @@ void add_audit(CLI::App& app, Globals& g, Runner& run) {
           out.push_back(j.is_discarded() ? nlohmann::ordered_json{{"seq", e.seq}, {"text", e.text}} : j);
         } else {
           std::printf("%6llu  %s  %-14s %s@%s  %s\n", static_cast<unsigned long long>(e.seq),
-                      iso_time(e.time_ns).c_str(), e.event.c_str(), e.actor.user.c_str(), e.actor.host.c_str(),
-                      e.data.dump().c_str());
+                      iso_time(e.time_ns).c_str(), e.event.c_str(), e.actor.user.c_str(),
+                      e.actor.host.c_str(), e.data.dump().c_str());
         }
       }
       if (g.json) print_json(out);
@@ -84,10 +85,12 @@ void add_audit(CLI::App& app, Globals& g, Runner& run) {
   };
   auto vo = std::make_shared<VerifyOpts>();
   auto* verify = cmd->add_subcommand(
-      "verify", "check the hash chain, the signed heads and time stamps, and the copy in the vault (exit 6 when "
-                "anything is wrong, naming the first bad entry)");
+      "verify",
+      "check the hash chain, the signed heads and time stamps, and the copy in the vault (exit 6 when "
+      "anything is wrong, naming the first bad entry)");
   verify->add_flag("--local", vo->local, "check the catalog's log only, not the vault copy");
-  verify->add_option("--anchor", vo->anchor, "SEQ:HASH of a head printed in an earlier report; must still match");
+  verify->add_option("--anchor", vo->anchor,
+                     "SEQ:HASH of a head printed in an earlier report; must still match");
   verify->add_option("--gnupghome", vo->home, "GnuPG home that can read the vault's audit objects");
   verify->callback([&g, &run, vo] {
     run = [&g, vo] {
@@ -98,7 +101,8 @@ void add_audit(CLI::App& app, Globals& g, Runner& run) {
       AuditVerifyResult r = audit_verify(cfg, catalog, repo.get(), vo->anchor);
       if (g.json) {
         nlohmann::ordered_json probs = nlohmann::ordered_json::array();
-        for (const auto& p : r.problems) probs.push_back({{"seq", p.seq}, {"where", p.where}, {"problem", p.what}});
+        for (const auto& p : r.problems)
+          probs.push_back({{"seq", p.seq}, {"where", p.where}, {"problem", p.what}});
         print_json({{"ok", r.problems.empty()},
                     {"entries", r.entries},
                     {"heads", r.heads},
@@ -110,18 +114,20 @@ void add_audit(CLI::App& app, Globals& g, Runner& run) {
                     {"first_bad_entry", r.first_bad()},
                     {"problems", probs}});
       } else {
-        for (const auto& p : r.problems) std::fprintf(stderr, "reduit: audit: %s: %s\n", p.where.c_str(), p.what.c_str());
+        for (const auto& p : r.problems)
+          std::fprintf(stderr, "reduit: audit: %s: %s\n", p.where.c_str(), p.what.c_str());
         if (r.problems.empty()) {
           std::printf("ok: %llu entries, %llu heads (%llu signed, %llu time-stamped)%s\n",
                       static_cast<unsigned long long>(r.entries), static_cast<unsigned long long>(r.heads),
-                      static_cast<unsigned long long>(r.heads_signed), static_cast<unsigned long long>(r.heads_stamped),
+                      static_cast<unsigned long long>(r.heads_signed),
+                      static_cast<unsigned long long>(r.heads_stamped),
                       r.vault_checked ? (", vault copy " + std::to_string(r.vault_entries) + " entries in " +
                                          std::to_string(r.vault_objects) + " objects")
                                             .c_str()
                                       : "");
         } else if (r.first_bad()) {
-          std::printf("FAILED: first bad entry %llu; %zu problem(s)\n", static_cast<unsigned long long>(r.first_bad()),
-                      r.problems.size());
+          std::printf("FAILED: first bad entry %llu; %zu problem(s)\n",
+                      static_cast<unsigned long long>(r.first_bad()), r.problems.size());
         } else {
           std::printf("FAILED: %zu problem(s)\n", r.problems.size());
         }

@@ -26,6 +26,7 @@ void add_catalog(CLI::App& app, Globals& g, Runner& run) {
                     {"blobs", st.blobs},
                     {"indexes", st.indexes},
                     {"snapshots", st.snapshots},
+                    {"audit_entries", st.audit_entries},
                     {"warnings", problems}});
       } else {
         std::printf("rebuilt %s: %llu packs, %llu blobs, %llu snapshots\n", catalog.path().c_str(),

@@ -20,7 +20,8 @@ void add_check(CLI::App& app, Globals& g, Runner& run) {
     run = [&g, o] {
       Config cfg = load_config(g.config_path);
       auto repo = open_repository(cfg, nullptr, o->home);
-      CheckReport r = check_vault(*repo, o->read_data, want_progress(g));
+      Catalog catalog(cfg.state_dir);  // records the packs --read-data found intact
+      CheckReport r = check_vault(*repo, o->read_data, want_progress(g), &catalog);
       audit_record_best_effort(cfg, repo.get(), "check",
                                {{"result", r.ok() ? "ok" : "failed"},
                                 {"read_data", o->read_data},

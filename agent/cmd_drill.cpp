@@ -72,6 +72,11 @@ void add_drill(CLI::App& app, Globals& g, Runner& run) {
                     {"packs_verified", r.packs_verified},
                     {"packs_total", r.packs_total},
                     {"seconds", r.seconds},
+                    {"judge", r.judge_ran ? nlohmann::json{{"ran", true},
+                                                           {"tool", r.judge},
+                                                           {"folders", r.judge_folders},
+                                                           {"messages", r.judge_messages}}
+                                          : nlohmann::json{{"ran", false}, {"reason", r.judge_reason}}},
                     {"failures", r.failures},
                     {"warnings", r.warnings}});
       } else if (r.passed) {

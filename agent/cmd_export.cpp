@@ -56,17 +56,18 @@ void add_export(CLI::App& app, Globals& g, Runner& run) {
       o->req.progress = want_progress(g);
       ExportStats s = export_messages(*repo, o->req);
       std::error_code ec;
-      audit_record_best_effort(cfg, repo.get(), "export",
-                               {{"result", "ok"},
-                                {"snapshot", s.snapshot_id},
-                                {"mailboxes", {s.mailbox}},
-                                {"folder", o->req.select.folder},
-                                {"selection", pick.what},
-                                {"format", o->format},
-                                {"target", std::filesystem::absolute(o->req.dest, ec).lexically_normal().string()},
-                                {"messages", s.messages},
-                                {"bytes", s.bytes}},
-                               reading_key(*repo));
+      audit_record_best_effort(
+          cfg, repo.get(), "export",
+          {{"result", "ok"},
+           {"snapshot", s.snapshot_id},
+           {"mailboxes", {s.mailbox}},
+           {"folder", o->req.select.folder},
+           {"selection", pick.what},
+           {"format", o->format},
+           {"target", std::filesystem::absolute(o->req.dest, ec).lexically_normal().string()},
+           {"messages", s.messages},
+           {"bytes", s.bytes}},
+          reading_key(*repo));
       for (const auto& w : s.warnings) std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
       if (g.json) {
         print_json({{"snapshot", s.snapshot_id},

@@ -31,14 +31,16 @@ void add_forget(CLI::App& app, Globals& g, Runner& run) {
         for (const auto& grp : r.groups)
           for (const auto& s : grp.snapshots)
             if (!s.keep) removed.push_back(s.id);
-        for (auto& w : audit_record(cfg, catalog, repo.get(), "forget",
-                                    {{"policy", policy.origin},
-                                     {"policy_digest", to_hex(sha256(read_policy_text(o->policy.empty() ? cfg.policy : o->policy)))},
-                                     {"removed", removed},
-                                     {"kept", r.kept},
-                                     {"archived_messages", r.archived_messages},
-                                     {"retention_run", r.run}},
-                                    repo->config().agent_key))
+        for (auto& w :
+             audit_record(cfg, catalog, repo.get(), "forget",
+                          {{"policy", policy.origin},
+                           {"policy_digest",
+                            to_hex(sha256(read_policy_text(o->policy.empty() ? cfg.policy : o->policy)))},
+                           {"removed", removed},
+                           {"kept", r.kept},
+                           {"archived_messages", r.archived_messages},
+                           {"retention_run", r.run}},
+                          repo->config().agent_key))
           r.warnings.push_back(std::move(w));
       }
       if (g.json) {

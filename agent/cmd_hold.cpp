@@ -68,7 +68,8 @@ void add_hold(CLI::App& app, Globals& g, Runner& run) {
       Hold h = add_hold(*repo, o->mailbox, o->folder, parse_day(o->from, false, "--from"),
                         parse_day(o->to, true, "--to"), o->reason, clock_now_ns());
       log_hold(catalog, "hold-add", h, o->reason);
-      for (const auto& w : audit_record(cfg, catalog, repo.get(), "hold-set", hold_json(h), repo->config().agent_key))
+      for (const auto& w :
+           audit_record(cfg, catalog, repo.get(), "hold-set", hold_json(h), repo->config().agent_key))
         std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
       if (g.json)
         print_json(hold_json(h));

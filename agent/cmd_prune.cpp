@@ -51,17 +51,18 @@ void add_prune(CLI::App& app, Globals& g, Runner& run) {
           by_rule[rule] = by_rule.value(rule, std::uint64_t{0}) + 1;
           destroyed.push_back(hash_from_hex(q.getColumn(2).getString(), "retention event sha256"));
         }
-        for (auto& w : audit_record(cfg, catalog, repo.get(), "prune",
-                                    {{"policy", policy.origin},
-                                     {"messages_destroyed", destroyed.size()},
-                                     {"destroyed_root", to_hex(merkle_root(destroyed))},
-                                     {"by_rule", by_rule},
-                                     {"refused", refused},
-                                     {"packs_deleted", r.packs_deleted},
-                                     {"packs_repacked", r.packs_repacked},
-                                     {"bytes_freed", r.bytes_before - std::min(r.bytes_before, r.bytes_after)},
-                                     {"retention_run", r.run}},
-                                    repo->config().agent_key))
+        for (auto& w :
+             audit_record(cfg, catalog, repo.get(), "prune",
+                          {{"policy", policy.origin},
+                           {"messages_destroyed", destroyed.size()},
+                           {"destroyed_root", to_hex(merkle_root(destroyed))},
+                           {"by_rule", by_rule},
+                           {"refused", refused},
+                           {"packs_deleted", r.packs_deleted},
+                           {"packs_repacked", r.packs_repacked},
+                           {"bytes_freed", r.bytes_before - std::min(r.bytes_before, r.bytes_after)},
+                           {"retention_run", r.run}},
+                          repo->config().agent_key))
           r.warnings.push_back(std::move(w));
       }
       if (g.json) {

@@ -73,8 +73,8 @@ Config parse_config(const std::string& text, const std::string& origin) {
   c.origin = origin;
   each_key(
       origin, root, "",
-      {"state_dir", "host", "policy", "vault", "keys", "source", "pack", "delta", "schedule", "alerts", "audit",
-       "organisation"},
+      {"state_dir", "host", "policy", "vault", "keys", "source", "pack", "delta", "schedule", "alerts",
+       "audit", "organisation"},
       [&](const std::string& key, const toml::node& v) {
         if (key == "state_dir")
           c.state_dir = get_string(origin, v, key);
@@ -186,15 +186,17 @@ Config parse_config(const std::string& text, const std::string& origin) {
         } else if (key == "audit") {
           const toml::table* t = v.as_table();
           if (!t) bad(at(origin, v), "[audit] must be a table");
-          each_key(origin, *t, "audit", {"tsa_url", "tsa_ca_file"}, [&](const std::string& k, const toml::node& n) {
-            if (k == "tsa_url") {
-              c.audit.tsa_url = get_string(origin, n, k);
-              if (c.audit.tsa_url.rfind("http://", 0) != 0 && c.audit.tsa_url.rfind("https://", 0) != 0)
-                bad(at(origin, n), "'audit.tsa_url' must be an http:// or https:// URL (RFC 3161 §3.4)");
-            } else {
-              c.audit.tsa_ca_file = get_string(origin, n, k);
-            }
-          });
+          each_key(
+              origin, *t, "audit", {"tsa_url", "tsa_ca_file"},
+              [&](const std::string& k, const toml::node& n) {
+                if (k == "tsa_url") {
+                  c.audit.tsa_url = get_string(origin, n, k);
+                  if (c.audit.tsa_url.rfind("http://", 0) != 0 && c.audit.tsa_url.rfind("https://", 0) != 0)
+                    bad(at(origin, n), "'audit.tsa_url' must be an http:// or https:// URL (RFC 3161 §3.4)");
+                } else {
+                  c.audit.tsa_ca_file = get_string(origin, n, k);
+                }
+              });
         } else if (key == "delta") {
           const toml::table* t = v.as_table();
           if (!t) bad(at(origin, v), "[delta] must be a table");

@@ -16,20 +16,19 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "agent/metrics.hpp"
+#include "agent/metrics_http.hpp"
+#include "vault/clock.hpp"
 #include "vault/error.hpp"
 
 namespace reduit {
 
 namespace {
-
-UnixSeconds wall_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 void log(const char* fmt, const std::string& a = "", const std::string& b = "", const std::string& c = "") {
   std::fprintf(stderr, "reduit-agent: ");
@@ -160,9 +159,14 @@ int run_steps(const JobConfig& job, const std::string& config_path, const std::s
   return rc;
 }
 
+// REDUIT_NOW (vault/clock.hpp) sets the instant the agent starts at; its clock then
+// advances with the real one (tests of key expiry and RPO against a chosen "now").
 class RealClock : public Clock {
  public:
-  UnixSeconds now() override { return wall_now(); }
+  RealClock() {
+    if (std::getenv("REDUIT_NOW")) offset_ns_ = clock_now_ns() - wall_ns();
+  }
+  UnixSeconds now() override { return (wall_ns() + offset_ns_) / 1000000000; }
   Wake wait_until(UnixSeconds t) override {
     if (pending_stop_) return Wake::kStop;
     if (pending_reload_) {
@@ -189,6 +193,12 @@ class RealClock : public Clock {
   }
 
  private:
+  static std::int64_t wall_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+  std::int64_t offset_ns_ = 0;
   bool pending_stop_ = false, pending_reload_ = false;
 };
 
@@ -237,7 +247,10 @@ class Agent {
 
   void run() {
     since_ = agent_since(cat_, clock_.now());
+    UnixSeconds ignored = 0;
+    check_keys(clock_.now(), ignored);
     write_metrics();
+    start_http();
     if (!opt_.simulate) {
       sd_notify(0, "READY=1\nSTATUS=waiting for the next job");
       log("started: %s job(s), time zone %s", std::to_string(cfg_.schedule.jobs.size()), tz_->name());
@@ -251,15 +264,17 @@ class Agent {
       }
       UnixSeconds wake = next ? next->run_at : now + 3600;
       check_rpo(now, wake);
+      check_keys(now, wake);
       Wake w = clock_.wait_until(wake);
       if (w == Wake::kStop) break;
       if (w == Wake::kReload) {
         reload();
         continue;
       }
-      if (!next || clock_.now() < next->run_at) continue;  // woke for the RPO check
+      if (!next || clock_.now() < next->run_at) continue;  // woke for the RPO or key check
       if (!run_occurrence(*next)) break;
     }
+    http_.reset();
     if (!opt_.simulate) {
       sd_notify(0, "STOPPING=1");
       log("stopped");
@@ -313,8 +328,8 @@ class Agent {
       if (!opt_.simulate) {
         sd_notify(
             0, ("STATUS=last: " + job.name + " FAILED (exit " + std::to_string(r.exit_code) + ")").c_str());
-        alert(job.name + " failed", why + "\n\nLast attempt's output:\n" + r.summary + "\n");
       }
+      if (sends_mail()) alert(job.name + " failed", why + "\n\nLast attempt's output:\n" + r.summary + "\n");
       return true;
     }
   }
@@ -344,7 +359,85 @@ class Agent {
     std::string why = "the last good backup ended " + format_local(tz_, last) + ", " +
                       format_duration(now - last) + " ago; the RPO is " + format_duration(cfg_.schedule.rpo);
     log("ALERT: RPO exceeded: %s", why);
-    if (!opt_.simulate) alert("backup older than the RPO", why + "\n");
+    if (sends_mail()) alert("backup older than the RPO", why + "\n");
+  }
+
+  // A real agent, and a simulation that really runs its jobs (--execute), mail
+  // their alerts; a dry simulation only logs them.
+  bool sends_mail() const { return !opt_.simulate || opt_.execute; }
+
+  // Reads the vault keys' expiry from the keyring (for metrics and alerts); logs
+  // each problem once.
+  std::vector<KeyExpiry> refresh_keys() {
+    std::vector<std::string> problems;
+    std::vector<KeyExpiry> keys;
+    try {
+      keys = vault_key_expiries(cfg_.gnupghome, cat_, &problems);
+    } catch (const Error& e) {
+      problems.push_back(e.what());
+    }
+    for (const auto& p : problems)
+      if (key_problems_logged_.insert(p).second) log("cannot read a key's expiry: %s", p);
+    std::lock_guard<std::mutex> lock(mu_);
+    keys_ = keys;
+    return keys;
+  }
+
+  // Refreshes the vault keys' expiry (for metrics) and alerts once per key and
+  // expiry date when it is less than [alerts] key_expiry_days away; lowers `wake`
+  // to the moment the next key enters that window. The catalog remembers the
+  // expiry alerted for (meta "alert.key_expiry.<fpr>"): a renewed key (a new
+  // expiry) re-arms, and a restart does not repeat the alert.
+  void check_keys(UnixSeconds now, UnixSeconds& wake) {
+    std::vector<KeyExpiry> keys = refresh_keys();
+    const std::int64_t window = static_cast<std::int64_t>(cfg_.alerts.key_expiry_days) * 86400;
+    if (window <= 0) return;
+    for (const auto& k : keys) {
+      if (k.expires == 0) continue;
+      if (now < k.expires - window) {
+        wake = std::min(wake, k.expires - window);
+        continue;
+      }
+      const std::string meta = "alert.key_expiry." + k.fingerprint;
+      if (cat_.get_meta(meta) == std::to_string(k.expires)) continue;
+      cat_.set_meta(meta, std::to_string(k.expires));
+      std::string when = format_local(tz_, k.expires);
+      std::string why =
+          "the " + k.role + " key " + k.fingerprint + " of the vault " +
+          (now < k.expires ? "expires " + when + ", in " + format_duration(k.expires - now)
+                           : "expired " + when + ", " + format_duration(now - k.expires) + " ago");
+      log("ALERT: key expiry: %s", why);
+      if (sends_mail()) {
+        alert(
+            k.role + " key " + k.fingerprint.substr(k.fingerprint.size() - 16) +
+                (now < k.expires ? " expires " : " expired ") + when,
+            why + ".\n\n" +
+                (k.role == "archive"
+                     ? "Backups cannot encrypt to an expired archive key. Extend it where its secret key is "
+                       "kept (gpg --quick-set-expire " +
+                           k.fingerprint + " 1y) and import the public key into the agent's keyring.\n"
+                     : "The agent cannot sign with an expired key. Extend it (gpg --quick-set-expire " +
+                           k.fingerprint + " 1y) in the agent's keyring.\n"));
+      }
+    }
+  }
+
+  // The loopback HTTP endpoint ([schedule] metrics_listen), real runs only. It
+  // renders on its own thread with its own catalog connection.
+  void start_http() {
+    if (opt_.simulate || cfg_.schedule.metrics_listen.empty()) return;
+    try {
+      ListenAddress addr = parse_loopback_listen(cfg_.schedule.metrics_listen);
+      auto catalog = std::make_shared<std::unique_ptr<Catalog>>();
+      http_ = std::make_unique<MetricsHttpServer>(addr, [this, catalog] {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!*catalog) *catalog = std::make_unique<Catalog>(cfg_.state_dir);
+        return render_metrics(cfg_, **catalog, clock_.now(), keys_);
+      });
+      log("serving metrics on http://%s/metrics", cfg_.schedule.metrics_listen);
+    } catch (const Error& e) {
+      log("ALERT: cannot serve metrics: %s", e.what());
+    }
   }
 
   void reload() {
@@ -357,6 +450,9 @@ class Agent {
       const date::time_zone* tz = schedule_zone(c.schedule);
       if (c.schedule.jobs.empty())
         throw Error(ErrorCode::kUsage, opt_.config_path + ": [schedule] has no jobs");
+      if (c.schedule.metrics_listen != cfg_.schedule.metrics_listen)
+        log("SIGHUP: metrics_listen changed; it takes effect at the next start");
+      std::lock_guard<std::mutex> lock(mu_);
       cfg_ = std::move(c);
       tz_ = tz;
       log("SIGHUP: reloaded %s (%s job(s))", opt_.config_path, std::to_string(cfg_.schedule.jobs.size()));
@@ -367,8 +463,14 @@ class Agent {
 
   void write_metrics() {
     if (cfg_.schedule.metrics_file.empty()) return;
+    refresh_keys();  // a job may have cached the vault config, or a key was renewed
     try {
-      write_file_atomically(cfg_.schedule.metrics_file, render_metrics(cfg_, cat_));
+      std::string text;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        text = render_metrics(cfg_, cat_, clock_.now(), keys_);
+      }
+      write_file_atomically(cfg_.schedule.metrics_file, text);
     } catch (const Error& e) {
       log("cannot write metrics: %s", e.what());
     }
@@ -382,6 +484,11 @@ class Agent {
   const date::time_zone* tz_ = nullptr;
   UnixSeconds since_ = 0;
   bool rpo_alerted_ = false;
+  std::set<std::string> key_problems_logged_;
+  // Guards cfg_ and keys_ against the HTTP thread (which only reads them).
+  std::mutex mu_;
+  std::vector<KeyExpiry> keys_;
+  std::unique_ptr<MetricsHttpServer> http_;
 
  public:
   std::vector<JobRun> runs_;

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -13,7 +15,10 @@
 #include <optional>
 
 #include "agent/daemon.hpp"
+#include "vault/clock.hpp"
+#include "vault/crypto.hpp"
 #include "vault/error.hpp"
+#include "vault/format.hpp"
 
 namespace reduit {
 
@@ -33,7 +38,8 @@ bool ok_exit(int rc) {
 
 }  // namespace
 
-std::string render_metrics(const Config& cfg, Catalog& cat) {
+std::string render_metrics(const Config& cfg, Catalog& cat, std::int64_t now,
+                           const std::vector<KeyExpiry>& keys) {
   struct Last {
     std::optional<JobRun> any, good;
   };
@@ -87,6 +93,76 @@ std::string render_metrics(const Config& cfg, Catalog& cat) {
   out += "reduit_snapshots " + std::to_string(cat.snapshot_rows().size()) + "\n";
   gauge(out, "reduit_rpo_seconds", "Recovery point objective: the oldest acceptable last good backup age.");
   out += "reduit_rpo_seconds " + std::to_string(cfg.schedule.rpo) + "\n";
+
+  SQLite::Database& db = cat.db();
+  if (db.tableExists("drills")) {
+    SQLite::Statement q(db,
+                        "SELECT time_ns, passed, restore_seconds FROM drills ORDER BY time_ns DESC LIMIT 1");
+    if (q.executeStep()) {
+      gauge(out, "reduit_drill_last_passed", "1 when the last restore drill passed, else 0.");
+      out += "reduit_drill_last_passed " + std::to_string(q.getColumn(1).getInt()) + "\n";
+      gauge(out, "reduit_drill_last_rto_seconds",
+            "Restore time of the last drill's mailbox (its recovery time objective).");
+      out += "reduit_drill_last_rto_seconds " + prom_double(q.getColumn(2).getDouble()) + "\n";
+      gauge(out, "reduit_drill_last_timestamp_seconds", "End of the last restore drill (Unix time).");
+      out += "reduit_drill_last_timestamp_seconds " +
+             prom_double(static_cast<double>(q.getColumn(0).getInt64()) / 1e9) + "\n";
+    }
+  }
+  Catalog::PackUsage u = cat.pack_usage();
+  gauge(out, "reduit_vault_bytes", "Stored bytes of the vault's packs (local catalog).");
+  out += "reduit_vault_bytes " + std::to_string(u.bytes) + "\n";
+  gauge(out, "reduit_vault_packs", "Packs in the vault (local catalog).");
+  out += "reduit_vault_packs " + std::to_string(u.packs) + "\n";
+  if (u.oldest_verified) {
+    gauge(out, "reduit_oldest_unverified_pack_age_seconds",
+          "Seconds since the least recently verified pack was last read back intact (or added).");
+    out += "reduit_oldest_unverified_pack_age_seconds " +
+           std::to_string(now - u.oldest_verified->time_ns / 1000000000) + "\n";
+    gauge(out, "reduit_oldest_unverified_pack_timestamp_seconds",
+          "When the least recently verified pack was last read back intact (or added; Unix time).");
+    out += "reduit_oldest_unverified_pack_timestamp_seconds " +
+           std::to_string(u.oldest_verified->time_ns / 1000000000) + "\n";
+  }
+  if (!keys.empty()) {
+    gauge(out, "reduit_key_expiry_timestamp_seconds",
+          "Expiry of each key of the vault config (Unix time; +Inf = never).");
+    for (const auto& k : keys) {
+      out += "reduit_key_expiry_timestamp_seconds{fingerprint=\"" + k.fingerprint + "\",role=\"" + k.role +
+             "\"} " + (k.expires == 0 ? std::string("+Inf") : std::to_string(k.expires)) + "\n";
+    }
+  }
+  return out;
+}
+
+std::string prom_double(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return ec == std::errc() ? std::string(buf, end) : std::to_string(v);
+}
+
+std::vector<KeyExpiry> vault_key_expiries(const std::string& gnupghome, Catalog& cat,
+                                          std::vector<std::string>* problems) {
+  std::vector<KeyExpiry> out;
+  auto cached = cat.get_meta("vault_config");
+  if (!cached) return out;
+  VaultConfig vc = decode_config(Bytes(cached->begin(), cached->end()));
+  Crypto crypto(gnupghome);
+  auto add = [&](const std::string& fpr, const char* role) {
+    if (fpr.empty()) return;
+    for (const auto& k : out)
+      if (k.fingerprint == fpr) return;
+    try {
+      out.push_back({fpr, role, crypto.key_expires(fpr)});
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kKey) throw;
+      if (problems) problems->push_back(std::string(role) + " key " + fpr + ": " + e.what());
+    }
+  };
+  for (const auto& f : vc.archive_keys) add(f, "archive");
+  add(vc.agent_key, "agent");
   return out;
 }
 
@@ -112,7 +188,7 @@ void write_file_atomically(const std::string& path, const std::string& text) {
 std::string send_alert_mail(const AlertConfig& cfg, const std::string& subject, const std::string& body) {
   if (cfg.smtp_url.empty()) return "";
   char date[64];
-  std::time_t now = std::time(nullptr);
+  std::time_t now = static_cast<std::time_t>(clock_now_ns() / 1000000000);  // REDUIT_NOW in tests
   std::tm tm{};
   gmtime_r(&now, &tm);
   std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);

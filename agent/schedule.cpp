@@ -1,5 +1,6 @@
 #include "agent/schedule.hpp"
 
+#include <arpa/inet.h>
 #include <date/tz.h>
 
 #include <algorithm>
@@ -330,6 +331,34 @@ std::string format_local(const date::time_zone* tz, UnixSeconds t) {
   return date::format("%F %R %Z", date::make_zoned(tz, sys_seconds(seconds(t))));
 }
 
+ListenAddress parse_loopback_listen(const std::string& text) {
+  ListenAddress a;
+  std::string port;
+  if (!text.empty() && text[0] == '[') {
+    auto close = text.find("]:");
+    if (close == std::string::npos) usage("\"" + text + "\" is not [ADDRESS]:PORT");
+    a.host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+    a.ipv6 = true;
+    if (a.host != "::1") usage("\"" + text + "\": only loopback addresses (127.0.0.0/8, ::1) are accepted");
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos) usage("\"" + text + "\" is not ADDRESS:PORT (e.g. \"127.0.0.1:9321\")");
+    a.host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    unsigned char buf[4];
+    if (inet_pton(AF_INET, a.host.c_str(), buf) != 1)
+      usage("\"" + text + "\": '" + a.host + "' is not a numeric address (use 127.0.0.1 or [::1])");
+    if (buf[0] != 127) usage("\"" + text + "\": only loopback addresses (127.0.0.0/8, ::1) are accepted");
+  }
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+      std::stoi(port) < 1 || std::stoi(port) > 65535)
+    usage("\"" + text + "\": port '" + port + "' must be 1..65535");
+  a.port = std::stoi(port);
+  return a;
+}
+
 ScheduleConfig parse_schedule_section(const std::string& origin, const toml::table& t) {
   ScheduleConfig s;
   for (const auto& [k, n] : t) {
@@ -345,12 +374,16 @@ ScheduleConfig parse_schedule_section(const std::string& origin, const toml::tab
       s.metrics_file = str(origin, n, "schedule.metrics_file");
       if (s.metrics_file.empty() || s.metrics_file[0] != '/')
         bad(at(origin, n), "'schedule.metrics_file' must be an absolute path");
+    } else if (key == "metrics_listen") {
+      s.metrics_listen = str(origin, n, "schedule.metrics_listen");
+      located(origin, n, "schedule.metrics_listen", [&] { return parse_loopback_listen(s.metrics_listen); });
     } else if (n.is_table() || n.is_string()) {
       s.jobs.push_back(parse_job(origin, key, n));
     } else {
-      bad(at(origin, n), "unknown key 'schedule." + key +
-                             "' (known: timezone, rpo, metrics_file, and jobs: backup, prune, check, "
-                             "drill, report or any name with 'command'/'exec')");
+      bad(at(origin, n),
+          "unknown key 'schedule." + key +
+              "' (known: timezone, rpo, metrics_file, metrics_listen, and jobs: backup, prune, check, "
+              "drill, report or any name with 'command'/'exec')");
     }
   }
   auto rank = [](const std::string& name) {
@@ -377,8 +410,11 @@ AlertConfig parse_alerts_section(const std::string& origin, const toml::table& t
       a.to = str_array(origin, n, full);
     } else if (key == "subject_prefix") {
       a.subject_prefix = str(origin, n, full);
+    } else if (key == "key_expiry_days") {
+      a.key_expiry_days = static_cast<int>(toml_read::get_int(origin, n, full, 0, 3650));
     } else {
-      bad(at(origin, n), "unknown key '" + full + "' (known: smtp_url, from, to, subject_prefix)");
+      bad(at(origin, n),
+          "unknown key '" + full + "' (known: smtp_url, from, to, subject_prefix, key_expiry_days)");
     }
   }
   if (!a.smtp_url.empty() && (a.from.empty() || a.to.empty()))

@@ -64,7 +64,10 @@ struct ScheduleConfig {
   std::string timezone;          // IANA name; "" = the system zone (date::current_zone)
   std::int64_t rpo = 26 * 3600;  // seconds: alert when the last good backup is older
   std::string metrics_file;      // Prometheus textfile; "" = none
-  std::vector<JobConfig> jobs;   // in run-priority order (backup, prune, check, drill, report, others)
+  // GET /metrics over HTTP from the agent process: a loopback address and port
+  // ("127.0.0.1:9321", "[::1]:9321"); "" = none. Only 127.0.0.0/8 and ::1 are accepted.
+  std::string metrics_listen;
+  std::vector<JobConfig> jobs;  // in run-priority order (backup, prune, check, drill, report, others)
 };
 
 /// [alerts]: e-mail through an SMTP relay (libcurl), e.g. smtp_url = "smtp://127.0.0.1:25".
@@ -73,7 +76,18 @@ struct AlertConfig {
   std::string from;
   std::vector<std::string> to;
   std::string subject_prefix = "[reduit]";
+  int key_expiry_days = 30;  // alert this many days before a vault key expires; 0 = never
 };
+
+/// A loopback listen address: host (numeric, without brackets) and port.
+struct ListenAddress {
+  std::string host;
+  int port = 0;
+  bool ipv6 = false;
+};
+/// Parses "127.0.0.1:9321" or "[::1]:9321"; only 127.0.0.0/8 and ::1 are accepted.
+/// Throws Error(kUsage) naming what is wrong (the caller adds FILE:LINE).
+ListenAddress parse_loopback_listen(const std::string& text);
 
 /// The zone named by `s.timezone` (or the system zone). Throws Error(kUsage).
 const date::time_zone* schedule_zone(const ScheduleConfig& s);

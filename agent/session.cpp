@@ -1,5 +1,7 @@
 #include "agent/session.hpp"
 
+#include "agent/audit_record.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include "restore/snapshots.hpp"
@@ -70,6 +72,7 @@ RebuildStats rebuild_catalog(const Config& cfg, Repository& repo, Catalog& catal
   for (const SnapshotRef& s : snaps) catalog.add_snapshot(s.id, s.snap, encode_snapshot(s.snap));
   st.indexes = index_ids.size();
   st.snapshots = snaps.size();
+  st.audit_entries = import_audit_log(repo, catalog, problems);
   return st;
 }
 

@@ -47,12 +47,15 @@ std::string digest_of(std::string_view data) {
 RespPtr parse_response(std::string_view der) {
   const auto* p = reinterpret_cast<const unsigned char*>(der.data());
   RespPtr resp(d2i_TS_RESP(nullptr, &p, static_cast<long>(der.size())));
-  if (!resp) throw Error(ErrorCode::kVerify, "the time stamp is not an RFC 3161 TimeStampResp: " + openssl_errors());
+  if (!resp)
+    throw Error(ErrorCode::kVerify, "the time stamp is not an RFC 3161 TimeStampResp: " + openssl_errors());
   TS_STATUS_INFO* si = TS_RESP_get_status_info(resp.get());
   long status = ASN1_INTEGER_get(TS_STATUS_INFO_get0_status(si));
   if (status != 0 && status != 1)  // granted, grantedWithMods (§2.4.2)
-    throw Error(ErrorCode::kVerify, "the TSA refused the time stamp (PKIStatus " + std::to_string(status) + ")");
-  if (!TS_RESP_get_token(resp.get())) throw Error(ErrorCode::kVerify, "the time-stamp response holds no token");
+    throw Error(ErrorCode::kVerify,
+                "the TSA refused the time stamp (PKIStatus " + std::to_string(status) + ")");
+  if (!TS_RESP_get_token(resp.get()))
+    throw Error(ErrorCode::kVerify, "the time-stamp response holds no token");
   return resp;
 }
 
@@ -66,14 +69,16 @@ void verify_response(TS_RESP* resp, const std::string& digest, const std::string
     // OpenSSL 3.0 has no public setter for the context's nonce: compare it here.
     const ASN1_INTEGER* got = TS_TST_INFO_get_nonce(TS_RESP_get_tst_info(resp));
     if (!got || ASN1_INTEGER_cmp(got, nonce) != 0)
-      throw Error(ErrorCode::kVerify, "the time stamp does not carry the request's nonce (a replayed response?)");
+      throw Error(ErrorCode::kVerify,
+                  "the time stamp does not carry the request's nonce (a replayed response?)");
   }
   if (!ca_file.empty()) {
     flags |= TS_VFY_SIGNATURE;
     X509_STORE* store = X509_STORE_new();
     if (X509_STORE_load_file(store, ca_file.c_str()) != 1) {
       X509_STORE_free(store);
-      throw Error(ErrorCode::kUsage, "cannot read the TSA CA certificates from " + ca_file + ": " + openssl_errors());
+      throw Error(ErrorCode::kUsage,
+                  "cannot read the TSA CA certificates from " + ca_file + ": " + openssl_errors());
     }
     TS_VERIFY_CTX_set_store(ctx.get(), store);  // the context owns it
   }
@@ -102,7 +107,8 @@ std::string request_timestamp(const std::string& url, std::string_view data, con
   X509_ALGOR_set0(alg, OBJ_nid2obj(NID_sha256), V_ASN1_NULL, nullptr);
   TS_MSG_IMPRINT_set_algo(mi.get(), alg);
   X509_ALGOR_free(alg);  // set_algo copies
-  TS_MSG_IMPRINT_set_msg(mi.get(), reinterpret_cast<unsigned char*>(digest.data()), static_cast<int>(digest.size()));
+  TS_MSG_IMPRINT_set_msg(mi.get(), reinterpret_cast<unsigned char*>(digest.data()),
+                         static_cast<int>(digest.size()));
   TS_REQ_set_msg_imprint(req.get(), mi.get());  // copies
   unsigned char nonce_bytes[8];
   RAND_bytes(nonce_bytes, sizeof nonce_bytes);
@@ -114,7 +120,8 @@ std::string request_timestamp(const std::string& url, std::string_view data, con
   TS_REQ_set_cert_req(req.get(), 1);
   unsigned char* der = nullptr;
   int der_len = i2d_TS_REQ(req.get(), &der);
-  if (der_len <= 0) throw Error(ErrorCode::kInternal, "cannot encode the time-stamp request: " + openssl_errors());
+  if (der_len <= 0)
+    throw Error(ErrorCode::kInternal, "cannot encode the time-stamp request: " + openssl_errors());
   std::string query(reinterpret_cast<char*>(der), static_cast<std::size_t>(der_len));
   OPENSSL_free(der);
 
@@ -163,8 +170,8 @@ TimestampInfo verify_timestamp(std::string_view tsr, std::string_view data, cons
     STACK_OF(X509)* certs = token->d.sign ? token->d.sign->cert : nullptr;
     if (sinfos && sk_PKCS7_SIGNER_INFO_num(sinfos) == 1 && certs) {
       PKCS7_SIGNER_INFO* si = sk_PKCS7_SIGNER_INFO_value(sinfos, 0);
-      X509* signer = X509_find_by_issuer_and_serial(certs, si->issuer_and_serial->issuer,
-                                                    si->issuer_and_serial->serial);
+      X509* signer =
+          X509_find_by_issuer_and_serial(certs, si->issuer_and_serial->issuer, si->issuer_and_serial->serial);
       if (signer) {
         char buf[512];
         X509_NAME_oneline(X509_get_subject_name(signer), buf, sizeof buf);

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "restore/snapshots.hpp"
+#include "vault/clock.hpp"
 #include "vault/delta.hpp"
 #include "vault/error.hpp"
 
@@ -42,7 +43,7 @@ void check_links(const PackEntry& e, std::string_view bytes, const BlobIndex& in
 
 }  // namespace
 
-CheckReport check_vault(Repository& repo, bool read_data, bool progress) {
+CheckReport check_vault(Repository& repo, bool read_data, bool progress, Catalog* catalog) {
   CheckReport r;
   auto problem = [&](const std::string& obj, std::string what, std::vector<std::string> mbs = {}) {
     if (what.rfind(obj + ": ", 0) == 0) what = what.substr(obj.size() + 2);  // said once is enough
@@ -152,6 +153,7 @@ CheckReport check_vault(Repository& repo, bool read_data, bool progress) {
         problem(pack_name(id), "corrupt: its bytes do not match its SHA-256 name", affected);
         continue;
       }
+      const std::size_t problems_before = r.problems.size();
       try {
         LoadedPack p;
         p.id = id;
@@ -166,6 +168,8 @@ CheckReport check_vault(Repository& repo, bool read_data, bool progress) {
         // Without an archive secret key data packs cannot be opened: that is not a fault.
         if (e.code() != ErrorCode::kKey) problem(pack_name(id), e.what(), affected);
       }
+      if (catalog && r.problems.size() == problems_before)
+        catalog->mark_pack_verified(id, clock_now_ns(), "check");
     }
     if (progress) fprintf(stderr, "\r\033[K");
   }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "vault/catalog.hpp"
 #include "vault/repository.hpp"
 
 namespace reduit {
@@ -32,6 +33,8 @@ struct CheckReport {
   bool ok() const { return problems.empty(); }
 };
 
-CheckReport check_vault(Repository& repo, bool read_data, bool progress);
+/// `catalog` (optional): with read_data, each pack read back intact (SHA-256 name,
+/// and its blobs when the keyring opens it) is recorded in pack_verified ("check").
+CheckReport check_vault(Repository& repo, bool read_data, bool progress, Catalog* catalog = nullptr);
 
 }  // namespace reduit

@@ -11,7 +11,11 @@
 // first message of a failing pack is named. It also verifies a rolling share of
 // all packs (default 1/30 per drill, continuing where the last drill stopped, so a
 // month of daily drills reads every pack): SHA-256 name, signature, and with the
-// archive key every blob's HMAC id. The scratch space is removed afterwards.
+// archive key every blob's HMAC id; each pack found intact is recorded in the
+// catalog's pack_verified ("drill"). When doveadm is on PATH it then judges the
+// restored mailbox as an IMAP server would see it (UIDs, flags, sizes against the
+// manifest; restore/imap_judge.hpp); a disagreement fails the drill naming the
+// message. The scratch space is removed afterwards.
 #pragma once
 
 #include <cstdint>
@@ -40,7 +44,12 @@ struct DrillResult {
   std::uint64_t packs_fetched = 0, bytes_fetched = 0;  // by the restore (its RTO cost)
   double restore_seconds = 0, seconds = 0;
   std::uint64_t packs_verified = 0, packs_total = 0;
-  std::vector<std::string> failures;  // first the failing message, with why
+  // The independent IMAP judge (restore/imap_judge.hpp): doveadm, when on PATH.
+  bool judge_ran = false;
+  std::string judge;                                    // "doveadm" when it ran, else ""
+  std::string judge_reason;                             // why it did not run
+  std::uint64_t judge_folders = 0, judge_messages = 0;  // what it listed
+  std::vector<std::string> failures;                    // first the failing message, with why
   std::vector<std::string> warnings;
 };
 

@@ -67,8 +67,10 @@ AuditEntry entry_from_row(SQLite::Statement& q) {
 AuditActor AuditActor::current() {
   AuditActor a;
   a.uid = static_cast<std::int64_t>(geteuid());
-  if (passwd* pw = getpwuid(geteuid())) a.user = pw->pw_name;
-  else a.user = std::to_string(a.uid);
+  if (passwd* pw = getpwuid(geteuid()))
+    a.user = pw->pw_name;
+  else
+    a.user = std::to_string(a.uid);
   a.host = local_hostname();
   return a;
 }
@@ -102,16 +104,16 @@ Hash merkle_root(std::vector<Hash> ids) {
 
 std::string audit_head_statement(const std::string& vault_id, std::uint64_t seq, const Hash& hash,
                                  std::int64_t time_ns) {
-  return "reduit audit head v1\nvault " + vault_id + "\nseq " + std::to_string(seq) + "\nhash " + to_hex(hash) +
-         "\ntime " + utc_seconds(time_ns) + "\n";
+  return "reduit audit head v1\nvault " + vault_id + "\nseq " + std::to_string(seq) + "\nhash " +
+         to_hex(hash) + "\ntime " + utc_seconds(time_ns) + "\n";
 }
 
 AuditLog::AuditLog(SQLite::Database& db) : db_(db) {
   db_.exec(kAuditSchema);
 }
 
-AuditEntry AuditLog::append(const std::string& event, const nlohmann::ordered_json& data, const AuditActor& actor,
-                            std::int64_t time_ns) {
+AuditEntry AuditLog::append(const std::string& event, const nlohmann::ordered_json& data,
+                            const AuditActor& actor, std::int64_t time_ns) {
   AuditEntry e;
   std::optional<AuditEntry> prev = last();
   e.seq = prev ? prev->seq + 1 : 1;
@@ -141,11 +143,24 @@ AuditEntry AuditLog::append(const std::string& event, const nlohmann::ordered_js
   return e;
 }
 
+void AuditLog::insert_copy(const AuditEntry& e) {
+  auto j = nlohmann::json::parse(e.text);
+  SQLite::Statement q(db_, "INSERT INTO audit_log(seq, time_ns, event, text, hash) VALUES(?,?,?,?,?)");
+  q.bind(1, static_cast<std::int64_t>(e.seq));
+  q.bind(2, j.at("time_ns").get<std::int64_t>());
+  q.bind(3, j.at("event").get<std::string>());
+  q.bind(4, e.text);
+  Hash h = audit_entry_hash(e.text);
+  q.bind(5, h.data(), 32);
+  q.exec();
+}
+
 std::vector<AuditEntry> AuditLog::entries(std::int64_t since_ns, std::int64_t until_ns) const {
   std::vector<AuditEntry> out;
-  SQLite::Statement q(db_,
-                      "SELECT seq, time_ns, event, text, hash FROM audit_log WHERE time_ns >= ? AND time_ns < ? "
-                      "ORDER BY seq");
+  SQLite::Statement q(
+      db_,
+      "SELECT seq, time_ns, event, text, hash FROM audit_log WHERE time_ns >= ? AND time_ns < ? "
+      "ORDER BY seq");
   q.bind(1, since_ns);
   q.bind(2, until_ns);
   while (q.executeStep()) out.push_back(entry_from_row(q));
@@ -177,8 +192,8 @@ void AuditLog::add_head(const AuditHead& h) {
 
 std::vector<AuditHead> AuditLog::heads() const {
   std::vector<AuditHead> out;
-  SQLite::Statement q(db_,
-                      "SELECT seq, hash, time_ns, statement, signature, signer, tsr FROM audit_heads ORDER BY rowid");
+  SQLite::Statement q(
+      db_, "SELECT seq, hash, time_ns, statement, signature, signer, tsr FROM audit_heads ORDER BY rowid");
   while (q.executeStep()) {
     AuditHead h;
     h.seq = static_cast<std::uint64_t>(q.getColumn(0).getInt64());

@@ -55,9 +55,9 @@ struct AuditEntry {
   std::string event;         // "backup", "prune", … (docs/AUDIT.md)
   AuditActor actor;
   nlohmann::ordered_json data;
-  Hash prev{};         // hash of entry seq-1 (zeros for seq 1)
-  Hash hash{};         // SHA-256 of `text`
-  std::string text;    // the canonical JSON text, exactly as hashed
+  Hash prev{};       // hash of entry seq-1 (zeros for seq 1)
+  Hash hash{};       // SHA-256 of `text`
+  std::string text;  // the canonical JSON text, exactly as hashed
 };
 
 /// A sealed head: the statement signed (and time-stamped) after a run.
@@ -85,6 +85,10 @@ class AuditLog {
   /// from their text; a row whose text does not parse is returned with event ""
   /// (verify() reports it).
   std::vector<AuditEntry> entries(std::int64_t since_ns = INT64_MIN, std::int64_t until_ns = INT64_MAX) const;
+  /// Stores an entry taken from another copy of the log (the vault's) as it is:
+  /// `text` and `seq` as given, time and event read from the text. The caller has
+  /// checked the chain.
+  void insert_copy(const AuditEntry& e);
   /// The last entry, if any.
   std::optional<AuditEntry> last() const;
 

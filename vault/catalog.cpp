@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "vault/clock.hpp"
 #include "vault/error.hpp"
 
 namespace reduit {
@@ -41,6 +42,8 @@ CREATE TABLE IF NOT EXISTS job_runs(id INTEGER PRIMARY KEY, job TEXT NOT NULL, s
 CREATE INDEX IF NOT EXISTS job_runs_job ON job_runs(job, scheduled);
 CREATE TABLE IF NOT EXISTS tree_messages(tree BLOB NOT NULL, path TEXT NOT NULL, sha256 BLOB NOT NULL,
   mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL, PRIMARY KEY(tree, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pack_verified(pack BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, how TEXT NOT NULL)
+  WITHOUT ROWID;
 )sql";
 
 // The run's rows are appended to heaps (rowid order) and sorted once at commit:
@@ -118,7 +121,15 @@ Catalog::Catalog(const std::string& state_dir) {
     db_->exec(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=FILE; "
         "PRAGMA cache_size=-8192; PRAGMA temp.cache_size=-8192;");
+    const bool had_pack_verified =
+        db_->execAndGet("SELECT count(*) FROM sqlite_master WHERE name='pack_verified'").getInt() != 0;
     db_->exec(kSchema);
+    if (!had_pack_verified) {
+      // A catalog from before pack_verified: its packs count from now.
+      SQLite::Statement q(*db_, "INSERT OR IGNORE INTO pack_verified SELECT id, ?, 'added' FROM packs");
+      q.bind(1, clock_now_ns());
+      q.exec();
+    }
     db_->exec(kStagingSchema);
     q_has_blob_ = std::make_unique<SQLite::Statement>(*db_, "SELECT 1 FROM blobs WHERE id=?");
     q_find_file_ = std::make_unique<SQLite::Statement>(
@@ -181,6 +192,10 @@ void Catalog::add_pack(const IndexPack& pack, bool indexed) {
     qp.bind(3, static_cast<int>(pack.kind));
     qp.bind(4, indexed ? 1 : 0);
     qp.exec();
+    SQLite::Statement qv(*db_, "INSERT OR IGNORE INTO pack_verified VALUES(?,?,'added')");
+    bind_hash(qv, 1, pack.id);
+    qv.bind(2, clock_now_ns());
+    qv.exec();
     SQLite::Statement qb(*db_, "INSERT INTO pending_blobs VALUES(?,?,?,?,?)");
     for (const PackEntry& e : pack.blobs) {
       qb.reset();
@@ -717,6 +732,36 @@ std::vector<JobRun> Catalog::job_runs(const std::string& job, std::size_t limit)
     }
     std::reverse(out.begin(), out.end());
     return out;
+  });
+}
+
+void Catalog::mark_pack_verified(const Hash& pack, std::int64_t time_ns, const std::string& how) {
+  guarded(path_, __func__, [&] {
+    SQLite::Statement q(*db_, "INSERT OR REPLACE INTO pack_verified VALUES(?,?,?)");
+    bind_hash(q, 1, pack);
+    q.bind(2, time_ns);
+    q.bind(3, how);
+    q.exec();
+    return 0;
+  });
+}
+
+Catalog::PackUsage Catalog::pack_usage() {
+  return guarded(path_, __func__, [&] {
+    PackUsage u;
+    SQLite::Statement q(*db_, "SELECT count(*), coalesce(sum(size), 0) FROM packs");
+    if (q.executeStep()) {
+      u.packs = static_cast<std::uint64_t>(q.getColumn(0).getInt64());
+      u.bytes = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
+    }
+    SQLite::Statement o(*db_,
+                        "SELECT p.id, coalesce(v.time_ns, 0), coalesce(v.how, 'added') FROM packs p "
+                        "LEFT JOIN pack_verified v ON v.pack = p.id ORDER BY 2, 1 LIMIT 1");
+    if (o.executeStep()) {
+      u.oldest_verified =
+          PackVerified{col_hash(o.getColumn(0)), o.getColumn(1).getInt64(), o.getColumn(2).getString()};
+    }
+    return u;
   });
 }
 

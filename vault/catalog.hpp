@@ -24,6 +24,11 @@
 //              (an unchanged folder keeps its tree id and costs nothing); joined
 //              with the cached snapshots it tells which snapshot, mailbox and
 //              folder hold a message (reduit find)
+//   pack_verified  per pack, when it was last fully read back and found intact
+//              (time_ns, how = "drill" | "check"), or when this catalog first saw it
+//              (how = "added": recorded by add_pack; packs of a catalog created
+//              before this table count from the first open that created it).
+//              Local state that reset() keeps; rows of packs gone are ignored
 // The catalog is a cache: `reduit catalog rebuild` recreates all of it but the file
 // cache from the vault. WAL mode. One Catalog object per thread; the backup's
 // upload thread opens its own to write the journal.
@@ -198,6 +203,23 @@ class Catalog {
   void add_job_run(const JobRun& r);
   /// The last `limit` attempts of `job` ("" = every job), oldest first.
   std::vector<JobRun> job_runs(const std::string& job, std::size_t limit);
+
+  // Pack verification (pack_verified) and vault usage.
+  /// Records that `pack` was read back and found intact at `time_ns` (ns since the
+  /// epoch) by `how` ("drill", "check").
+  void mark_pack_verified(const Hash& pack, std::int64_t time_ns, const std::string& how);
+  struct PackVerified {
+    Hash pack{};
+    std::int64_t time_ns = 0;  // last verification, or when added when how == "added"
+    std::string how;
+  };
+  struct PackUsage {
+    std::uint64_t packs = 0, bytes = 0;           // the packs table: count and stored bytes
+    std::optional<PackVerified> oldest_verified;  // the pack longest without verification
+  };
+  /// Usage and the least recently verified pack, from the packs table (nullopt
+  /// oldest_verified when it is empty).
+  PackUsage pack_usage();
 
   /// Empties the vault-derived tables and the file cache for catalog rebuild (job history stays:
   /// the vault does not hold it).

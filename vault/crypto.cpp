@@ -493,7 +493,8 @@ std::string Crypto::verify_detached(std::string_view data, std::string_view sign
   Data text = data_from_mem(data.data(), data.size());
   gpgme_error_t err = gpgme_op_verify(im.ctx, sig.get(), text.get(), nullptr);
   if (err)
-    throw Error(ErrorCode::kVerify, "not a valid detached OpenPGP signature (" + str(gpgme_strerror(err)) + ")");
+    throw Error(ErrorCode::kVerify,
+                "not a valid detached OpenPGP signature (" + str(gpgme_strerror(err)) + ")");
   gpgme_verify_result_t vr = gpgme_op_verify_result(im.ctx);
   gpgme_signature_t sigs = vr ? vr->signatures : nullptr;
   if (!sigs) throw Error(ErrorCode::kVerify, "no signature found");
@@ -515,7 +516,8 @@ std::string Crypto::verify_detached(std::string_view data, std::string_view sign
 
 std::int64_t Crypto::key_expires(const std::string& fingerprint) {
   KeyRef k = impl_->find_key(fingerprint, false);
-  if (!k.key || !k.key->subkeys) throw Error(ErrorCode::kKey, "no public key " + fingerprint + " in " + impl_->where());
+  if (!k.key || !k.key->subkeys)
+    throw Error(ErrorCode::kKey, "no public key " + fingerprint + " in " + impl_->where());
   return static_cast<std::int64_t>(k.key->subkeys->expires);
 }
 

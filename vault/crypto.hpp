@@ -24,8 +24,8 @@
 // "not encrypted to a key we have" and therefore gives kKey, not kVerify.
 #pragma once
 
-#include <memory>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>

@@ -51,7 +51,8 @@ void sh(const std::string& dir, const std::string& script) {
 LocalTsa::LocalTsa() {
   const std::string d = dir_.path();
   sh(d,
-     "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -subj '/CN=reduit test CA' -days 3650 "
+     "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -subj '/CN=reduit test CA' -days "
+     "3650 "
      "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null");
   sh(d,
      "openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.crt -subj '/CN=other CA' "
@@ -60,7 +61,8 @@ LocalTsa::LocalTsa() {
              "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
              "extendedKeyUsage=critical,timeStamping\n");
   sh(d,
-     "openssl req -newkey rsa:2048 -nodes -keyout tsa.key -out tsa.csr -subj '/CN=reduit test TSA' 2>/dev/null && "
+     "openssl req -newkey rsa:2048 -nodes -keyout tsa.key -out tsa.csr -subj '/CN=reduit test TSA' "
+     "2>/dev/null && "
      "openssl x509 -req -in tsa.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out tsa.crt -days 3650 "
      "-extfile tsa-ext.cnf 2>/dev/null");
   write_file(d + "/tsaserial", "01\n");
@@ -80,8 +82,10 @@ LocalTsa::LocalTsa() {
   }
   for (int i = 0; i < 1000 && port_ == 0; ++i) {
     std::string p = read_file(d + "/port");
-    if (!p.empty()) port_ = std::stoi(p);
-    else std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!p.empty())
+      port_ = std::stoi(p);
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   if (port_ == 0) throw std::runtime_error("the test TSA did not start");
 }
