@@ -61,15 +61,15 @@ struct Config {
   int zstd_level = 3;                   // (init)
   std::string host;                     // recorded in snapshots; default hostname
   DeltaConfig delta;
-  std::string policy;                   // retention policy file; "" = policies/default.toml
-  ScheduleConfig schedule;              // [schedule]: the agent's jobs (agent/schedule.hpp)
-  AlertConfig alerts;                   // [alerts]
-  OrganisationConfig organisation;      // [organisation] (reports)
-  std::string vault_operator;           // [vault] operator: who runs the vault host (reports)
-  std::string vault_jurisdiction;       // [vault] jurisdiction: ISO 3166-1 alpha-2, e.g. "CH"
-  std::string vault_location;           // [vault] location: free text, e.g. "Zurich, Equinix ZH4"
+  std::string policy;               // retention policy file; "" = policies/default.toml
+  ScheduleConfig schedule;          // [schedule]: the agent's jobs (agent/schedule.hpp)
+  AlertConfig alerts;               // [alerts]
+  OrganisationConfig organisation;  // [organisation] (reports)
+  std::string vault_operator;       // [vault] operator: who runs the vault host (reports)
+  std::string vault_jurisdiction;   // [vault] jurisdiction: ISO 3166-1 alpha-2, e.g. "CH"
+  std::string vault_location;       // [vault] location: free text, e.g. "Zurich, Equinix ZH4"
   std::map<std::string, std::string> key_custodians;  // [keys] custodians: FPR (upper hex) → who holds it
-  AuditConfig audit;                    // [audit]
+  AuditConfig audit;                                  // [audit]
 };
 
 /// The built-in demo configuration text (before ${} expansion).

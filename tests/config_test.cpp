@@ -108,9 +108,10 @@ TEST(Config, ReportFactsParseAndAreValidated) {
   EXPECT_EQ(c.vault_jurisdiction, "CH");
   EXPECT_EQ(c.vault_location, "Zurich");
   EXPECT_EQ(c.key_custodians.at("0123456789ABCDEF0123456789ABCDEF01234567"), "CFO");
-  EXPECT_EQ(error_of(base + "jurisdiction = \"Switzerland\"\n"),
-            "site.toml:4: 'vault.jurisdiction' must be an ISO 3166-1 alpha-2 country code such as \"CH\", not "
-            "\"Switzerland\"");
+  EXPECT_EQ(
+      error_of(base + "jurisdiction = \"Switzerland\"\n"),
+      "site.toml:4: 'vault.jurisdiction' must be an ISO 3166-1 alpha-2 country code such as \"CH\", not "
+      "\"Switzerland\"");
   EXPECT_EQ(error_of(base + "[keys]\ncustodians = { \"ABC\" = \"x\" }\n"),
             "site.toml:5: 'keys.custodians' keys are 40-hex-digit key fingerprints, not \"ABC\"");
   EXPECT_EQ(error_of(base + "[organisation]\nboss = \"x\"\n"),
