@@ -177,6 +177,18 @@ TEST(ReportYear, EveryFigureMatchesTheScenarioAndFailuresAreFindings) {
   const std::string html = (fs::current_path() / "report-screenshots" / "year-2025.html").string();
   EXPECT_EQ(site.reduit({"report", "--period", "2025", "--out", html}).status, 1);
   std::printf("[ report ] %s\n", html.c_str());
+  {
+    // The HTML prints the JSON's figures.
+    const std::string h = reduit::test::read_file(html);
+    auto kv = [&](const std::string& k, const std::string& v) {
+      EXPECT_NE(h.find("<th>" + k + "</th><td class=\"n\">" + v + "</td>"), std::string::npos)
+          << k << " " << v;
+    };
+    kv("messages_destroyed", std::to_string(r["deletions"]["messages_destroyed"].get<int>()));
+    kv("worst_gap_seconds", std::to_string(14 * 86400));
+    kv("failed", "1");
+    EXPECT_NE(h.find(r["deletions"]["merkle_root"].get<std::string>()), std::string::npos);
+  }
   // The year's JSON validates against the schema; its HTML renders without errors.
   if (access("/usr/bin/python3", X_OK) == 0) {
     reduit::test::write_file(tmp.path() + "/v.py",
