@@ -229,6 +229,27 @@ void audit_record_best_effort(const Config& cfg, Repository* repo, const std::st
   }
 }
 
+nlohmann::ordered_json retention_run_evidence(Catalog& catalog, std::int64_t run) {
+  std::vector<Hash> destroyed;
+  nlohmann::ordered_json by_rule = nlohmann::ordered_json::object();
+  std::uint64_t refused = 0;
+  SQLite::Statement q(catalog.db(),
+                      "SELECT action, rule, detail FROM retention_events WHERE run=? ORDER BY rowid");
+  q.bind(1, run);
+  while (q.executeStep()) {
+    std::string action = q.getColumn(0).getString();
+    if (action == "refuse-delete-hold") ++refused;
+    if (action != "delete-message") continue;
+    std::string rule = q.getColumn(1).getString();
+    by_rule[rule] = by_rule.value(rule, std::uint64_t{0}) + 1;
+    destroyed.push_back(hash_from_hex(q.getColumn(2).getString(), "retention event sha256"));
+  }
+  return {{"messages_destroyed", destroyed.size()},
+          {"destroyed_root", to_hex(merkle_root(destroyed))},
+          {"by_rule", by_rule},
+          {"refused", refused}};
+}
+
 std::string reading_key(Repository& repo) {
   try {
     for (const auto& fpr : repo.config().archive_keys)

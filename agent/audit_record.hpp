@@ -48,6 +48,12 @@ void audit_record_best_effort(const Config& cfg, Repository* repo, const std::st
 /// what is left out is reported in `problems`. Returns the entries imported.
 std::uint64_t import_audit_log(Repository& repo, Catalog& catalog, std::vector<std::string>* problems);
 
+/// The deletion evidence of one retention run (forget or prune) from its
+/// `retention_events`: `messages_destroyed`, `destroyed_root` (RFC 6962 Merkle root
+/// of their SHA-256s, vault/audit.hpp merkle_root), `by_rule` (rule → count) and
+/// `refused` (deletions a legal hold refused). Run 0 (a dry run) gives zeros.
+nlohmann::ordered_json retention_run_evidence(Catalog& catalog, std::int64_t run);
+
 /// The key a reading command used: the first archive key of the vault whose secret
 /// key is in `repo`'s keyring ("" when none is).
 std::string reading_key(Repository& repo);

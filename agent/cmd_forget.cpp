@@ -31,16 +31,15 @@ void add_forget(CLI::App& app, Globals& g, Runner& run) {
         for (const auto& grp : r.groups)
           for (const auto& s : grp.snapshots)
             if (!s.keep) removed.push_back(s.id);
-        for (auto& w :
-             audit_record(cfg, catalog, repo.get(), "forget",
-                          {{"policy", policy.origin},
-                           {"policy_digest",
-                            to_hex(sha256(read_policy_text(o->policy.empty() ? cfg.policy : o->policy)))},
-                           {"removed", removed},
-                           {"kept", r.kept},
-                           {"archived_messages", r.archived_messages},
-                           {"retention_run", r.run}},
-                          repo->config().agent_key))
+        nlohmann::ordered_json data{
+            {"policy", policy.origin},
+            {"policy_digest", to_hex(sha256(read_policy_text(o->policy.empty() ? cfg.policy : o->policy)))},
+            {"removed", removed},
+            {"kept", r.kept},
+            {"archived_messages", r.archived_messages}};
+        data.update(retention_run_evidence(catalog, r.run));
+        data["retention_run"] = r.run;
+        for (auto& w : audit_record(cfg, catalog, repo.get(), "forget", data, repo->config().agent_key))
           r.warnings.push_back(std::move(w));
       }
       if (g.json) {
@@ -66,6 +65,7 @@ void add_forget(CLI::App& app, Globals& g, Runner& run) {
                     {"kept", r.kept},
                     {"removed", r.removed},
                     {"archived_messages", r.archived_messages},
+                    {"messages_deleted", r.messages_deleted},
                     {"archive_object", r.archive_object},
                     {"warnings", r.warnings}});
       } else {
@@ -81,10 +81,11 @@ void add_forget(CLI::App& app, Globals& g, Runner& run) {
                         iso_time(s.time_ns).c_str(), why.c_str());
           }
         }
-        std::printf("%s%llu snapshot(s) kept, %llu removed; %llu message(s) archived\n",
+        std::printf("%s%llu snapshot(s) kept, %llu removed; %llu message(s) archived, %llu leave the vault\n",
                     o->dry_run ? "dry run: " : "", static_cast<unsigned long long>(r.kept),
                     static_cast<unsigned long long>(r.removed),
-                    static_cast<unsigned long long>(r.archived_messages));
+                    static_cast<unsigned long long>(r.archived_messages),
+                    static_cast<unsigned long long>(r.messages_deleted));
       }
       return r.warnings.empty() ? 0 : 1;
     };

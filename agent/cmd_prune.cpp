@@ -36,33 +36,14 @@ void add_prune(CLI::App& app, Globals& g, Runner& run) {
       }
       PruneResult r = run_prune(*repo, reader.get(), catalog, policy, clock_now_ns(), o->dry_run);
       if (!o->dry_run) {
-        // What this run destroyed, per rule, and the Merkle root of the destroyed
-        // messages' SHA-256s (docs/AUDIT.md), from the retention log it wrote.
-        std::vector<Hash> destroyed;
-        nlohmann::ordered_json by_rule = nlohmann::ordered_json::object();
-        std::uint64_t refused = 0;
-        SQLite::Statement q(catalog.db(), "SELECT action, rule, detail FROM retention_events WHERE run=?");
-        q.bind(1, r.run);
-        while (q.executeStep()) {
-          std::string action = q.getColumn(0).getString();
-          if (action == "refuse-delete-hold") ++refused;
-          if (action != "delete-message") continue;
-          std::string rule = q.getColumn(1).getString();
-          by_rule[rule] = by_rule.value(rule, std::uint64_t{0}) + 1;
-          destroyed.push_back(hash_from_hex(q.getColumn(2).getString(), "retention event sha256"));
-        }
-        for (auto& w :
-             audit_record(cfg, catalog, repo.get(), "prune",
-                          {{"policy", policy.origin},
-                           {"messages_destroyed", destroyed.size()},
-                           {"destroyed_root", to_hex(merkle_root(destroyed))},
-                           {"by_rule", by_rule},
-                           {"refused", refused},
-                           {"packs_deleted", r.packs_deleted},
-                           {"packs_repacked", r.packs_repacked},
-                           {"bytes_freed", r.bytes_before - std::min(r.bytes_before, r.bytes_after)},
-                           {"retention_run", r.run}},
-                          repo->config().agent_key))
+        nlohmann::ordered_json data{{"policy", policy.origin}};
+        data.update(retention_run_evidence(catalog, r.run));
+        data.update(
+            nlohmann::ordered_json{{"packs_deleted", r.packs_deleted},
+                                   {"packs_repacked", r.packs_repacked},
+                                   {"bytes_freed", r.bytes_before - std::min(r.bytes_before, r.bytes_after)},
+                                   {"retention_run", r.run}});
+        for (auto& w : audit_record(cfg, catalog, repo.get(), "prune", data, repo->config().agent_key))
           r.warnings.push_back(std::move(w));
       }
       if (g.json) {

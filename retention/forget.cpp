@@ -132,10 +132,47 @@ ForgetResult run_forget(Repository& repo, Catalog& catalog, const Policy& policy
     fault_point("forget:after-archive-write");
   }
 
-  // Delete the snapshot objects (the reasons kept ones had are in the result).
-  std::vector<std::string> remaining;
   std::set<std::string> doomed_ids;
   for (const SnapshotRef* s : doomed) doomed_ids.insert(s->id);
+
+  // Deletion evidence: a message of the doomed snapshots that no kept snapshot
+  // holds and no archive record keeps leaves the vault with them (prune removes its
+  // blobs). Each is recorded once as "delete-message", naming the rule: its class
+  // maximum (or minimum) already over, or no archive minimum at all (kept only as
+  // long as a snapshot holds it). Held messages never get here: their snapshots
+  // are kept.
+  std::set<std::string> live;
+  std::set<std::string> folders_seen;  // mailbox, folder and tree: each walked once
+  for (const auto& s : snaps) {
+    if (doomed_ids.count(s.id)) continue;
+    for (const SnapshotMailbox& mb : s.snap.mailboxes)
+      for (const SnapshotFolder& fo : mb.folders) {
+        if (!folders_seen.insert(mb.name + "\n" + fo.name + "\n" + to_hex(fo.tree)).second) continue;
+        for (const TreeEntry& e : walker.tree(fo.tree).entries)
+          if (e.kind == EntryKind::kMessage) live.insert(ArchiveRecord{mb.name, fo.name, e, 0, 0}.key());
+      }
+  }
+  std::set<std::string> gone;
+  for (const SnapshotRef* s : doomed) {
+    walker.for_each_message(*s, [&](const MessageRef& m) {
+      const std::string k = ArchiveRecord{m.mailbox, m.folder, *m.entry, 0, 0}.key();
+      if (live.count(k) || archive.records.count(k) || fresh.count(k) || !gone.insert(k).second) return;
+      const ArchiveClass* c = policy.classify(m.mailbox, m.folder);
+      std::string rule = "no archive minimum: kept while a snapshot holds it";
+      if (c && (c->minimum || c->maximum)) {
+        const KeepDuration& d = c->maximum ? *c->maximum : *c->minimum;
+        rule = std::string(c->maximum ? "maximum " : "minimum ") + d.str() + " from " + basis_name(c->basis) +
+               " over when its last snapshot was forgotten";
+      }
+      log.add(res.run,
+              {"delete-message", m.mailbox + "/" + m.folder + "/" + unique_name(m.entry->path),
+               c ? c->name : "", rule, static_cast<std::int64_t>(m.entry->size), to_hex(m.entry->sha256)});
+      ++res.messages_deleted;
+    });
+  }
+
+  // Delete the snapshot objects (the reasons kept ones had are in the result).
+  std::vector<std::string> remaining;
   for (const SnapshotRef* s : doomed) {
     repo.transport().remove("snapshots/" + s->id);
     log.add(res.run, {"forget-snapshot", s->id, "", "not kept by " + policy.origin, 0,
@@ -146,7 +183,10 @@ ForgetResult run_forget(Repository& repo, Catalog& catalog, const Policy& policy
   for (const auto& s : snaps)
     if (!doomed_ids.count(s.id)) remaining.push_back(s.id);
   catalog.remove_snapshots_not_in(remaining);
-  nlohmann::json summary{{"kept", res.kept}, {"removed", res.removed}, {"archived", res.archived_messages}};
+  nlohmann::json summary{{"kept", res.kept},
+                         {"removed", res.removed},
+                         {"archived", res.archived_messages},
+                         {"deleted", res.messages_deleted}};
   log.finish(res.run, summary.dump());
   return res;
 }

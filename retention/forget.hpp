@@ -40,6 +40,7 @@ struct ForgetResult {
   std::vector<ForgetGroup> groups;
   std::uint64_t kept = 0, removed = 0;
   std::uint64_t archived_messages = 0;  // new archive records written
+  std::uint64_t messages_deleted = 0;   // messages leaving the vault with the forgotten snapshots
   std::string archive_object;           // hex id, "" when none was written
   std::vector<std::string> warnings;
   std::int64_t run = 0;  // retention log run id (0 for a dry run)

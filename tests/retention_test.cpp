@@ -7,6 +7,7 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include "support/retention_site.hpp"
+#include "vault/audit.hpp"
 
 // Must-show 3: a legal hold keeps a message past its maximum; releasing it lets the
 // next prune delete it; both events are recorded.
@@ -438,5 +439,76 @@ TEST(Retention, PruneKeepsTheDeltaChainsOfKeptSnapshots) {
   RunResult r = rs.site().restore("alice@example.ch", out.path() + "/alice");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(sha_hex(reduit::test::read_file(out.path() + "/alice/dovecot-uidlist")), sha_hex(text));
+  unsetenv("REDUIT_NOW");
+}
+
+// Deletion evidence for messages that leave with a forgotten snapshot: one whose
+// class has no minimum (kept only while a snapshot holds it) and one whose class
+// maximum was already over. Before, forget recorded neither (no archive record was
+// needed) and the blobs left with the next prune, so reports under-counted what
+// was destroyed. Found by the year report scenario.
+TEST(Retention, ForgetRecordsEveryMessageThatLeavesTheVaultWithItsSnapshots) {
+  RetentionSite rs(R"(name = "evidence"
+time_zone = "UTC"
+[snapshots]
+keep-last = 1
+[[archive.class]]
+name = "junk"
+folders = [".Junk"]
+[[archive.class]]
+name = "private"
+folders = [".Private"]
+minimum = "1d"
+maximum = "2d"
+basis = "date"
+[[archive.class]]
+name = "business"
+folders = ["*"]
+minimum = "10y"
+basis = "date"
+)");
+  for (const char* d : {"cur", "new", "tmp"}) fs::create_directories(rs.mailbox().dir() + "/.Junk/" + d);
+  reduit::test::write_file(rs.mailbox().dir() + "/.Junk/maildirfolder", "");
+  std::mt19937_64 rng(11);
+  const std::int64_t t0 = at("2025-03-10T02:00:00Z");
+  Msg junk = rs.mailbox().deliver(".Junk", t0 - kDayNs, 500, rng);
+  Msg priv = rs.mailbox().deliver(".Private", t0 - 10 * kDayNs, 500, rng);
+  Msg biz = rs.mailbox().deliver("", t0 - 10 * kDayNs, 500, rng);
+  set_now(t0);
+  rs.site().init();
+  rs.ok({"backup"});
+  rs.mailbox().remove(junk);
+  rs.mailbox().remove(priv);
+  rs.mailbox().remove(biz);
+  set_now(t0 + 3600LL * 1000000000);
+  rs.ok({"backup"});
+  nlohmann::json f = rs.ok({"forget"});
+  EXPECT_EQ(f["removed"], 1);
+  EXPECT_EQ(f["archived_messages"], 1);  // biz: 10 years
+  EXPECT_EQ(f["messages_deleted"], 2);
+
+  std::vector<Event> del = events(rs.site(), "delete-message");
+  ASSERT_EQ(del.size(), 2u);
+  std::map<std::string, Event> by_class;
+  for (const auto& e : del) by_class[e.klass] = e;
+  ASSERT_EQ(by_class.count("junk"), 1u);
+  ASSERT_EQ(by_class.count("private"), 1u);
+  const std::string uj = junk.name.substr(0, junk.name.find(':')), up = priv.name.substr(0, priv.name.find(':'));
+  EXPECT_EQ(by_class["junk"].object, "alice@example.ch/.Junk/" + uj);
+  EXPECT_EQ(by_class["junk"].rule, "no archive minimum: kept while a snapshot holds it");
+  EXPECT_EQ(by_class["junk"].detail, sha_hex(junk.content));
+  EXPECT_EQ(by_class["private"].object, "alice@example.ch/.Private/" + up);
+  EXPECT_EQ(by_class["private"].rule, "maximum 2d from date over when its last snapshot was forgotten");
+  EXPECT_EQ(by_class["private"].detail, sha_hex(priv.content));
+
+  // The audit entry carries the count and the Merkle root of what left.
+  nlohmann::json a = rs.ok({"audit", "show", "--event", "forget"});
+  ASSERT_EQ(a.size(), 1u);
+  const nlohmann::json& d = a[0]["data"];
+  EXPECT_EQ(d["messages_destroyed"], 2);
+  EXPECT_EQ(d["destroyed_root"], reduit::to_hex(reduit::merkle_root(
+                                     {reduit::sha256(junk.content), reduit::sha256(priv.content)})));
+  EXPECT_EQ(d["by_rule"], (nlohmann::json{{"no archive minimum: kept while a snapshot holds it", 1},
+                                          {"maximum 2d from date over when its last snapshot was forgotten", 1}}));
   unsetenv("REDUIT_NOW");
 }
