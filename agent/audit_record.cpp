@@ -93,6 +93,10 @@ void append_changes(const Config& cfg, AuditLog& log, const std::optional<VaultC
     log.set_state("keys", nlohmann::json(keys).dump());
   }
   if (!crypto || cfg.alerts.key_expiry_days <= 0) return;
+  // Looking a key up is a gpg process each: once a day is enough for a window of days.
+  const std::int64_t day = now / (86400LL * 1000000000);
+  if (log.state("expiry_checked_day") == std::to_string(day)) return;
+  log.set_state("expiry_checked_day", std::to_string(day));
   const std::int64_t window_ns = std::int64_t{cfg.alerts.key_expiry_days} * 86400 * 1000000000;
   for (const auto& [fpr, role] : keys) {
     std::int64_t expires = 0;

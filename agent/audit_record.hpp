@@ -25,7 +25,8 @@ namespace reduit {
 /// run finds: config or policy digest differs from the last logged (`config-change`,
 /// `policy-change`), another vault (`vault-removed`, `vault-added`), other keys in
 /// the vault config (`key-added`, `key-removed`), a key expiring within
-/// `[alerts] key_expiry_days` (0 = never) (`key-expiring`, once per expiry date). Then seals and,
+/// `[alerts] key_expiry_days` (0 = never; keys are looked up once a day) (`key-expiring`,
+/// once per expiry date). Then seals and,
 /// when `repo` is given and the agent secret key is in its keyring, replicates.
 /// `repo` = nullptr: the vault id and keys come from the catalog's cached vault
 /// config and nothing is replicated. Returns warnings (seal/replication failures).

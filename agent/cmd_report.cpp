@@ -10,6 +10,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "agent/audit_record.hpp"
 #include "agent/cli.hpp"
 #include "agent/session.hpp"
 #include "agent/timestamp.hpp"
@@ -143,6 +144,19 @@ void add_report(CLI::App& app, Globals& g, Runner& run) {
       std::vector<std::string> not_met;
       for (const auto& f : r.findings)
         if (f.status != "met") not_met.push_back(f.id);
+      // A report is a disclosure of what the log holds: who made which, for when.
+      for (const auto& w : audit_record(cfg, catalog, repo.get(), "report",
+                                        {{"period", in.period.spec},
+                                         {"format", o->format},
+                                         {"out", o->out.empty() ? std::string("<stdout>")
+                                                                : std::filesystem::absolute(o->out).string()},
+                                         {"sha256", to_hex(sha256(text))},
+                                         {"signed", !sig_path.empty()},
+                                         {"time_stamped", !tsr_path.empty()},
+                                         {"audit_head", r.audit_head},
+                                         {"not_met", not_met}},
+                                        sig_path.empty() ? "" : repo->config().agent_key))
+        std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
       if (g.json) {
         print_json({{"period", in.period.spec},
                     {"first_day", in.period.first_day},

@@ -221,6 +221,7 @@ ReportData build_report(Catalog& catalog, Repository& repo, const ReportInputs& 
   AuditLog audit(db);
   std::vector<AuditEntry> entries = audit.entries();
   r.audit_entries = entries.size();
+  if (!entries.empty()) r.audit_head = std::to_string(entries.back().seq) + ":" + to_hex(entries.back().hash);
   {
     Hash prev{};
     for (std::size_t i = 0; i < entries.size(); ++i) {

@@ -216,6 +216,7 @@ struct ReportData {
   std::vector<ReportAccess> access;
   std::vector<ReportFinding> findings;
   std::uint64_t audit_entries = 0;  // entries of the whole log
+  std::string audit_head;           // "SEQ:HASH" of the last entry: `reduit audit verify --anchor` later
   bool audit_chain_ok = true;       // seq and prev of every entry verified
   std::string audit_chain_problem;
   /// True when every finding is met.

@@ -185,6 +185,7 @@ J report_json(const ReportData& r) {
                                                {"followed_by", c.followed_by}};
                                     })},
                       {"audit_entries", r.audit_entries},
+                      {"audit_head", r.audit_head},
                       {"audit_chain_ok", r.audit_chain_ok},
                       {"audit_chain_problem", r.audit_chain_problem}};
   const ReportAvailability& a = r.availability;
@@ -356,7 +357,9 @@ std::string render_markdown(const ReportData& r) {
   o += "## 5. Integrity\n\nChecks: " + scalar(ig["checks"]) + ", failed: " + scalar(ig["checks_failed"]) +
        ", packs read: " + scalar(ig["packs_read"]) + " of " + scalar(ig["packs_total"]) + " (share " +
        share(r.integrity.packs_read_share) + "). Audit log: " + scalar(ig["audit_entries"]) +
-       " entries, chain " + (r.audit_chain_ok ? "verified" : "BROKEN: " + r.audit_chain_problem) + ".\n\n";
+       " entries, chain " + (r.audit_chain_ok ? "verified" : "BROKEN: " + r.audit_chain_problem) +
+       ", head `" + r.audit_head + "` (check it later with `reduit audit verify --anchor " + r.audit_head +
+       "`).\n\n";
   o += md_table(ig["runs"], {"time", "result", "read_data", "packs_total", "packs_read", "problems",
                              "first_problem", "followed_by"});
   const J& b = j["availability"]["backups"];
@@ -586,7 +589,7 @@ tr.notmet td{background:#fde2e2}tr.met td{background:#e5f5e5}.none{color:#666;fo
   const J& ig = j["integrity"];
   o += "<section id=\"integrity\"><h2>5. Integrity</h2>";
   o += html_kv(ig, {"checks", "checks_failed", "packs_read", "packs_total", "packs_read_share",
-                    "audit_entries", "audit_chain_ok", "audit_chain_problem"});
+                    "audit_entries", "audit_head", "audit_chain_ok", "audit_chain_problem"});
   o += html_table(ig["runs"], {"time", "result", "read_data", "packs_total", "packs_read", "problems",
                                "first_problem", "followed_by"});
   o += "</section>\n";

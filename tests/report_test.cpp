@@ -104,6 +104,19 @@ TEST(ReportHtml, RendersInChromiumWithoutRequestsValidatesAndTheSignatureCatches
   EXPECT_EQ(text.find("<script"), std::string::npos);
   EXPECT_NE(text.find(tsa.url()), std::string::npos);  // the header names the TSA of FILE.tsr
   EXPECT_NE(text.find("<svg"), std::string::npos);
+  // Making the report is itself in the audit log, with the report's digest, and the
+  // report prints the anchor (the entry before it) for a later `audit verify --anchor`.
+  nlohmann::json logged = site.reduit({"audit", "show", "--event", "report"}).json();
+  ASSERT_EQ(logged.size(), 1u);
+  EXPECT_EQ(logged[0]["data"]["sha256"], sha_hex(text));
+  EXPECT_EQ(logged[0]["data"]["signed"], true);
+  EXPECT_EQ(logged[0]["data"]["time_stamped"], true);
+  EXPECT_EQ(logged[0]["data"]["out"], html);
+  EXPECT_EQ(logged[0]["actor"]["key"], keys.agent_fpr);
+  const std::string anchor = logged[0]["data"]["audit_head"].get<std::string>();
+  EXPECT_EQ(anchor.substr(0, anchor.find(':')), std::to_string(logged[0]["seq"].get<int>() - 1));
+  EXPECT_NE(text.find(anchor), std::string::npos);
+  EXPECT_EQ(site.reduit({"audit", "verify", "--anchor", anchor}).status, 0);
 
   // The JSON report of the same state validates against the documented schema.
   const std::string json_path = out.path() + "/report.json";
