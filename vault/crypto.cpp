@@ -181,6 +181,22 @@ struct Crypto::Impl {
 
   // Primary fingerprint of the key that made a signature reported as `sig_fpr`
   // (which may be a subkey fingerprint or a key id); empty when unknown.
+  // Makes `signer` (its secret key must be here, usable and able to sign) the
+  // context's only signer; the caller clears the signers after its operation.
+  KeyRef use_signer(const std::string& signer) {
+    KeyRef sk = find_key(signer, true);
+    if (!sk.key)
+      throw Error(ErrorCode::kKey, "the secret key of signer " + signer + " is not in " + where() +
+                                       ": import it with gpg --import");
+    if (!key_usable(sk.key) || !sk.key->can_sign)
+      throw Error(ErrorCode::kKey, "signer key " + signer + " is " + key_state(sk.key) +
+                                       (sk.key->can_sign ? "" : " or cannot sign"));
+    gpgme_signers_clear(ctx);
+    if (gpgme_error_t err = gpgme_signers_add(ctx, sk.key))
+      throw_internal("gpgme_signers_add(" + signer + ")", err);
+    return sk;
+  }
+
   std::string primary_of(const std::string& sig_fpr) {
     KeyRef k = find_key(sig_fpr, false);
     if (!k.key || !k.key->subkeys || !k.key->subkeys->fpr) return std::string();
@@ -303,16 +319,8 @@ Bytes Crypto::encrypt_sign(const Bytes& plaintext, const std::vector<std::string
   }
   keys.push_back(nullptr);
 
-  KeyRef sk = im.find_key(signer, true);
-  if (!sk.key)
-    throw Error(ErrorCode::kKey, "the secret key of signer " + signer + " is not in " + im.where() +
-                                     ": import it with gpg --import");
-  if (!key_usable(sk.key) || !sk.key->can_sign)
-    throw Error(ErrorCode::kKey, "signer key " + signer + " is " + key_state(sk.key) +
-                                     (sk.key->can_sign ? "" : " or cannot sign"));
-  gpgme_signers_clear(im.ctx);
-  gpgme_error_t err = gpgme_signers_add(im.ctx, sk.key);
-  if (err) throw_internal("gpgme_signers_add(" + signer + ")", err);
+  KeyRef sk = im.use_signer(signer);
+  gpgme_error_t err = 0;
 
   Bytes out;
   // Binary OpenPGP without compression is the input plus a few hundred bytes of
@@ -455,16 +463,8 @@ DecryptResult Crypto::decrypt_verify(const Bytes& ciphertext, const std::string&
 
 std::string Crypto::sign_detached(std::string_view data, const std::string& signer) {
   Impl& im = *impl_;
-  KeyRef sk = im.find_key(signer, true);
-  if (!sk.key)
-    throw Error(ErrorCode::kKey, "the secret key of signer " + signer + " is not in " + im.where() +
-                                     ": import it with gpg --import");
-  if (!key_usable(sk.key) || !sk.key->can_sign)
-    throw Error(ErrorCode::kKey, "signer key " + signer + " is " + key_state(sk.key) +
-                                     (sk.key->can_sign ? "" : " or cannot sign"));
-  gpgme_signers_clear(im.ctx);
-  gpgme_error_t err = gpgme_signers_add(im.ctx, sk.key);
-  if (err) throw_internal("gpgme_signers_add(" + signer + ")", err);
+  KeyRef sk = im.use_signer(signer);
+  gpgme_error_t err = 0;
   Bytes out;
   Sink sink{&out};
   Data in = data_from_mem(data.data(), data.size());
