@@ -124,6 +124,32 @@ std::string render_metrics(const Config& cfg, Catalog& cat, std::int64_t now,
     out += "reduit_oldest_unverified_pack_timestamp_seconds " +
            std::to_string(u.oldest_verified->time_ns / 1000000000) + "\n";
   }
+  if (db.tableExists("audit_log") && db.tableExists("audit_heads") && db.tableExists("audit_state")) {
+    // The audit log (docs/AUDIT.md): entries not yet covered by a signed head, or
+    // not yet copied to the vault, are what a lost mail host would take with it.
+    const std::int64_t last = db.execAndGet("SELECT coalesce(max(seq), 0) FROM audit_log").getInt64();
+    gauge(out, "reduit_audit_entries", "Entries in the audit log.");
+    out += "reduit_audit_entries " + std::to_string(last) + "\n";
+    SQLite::Statement h(
+        db, "SELECT seq, time_ns FROM audit_heads WHERE signature != '' ORDER BY seq DESC LIMIT 1");
+    const bool sealed = h.executeStep();
+    const std::int64_t sealed_seq = sealed ? h.getColumn(0).getInt64() : 0;
+    gauge(out, "reduit_audit_unsealed_entries", "Audit entries after the last signed head.");
+    out += "reduit_audit_unsealed_entries " + std::to_string(last - sealed_seq) + "\n";
+    if (sealed) {
+      gauge(out, "reduit_audit_last_sealed_timestamp_seconds",
+            "When the last audit head was signed (Unix time).");
+      out += "reduit_audit_last_sealed_timestamp_seconds " +
+             std::to_string(h.getColumn(1).getInt64() / 1000000000) + "\n";
+    }
+    if (auto vault_id = cat.get_meta("vault_id")) {
+      SQLite::Statement r(db, "SELECT value FROM audit_state WHERE key=?");
+      r.bind(1, "replicated." + *vault_id);
+      const std::int64_t copied = r.executeStep() ? std::stoll(r.getColumn(0).getString()) : 0;
+      gauge(out, "reduit_audit_uncopied_entries", "Audit entries not yet copied to the vault.");
+      out += "reduit_audit_uncopied_entries " + std::to_string(last - copied) + "\n";
+    }
+  }
   if (!keys.empty()) {
     gauge(out, "reduit_key_expiry_timestamp_seconds",
           "Expiry of each key of the vault config (Unix time; +Inf = never).");

@@ -19,6 +19,10 @@
 //                                                   pack in the packs table (a pack never
 //                                                   verified counts from when it was added)
 //   reduit_oldest_unverified_pack_timestamp_seconds that time (Unix s, whole seconds)
+//   reduit_audit_entries                            entries of the audit log (docs/AUDIT.md)
+//   reduit_audit_unsealed_entries                   entries after the last signed head
+//   reduit_audit_last_sealed_timestamp_seconds      when that head was signed (Unix s)
+//   reduit_audit_uncopied_entries                   entries not yet copied to the vault
 //   reduit_key_expiry_timestamp_seconds{fingerprint,role}  expiry of each archive key
 //                                                   (role "archive") and the agent key
 //                                                   ("agent") of the vault config; +Inf = never

@@ -665,9 +665,25 @@ print(json.dumps(out, sort_keys=True))
       << p.out;
   EXPECT_EQ(m["reduit_key_expiry_timestamp_seconds{fingerprint=" + keys.agent_fpr + "}{role=agent}"], "+Inf")
       << p.out;
+  // The audit log's gauges are the catalog's audit tables.
+  {
+    SQLite::Database adb(site.path("state") + "/catalog.sqlite", SQLite::OPEN_READONLY);
+    const double last = static_cast<double>(adb.execAndGet("SELECT max(seq) FROM audit_log").getInt64());
+    SQLite::Statement h(
+        adb, "SELECT seq, time_ns FROM audit_heads WHERE signature != '' ORDER BY seq DESC LIMIT 1");
+    ASSERT_TRUE(h.executeStep());
+    SQLite::Statement c(adb, "SELECT value FROM audit_state WHERE key LIKE 'replicated.%'");
+    ASSERT_TRUE(c.executeStep());
+    EXPECT_GE(last, 4.0);  // at least the first run's change events and a backup
+    EXPECT_EQ(val("reduit_audit_entries"), last);
+    EXPECT_EQ(val("reduit_audit_unsealed_entries"), last - static_cast<double>(h.getColumn(0).getInt64()));
+    EXPECT_EQ(val("reduit_audit_last_sealed_timestamp_seconds"),
+              static_cast<double>(h.getColumn(1).getInt64() / 1000000000));
+    EXPECT_EQ(val("reduit_audit_uncopied_entries"), last - std::stod(c.getColumn(0).getString()));
+  }
   // 4 jobs × 3 last-run series + 3 good jobs × 2 success series + 4 backup/snapshot/RPO
-  // + 3 drill + 2 vault + 2 oldest-unverified + 2 keys.
-  EXPECT_EQ(m.size(), 12u + 6u + 4u + 3u + 2u + 2u + 2u) << p.out;
+  // + 3 drill + 2 vault + 2 oldest-unverified + 4 audit + 2 keys.
+  EXPECT_EQ(m.size(), 12u + 6u + 4u + 3u + 2u + 2u + 4u + 2u) << p.out;
 
   // The same over HTTP on loopback (GET /metrics), parsed the same way.
   RunResult h = run_command(
