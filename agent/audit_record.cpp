@@ -207,7 +207,9 @@ std::vector<std::string> audit_record(const Config& cfg, Catalog& catalog, Repos
     own_crypto = std::make_unique<Crypto>(cfg.gnupghome);
     crypto = own_crypto.get();
   }
-  SQLite::Transaction tx(catalog.db());
+  // IMMEDIATE: two reduit processes appending at once (a restore during a backup)
+  // queue on the write lock instead of one failing to upgrade its read snapshot.
+  SQLite::Transaction tx(catalog.db(), SQLite::TransactionBehavior::IMMEDIATE);
   append_changes(cfg, log, vc, crypto, actor, now);
   log.append(event, data, actor, now);
   tx.commit();
@@ -413,7 +415,7 @@ std::uint64_t import_audit_log(Repository& repo, Catalog& catalog, std::vector<s
   std::uint64_t upto = chain.empty() ? 0 : chain.back().seq;
   if (!chain_problems.empty()) upto = chain_problems.front().seq - 1;
   for (auto& p : found) chain_problems.insert(chain_problems.begin(), p);
-  SQLite::Transaction tx(catalog.db());
+  SQLite::Transaction tx(catalog.db(), SQLite::TransactionBehavior::IMMEDIATE);
   std::uint64_t n = 0;
   for (const auto& e : chain) {
     if (e.seq > upto) break;

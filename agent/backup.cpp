@@ -369,18 +369,24 @@ class Backup {
     stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     // The snapshot object's id is the manifest root: it names (by hash) every tree,
     // and through them every blob, of this backup.
-    for (auto& w : audit_record(cfg_, *catalog_, repo_.get(), "backup",
-                                {{"result", "ok"},
-                                 {"snapshot", stats_.snapshot_id},
-                                 {"root", stats_.snapshot_id},
-                                 {"host", snap.host},
-                                 {"mailboxes", stats_.mailboxes},
-                                 {"messages", snap.messages},
-                                 {"bytes", snap.bytes},
-                                 {"bytes_added", stats_.data_bytes_uploaded + stats_.metadata_bytes_uploaded},
-                                 {"duration_s", std::round(stats_.seconds * 1000) / 1000}},
-                                repo_->config().agent_key))
-      warn(w);
+    try {
+      for (auto& w :
+           audit_record(cfg_, *catalog_, repo_.get(), "backup",
+                        {{"result", "ok"},
+                         {"snapshot", stats_.snapshot_id},
+                         {"root", stats_.snapshot_id},
+                         {"host", snap.host},
+                         {"mailboxes", stats_.mailboxes},
+                         {"messages", snap.messages},
+                         {"bytes", snap.bytes},
+                         {"bytes_added", stats_.data_bytes_uploaded + stats_.metadata_bytes_uploaded},
+                         {"duration_s", std::round(stats_.seconds * 1000) / 1000}},
+                        repo_->config().agent_key))
+        warn(w);
+    } catch (const std::exception& e) {
+      // The snapshot is committed: a catalog that cannot take the entry is a warning.
+      warn(std::string("the audit log could not record this backup: ") + e.what());
+    }
     lease.release();
     uploader_.reset();
     return stats_;
