@@ -239,9 +239,12 @@ nlohmann::ordered_json retention_run_evidence(Catalog& catalog, std::int64_t run
   std::vector<Hash> destroyed;
   nlohmann::ordered_json by_rule = nlohmann::ordered_json::object();
   std::uint64_t refused = 0;
+  // A forget that removed nothing wrote no run (and on a new catalog no table).
+  const bool logged = run != 0 && catalog.db().tableExists("retention_events");
   SQLite::Statement q(catalog.db(),
-                      "SELECT action, rule, detail FROM retention_events WHERE run=? ORDER BY rowid");
-  q.bind(1, run);
+                      logged ? "SELECT action, rule, detail FROM retention_events WHERE run=? ORDER BY rowid"
+                             : "SELECT '', '', '' WHERE 0");
+  if (logged) q.bind(1, run);
   while (q.executeStep()) {
     std::string action = q.getColumn(0).getString();
     if (action == "refuse-delete-hold") ++refused;

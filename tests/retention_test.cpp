@@ -493,7 +493,8 @@ basis = "date"
   for (const auto& e : del) by_class[e.klass] = e;
   ASSERT_EQ(by_class.count("junk"), 1u);
   ASSERT_EQ(by_class.count("private"), 1u);
-  const std::string uj = junk.name.substr(0, junk.name.find(':')), up = priv.name.substr(0, priv.name.find(':'));
+  const std::string uj = junk.name.substr(0, junk.name.find(':')),
+                    up = priv.name.substr(0, priv.name.find(':'));
   EXPECT_EQ(by_class["junk"].object, "alice@example.ch/.Junk/" + uj);
   EXPECT_EQ(by_class["junk"].rule, "no archive minimum: kept while a snapshot holds it");
   EXPECT_EQ(by_class["junk"].detail, sha_hex(junk.content));
@@ -506,9 +507,35 @@ basis = "date"
   ASSERT_EQ(a.size(), 1u);
   const nlohmann::json& d = a[0]["data"];
   EXPECT_EQ(d["messages_destroyed"], 2);
-  EXPECT_EQ(d["destroyed_root"], reduit::to_hex(reduit::merkle_root(
-                                     {reduit::sha256(junk.content), reduit::sha256(priv.content)})));
-  EXPECT_EQ(d["by_rule"], (nlohmann::json{{"no archive minimum: kept while a snapshot holds it", 1},
-                                          {"maximum 2d from date over when its last snapshot was forgotten", 1}}));
+  EXPECT_EQ(
+      d["destroyed_root"],
+      reduit::to_hex(reduit::merkle_root({reduit::sha256(junk.content), reduit::sha256(priv.content)})));
+  EXPECT_EQ(d["by_rule"],
+            (nlohmann::json{{"no archive minimum: kept while a snapshot holds it", 1},
+                            {"maximum 2d from date over when its last snapshot was forgotten", 1}}));
+  unsetenv("REDUIT_NOW");
+}
+
+// A forget that removes nothing, on a catalog that has never had a retention run:
+// its audit entry says so (it failed with "no such table: retention_events" on day
+// 27 of the three-year simulation).
+TEST(Retention, ForgetThatRemovesNothingIsAuditedWithEmptyEvidence) {
+  RetentionSite rs;
+  std::mt19937_64 rng(3);
+  const std::int64_t t0 = at("2025-01-06T02:00:00Z");
+  rs.mailbox().deliver("", t0 - kDayNs, 100, rng);
+  set_now(t0);
+  rs.site().init();
+  rs.ok({"backup"});
+  nlohmann::json f = rs.ok({"forget"});
+  EXPECT_EQ(f["removed"], 0);
+  EXPECT_EQ(f["messages_deleted"], 0);
+  nlohmann::json a = rs.ok({"audit", "show", "--event", "forget"});
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0]["data"]["messages_destroyed"], 0);
+  EXPECT_EQ(a[0]["data"]["destroyed_root"],
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(a[0]["data"]["retention_run"], 0);
+  EXPECT_EQ(a[0]["data"]["removed"], nlohmann::json::array());
   unsetenv("REDUIT_NOW");
 }
