@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -14,6 +16,7 @@
 #include <ctime>
 #include <filesystem>
 #include <thread>
+#include <tuple>
 
 #include "restore/export.hpp"
 #include "restore/fetch.hpp"
@@ -317,6 +320,31 @@ LiveRestoreStats restore_into_live(Repository& repo, const LiveRestoreRequest& r
     };
     std::vector<Written> written;
     const std::string host = local_hostname();
+    // Fresh names are handed out in the messages' delivery order (the time at the
+    // front of the original unique name, seconds then microseconds, as numbers), not
+    // in the order packs deliver them, so Dovecot gives the restored messages UIDs
+    // in their original order.
+    std::vector<std::string> fresh(entries.size());
+    {
+      auto delivered = [&](std::size_t i) {
+        const std::string& path = entries[i]->path;
+        const std::string name = path.substr(path.find('/') + 1);
+        long long secs = 0, usecs = 0;
+        std::size_t p = 0;
+        while (p < name.size() && std::isdigit(static_cast<unsigned char>(name[p])))
+          secs = secs * 10 + (name[p++] - '0');
+        if (name.compare(p, 2, ".M") == 0)
+          for (p += 2; p < name.size() && std::isdigit(static_cast<unsigned char>(name[p])); ++p)
+            usecs = usecs * 10 + (name[p] - '0');
+        return std::make_tuple(secs, usecs, name);
+      };
+      std::vector<std::size_t> order;
+      for (std::size_t i = 0; i < entries.size(); ++i)
+        if (!is_keywords[i]) order.push_back(i);
+      std::stable_sort(order.begin(), order.end(),
+                       [&](std::size_t a, std::size_t b) { return delivered(a) < delivered(b); });
+      for (std::size_t i : order) fresh[i] = fresh_unique_name(now_ns(), host);
+    }
     FetchStats fs;
     fetch_entries(
         repo, index, entries,
@@ -329,7 +357,7 @@ LiveRestoreStats restore_into_live(Repository& repo, const LiveRestoreRequest& r
           }
           std::string file = e.path.substr(e.path.find('/') + 1);
           Written w{entry_target[i], "", e.path.substr(0, e.path.find('/')), "", parse_maildir_name(file)};
-          w.unique = fresh_unique_name(now_ns(), host);
+          w.unique = fresh[i];
           if (w.orig.size) w.unique += ",S=" + std::to_string(*w.orig.size);
           if (w.orig.vsize) w.unique += ",W=" + std::to_string(*w.orig.vsize);
           w.tmp_name = w.unique;

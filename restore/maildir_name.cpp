@@ -68,7 +68,9 @@ std::string fresh_unique_name(std::int64_t now_ns, const std::string& host) {
   if (h.empty()) h = "localhost";
   Hash r = random_hash();
   char buf[128];
-  snprintf(buf, sizeof buf, "%lld.M%lldP%ldQ%llu", static_cast<long long>(now_ns / 1000000000),
+  // Zero-padded M (microseconds) and Q (counter): names made one after another sort
+  // in that order both as strings and by Dovecot's time comparison.
+  snprintf(buf, sizeof buf, "%lld.M%06lldP%ldQ%06llu", static_cast<long long>(now_ns / 1000000000),
            static_cast<long long>(now_ns / 1000 % 1000000), static_cast<long>(getpid()),
            static_cast<unsigned long long>(++seq));
   return std::string(buf) + "R" + to_hex(r.data(), 8) + "." + h;

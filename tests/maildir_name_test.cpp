@@ -2,6 +2,8 @@
 // helpers of exports (restore/export.hpp): exact values.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <set>
 
 #include "restore/export.hpp"
@@ -40,6 +42,20 @@ TEST(MaildirName, FreshNamesAreUniqueAndEscapeTheHost) {
   EXPECT_EQ(n.rfind("1700000000.M123456P", 0), 0u) << n;
   EXPECT_EQ(n.substr(n.size() - 12), ".a\\057b\\072c") << n;
   EXPECT_EQ(n.find(':'), std::string::npos);
+}
+
+// Names made one after another sort in that order as strings (Q 9 → 10, M 99999 →
+// 100000): the live restore hands them out in delivery order, so Dovecot's UIDs
+// follow it (RestoreTargets.FolderWithSubfolderIntoLiveMailboxKeepsTheHierarchy was
+// flaky when they did not).
+TEST(MaildirName, FreshNamesSortInTheOrderTheyWereMade) {
+  std::vector<std::string> made;
+  for (int i = 0; i < 12; ++i) made.push_back(fresh_unique_name(1700000000099999000, "mx"));
+  made.push_back(fresh_unique_name(1700000000100000000, "mx"));
+  std::vector<std::string> sorted = made;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(sorted, made);
+  EXPECT_EQ(made[0].rfind("1700000000.M099999P", 0), 0u) << made[0];
 }
 
 TEST(MaildirName, KeywordsAreRemappedByName) {
