@@ -628,6 +628,7 @@ class Backup {
       }
       for (const auto& [key, cf] : b.rows) catalog_->stage_file(b.folder_key, key, cf);
       catalog_->stage_folder(b.folder_key, {stamp, b.out.tree, b.out.messages, b.out.bytes, b.files});
+      catalog_->stage_folder_tree(b.folder_key, b.folder_tree);
       ++stats_.folders;
       return b.out;
     }
@@ -637,8 +638,43 @@ class Backup {
     SnapshotFolder out;
     std::string folder_key;
     std::vector<std::pair<std::string, CachedFile>> rows;  // stat-cache rows to stage
+    Catalog::FolderTree folder_tree;                        // the base of the next run's patch
     std::uint64_t files = 0;
   };
+
+  // A folder rescanned since its last tree (FORMAT.md §7.1): the same entries keep
+  // that tree; otherwise a patch against it, while the chain stays short (depth
+  // below kTreeRebaseDepth, its patches together at most half the full tree's
+  // plaintext). The returned row names the tree to use (depth and chain bytes
+  // set); nullopt means "write the full tree".
+  static constexpr std::uint32_t kTreeRebaseDepth = 16;
+  std::optional<Catalog::FolderTree> tree_base(const std::string& folder_key, const std::string& text,
+                                               const Tree& tree) {
+    std::optional<Catalog::FolderTree> prev = catalog_->find_folder_tree(folder_key);
+    if (!prev || prev->depth >= kTreeRebaseDepth || !known(prev->tree)) return std::nullopt;
+    Bytes prev_text = zstd_decompress(prev->text);
+    if (std::string_view(reinterpret_cast<const char*>(prev_text.data()), prev_text.size()) == text) {
+      ++stats_.trees_reused;
+      return prev;
+    }
+    Tree base = decode_tree(prev_text);
+    if (base.base) return std::nullopt;  // the catalog holds resolved trees only
+    base.depth = prev->depth;
+    std::string patch = encode_tree(make_tree_patch(base, prev->tree, tree));
+    if (prev->chain_bytes + patch.size() > text.size() / 2) return std::nullopt;
+    Catalog::FolderTree out;
+    out.tree = repo_->blob_id(patch.data(), patch.size());
+    out.depth = prev->depth + 1;
+    out.chain_bytes = prev->chain_bytes + patch.size();
+    if (known(out.tree)) {
+      ++stats_.trees_reused;
+    } else {
+      ++stats_.trees_new;
+      ++stats_.tree_patches;
+      add_blob(*meta_, BlobType::kTree, out.tree, patch.data(), patch.size());
+    }
+    return out;
+  }
 
   BuiltFolder build_folder(const MailboxSpec& m, const std::string& folder,
                            const std::vector<std::string>& folders, const std::string* mbox_root,
@@ -745,12 +781,19 @@ class Backup {
               [](const TreeEntry& a, const TreeEntry& b) { return a.path < b.path; });
     std::string text = encode_tree(tree);
     out.tree = repo_->blob_id(text.data(), text.size());
+    Catalog::FolderTree row;
     if (known(out.tree)) {
       ++stats_.trees_reused;
+    } else if (std::optional<Catalog::FolderTree> prev = tree_base(folder_key, text, tree)) {
+      row = std::move(*prev);
+      out.tree = row.tree;
     } else {
       ++stats_.trees_new;
       add_blob(*meta_, BlobType::kTree, out.tree, text.data(), text.size());
     }
+    row.tree = out.tree;
+    row.text = zstd_compress(Bytes(text.begin(), text.end()), 1);
+    b.folder_tree = std::move(row);
     // Where each message is, for `reduit find`: once per new tree (an unchanged
     // folder keeps its tree id and its rows).
     if (out.messages && !catalog_->has_tree_messages(out.tree)) catalog_->stage_tree_messages(out.tree, tree);
@@ -909,8 +952,14 @@ class Backup {
       if (t == previous_->trees.end() || !previous_->fetcher) return std::nullopt;
       auto loaded = previous_->loaded.find(t->second);
       if (loaded == previous_->loaded.end()) {
-        std::string_view v = previous_->fetcher->fetch(t->second, BlobType::kTree);
-        loaded = previous_->loaded.emplace(t->second, decode_tree(Bytes(v.begin(), v.end()))).first;
+        resolve_tree(
+            t->second,
+            [&](const Hash& id) {
+              std::string_view v = previous_->fetcher->fetch(id, BlobType::kTree);
+              return Bytes(v.begin(), v.end());
+            },
+            &previous_->loaded);
+        loaded = previous_->loaded.find(t->second);
       }
       for (const TreeEntry& te : loaded->second.entries) {
         if (te.path != path || !te.signature) continue;

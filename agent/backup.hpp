@@ -36,6 +36,7 @@ struct BackupStats {
   std::uint64_t bytes_new = 0;          // plaintext bytes of those blobs
   std::uint64_t content_bytes_new = 0;  // plaintext bytes of the header/body/file blobs
   std::uint64_t trees_new = 0, trees_reused = 0;
+  std::uint64_t tree_patches = 0;  // of trees_new: patches against the folder's last tree (FORMAT.md §7.1)
   std::uint64_t folders_unchanged = 0;  // taken whole from the folder cache (no message stat)
   std::uint64_t data_packs = 0, metadata_packs = 0;
   std::uint64_t data_bytes_uploaded = 0;      // stored bytes of data packs

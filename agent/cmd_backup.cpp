@@ -33,6 +33,7 @@ void add_backup(CLI::App& app, Globals& g, Runner& run) {
                     {"bytes_new", s.bytes_new},
                     {"content_bytes_new", s.content_bytes_new},
                     {"trees_new", s.trees_new},
+                    {"tree_patches", s.tree_patches},
                     {"trees_reused", s.trees_reused},
                     {"folders_unchanged", s.folders_unchanged},
                     {"data_packs", s.data_packs},

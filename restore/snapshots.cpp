@@ -102,6 +102,20 @@ std::span<const IndexedBlob> BlobIndex::find(const Hash& id) const {
 }
 
 Tree TreeLoader::load(const Hash& tree_id) {
+  // Resolved trees are kept so that the snapshots of one folder share their chain;
+  // bounded (all snapshots of a big vault would not fit in memory).
+  constexpr std::size_t kMaxResolvedEntries = 1 << 20;
+  if (resolved_entries_ > kMaxResolvedEntries) {
+    resolved_.clear();
+    resolved_entries_ = 0;
+  }
+  std::size_t before = resolved_.size();
+  Tree t = resolve_tree(tree_id, [this](const Hash& id) { return load_raw(id); }, &resolved_);
+  resolved_entries_ += t.entries.size() * (resolved_.size() - before);  // about: a chain's trees are alike
+  return t;
+}
+
+Bytes TreeLoader::load_raw(const Hash& tree_id) {
   auto locs = index_.find(tree_id);
   if (locs.empty()) {
     throw Error(
@@ -120,7 +134,7 @@ Tree TreeLoader::load(const Hash& tree_id) {
       for (const PackEntry& e : it->second.entries) {
         if (e.id == tree_id && e.type == BlobType::kTree) {
           std::string_view v = repo_.blob_bytes(it->second, e);
-          return decode_tree(Bytes(v.begin(), v.end()));
+          return Bytes(v.begin(), v.end());
         }
       }
       last_error = "pack " + to_hex(loc.pack) + " does not hold tree " + to_hex(tree_id);

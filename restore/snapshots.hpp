@@ -52,8 +52,11 @@ class BlobIndex {
 class TreeLoader {
  public:
   TreeLoader(Repository& repo, const BlobIndex& index) : repo_(repo), index_(index) {}
-  /// Throws kNotFound when no index names the tree, kVerify when corrupt.
+  /// The resolved tree (patches applied, FORMAT.md §7.1). Throws kVerify when no
+  /// index names it or a blob of its chain, or when one is corrupt.
   Tree load(const Hash& tree_id);
+  /// The plaintext of the tree blob `tree_id` (a full tree or a patch), as stored.
+  Bytes load_raw(const Hash& tree_id);
   std::uint64_t bytes_fetched() const { return bytes_fetched_; }
   std::uint64_t packs_fetched() const { return packs_.size(); }
 
@@ -62,6 +65,8 @@ class TreeLoader {
   const BlobIndex& index_;
   std::map<Hash, LoadedPack> packs_;
   std::uint64_t bytes_fetched_ = 0;
+  std::map<Hash, Tree> resolved_;  // bases of patches, reused along a chain
+  std::size_t resolved_entries_ = 0;
 };
 
 }  // namespace reduit

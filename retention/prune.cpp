@@ -222,7 +222,12 @@ PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, co
       for (const SnapshotFolder& f : mb.folders) {
         live.insert(f.tree);
         live_trees.push_back(f.tree);
-        for (const TreeEntry& e : walker.tree(f.tree).entries) {
+        const Tree& t = walker.tree(f.tree);
+        for (const Hash& b : t.bases) {  // a patch needs every tree it patches (FORMAT.md §7.1)
+          live.insert(b);
+          live_trees.push_back(b);
+        }
+        for (const TreeEntry& e : t.entries) {
           if (e.kind == EntryKind::kMessage && expired.count(message_key(mb.name, f.name, e))) continue;
           add_blobs(e, live);
         }

@@ -24,23 +24,28 @@ VaultWalker::VaultWalker(Repository& repo, Catalog& catalog)
 const Tree& VaultWalker::tree(const Hash& id) {
   auto it = trees_.find(id);
   if (it != trees_.end()) return it->second;
+  resolve_tree(id, [this](const Hash& h) { return raw_tree(h); }, &trees_);
+  return trees_.at(id);
+}
+
+// The tree blob's plaintext as stored (a full tree or a patch): from the cache
+// when its bytes still give the id, else from the vault (then cached).
+Bytes VaultWalker::raw_tree(const Hash& id) {
   SQLite::Statement q(catalog_.db(), "SELECT json FROM tree_cache WHERE id=?");
   q.bind(1, id.data(), 32);
   if (q.executeStep()) {
     const auto& c = q.getColumn(0);
     const auto* p = static_cast<const std::uint8_t*>(c.getBlob());
     Bytes text(p, p + c.getBytes());
-    if (repo_.blob_id(text.data(), text.size()) == id)
-      return trees_.emplace(id, decode_tree(text)).first->second;
+    if (repo_.blob_id(text.data(), text.size()) == id) return text;
   }
   index();
-  Tree t = loader_->load(id);
-  std::string text = encode_tree(t);  // deterministic: the bytes whose HMAC is the id
+  Bytes text = loader_->load_raw(id);
   SQLite::Statement ins(catalog_.db(), "INSERT OR REPLACE INTO tree_cache VALUES(?,?)");
   ins.bind(1, id.data(), 32);
   ins.bind(2, text.data(), static_cast<int>(text.size()));
   ins.exec();
-  return trees_.emplace(id, std::move(t)).first->second;
+  return text;
 }
 
 void VaultWalker::for_each_message(const SnapshotRef& s, const std::function<void(const MessageRef&)>& f) {

@@ -1,10 +1,10 @@
 // retention/walk.hpp — walking the messages of snapshots for retention decisions.
 //
 // Loads the vault's indexes once (lazily) and every tree at most once; the agent
-// key suffices (trees are metadata). Decoded trees are kept in the catalog (table
-// `tree_cache`, tree id → its JSON, checked against the id's HMAC when read), so a
-// weekly forget or monthly prune decrypts only the metadata packs written since the
-// last one. Message Date headers come from the catalog (MessageDates); 0 when the
+// key suffices (trees are metadata). Tree blobs are kept in the catalog (table
+// `tree_cache`, tree id → the blob's JSON as stored, a full tree or a patch, checked
+// against the id's HMAC when read), so a weekly forget or monthly prune decrypts
+// only the metadata packs written since the last one. Message Date headers come from the catalog (MessageDates); 0 when the
 // catalog never saw the message.
 #pragma once
 
@@ -29,7 +29,8 @@ class VaultWalker {
   VaultWalker(Repository& repo, Catalog& catalog);
   /// Calls `f` for every message of every folder of `s`.
   void for_each_message(const SnapshotRef& s, const std::function<void(const MessageRef&)>& f);
-  /// The decoded tree `id` (cached).
+  /// The decoded tree `id`, patches applied (cached; `bases` names the tree blobs
+  /// it was built from).
   const Tree& tree(const Hash& id);
   const BlobIndex& index();
   /// Forgets the loaded index (after new index objects were written).
@@ -37,6 +38,8 @@ class VaultWalker {
   MessageDates& dates() { return dates_; }
 
  private:
+  Bytes raw_tree(const Hash& id);
+
   Repository& repo_;
   Catalog& catalog_;
   MessageDates dates_;

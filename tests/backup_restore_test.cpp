@@ -188,6 +188,70 @@ TEST(MainJob, FlagRenamesAndNewToCurMovesUploadNoContent) {
   expect_same_tree(m, site.path("out"));
 }
 
+// 3b. A few flag changes, a delivery and a deletion send a tree patch (FORMAT.md
+//     §7.1), not the folder's whole tree; a patch of a patch restores; forget and
+//     prune keep every tree a kept snapshot's patch is built on; a change of most
+//     names writes a full tree again.
+TEST(MainJob, SmallChangesSendTreePatchesThatRestoreAfterTheirBasesSnapshotsAreForgotten) {
+  TempDir mail;
+  std::string m = make_mailbox(mail.path(), "example.ch", "alice");
+  std::vector<std::string> names;
+  for (int i = 0; i < 300; ++i) {
+    names.push_back(std::to_string(1700000000 + i) + ".M" + std::to_string(i) + "P42.host,S=100:2,");
+    reduit::test::write_file(m + "/cur/" + names.back(),
+                             "From: a@example.ch\nSubject: message " + std::to_string(i) + "\n\nbody " +
+                                 std::string(static_cast<std::size_t>(200 + i), 'x') + "\n");
+  }
+  TempDir policy_dir;
+  const std::string policy = policy_dir.path() + "/policy.toml";
+  reduit::test::write_file(policy, "name = \"last\"\n[snapshots]\nkeep-last = 1\n");
+  Site site({mail.path()}, "%d/%n", "", "", "policy = \"" + policy + "\"");
+  site.init();
+  nlohmann::json first = site.backup();
+  EXPECT_EQ(first["trees_new"], 1);
+  EXPECT_EQ(first["tree_patches"], 0);
+  // 20 flag changes, 1 delivery, 1 deletion.
+  for (int i = 0; i < 20; ++i) fs::rename(m + "/cur/" + names[i * 7], m + "/cur/" + names[i * 7] + "S");
+  reduit::test::write_file(m + "/new/1800000000.M1P7.host", "Subject: new\n\nnew\n");
+  fs::remove(m + "/cur/" + names[299]);
+  nlohmann::json second = site.backup();
+  EXPECT_EQ(second["messages"], 300);
+  EXPECT_EQ(second["trees_new"], 1);
+  EXPECT_EQ(second["tree_patches"], 1);
+  // The patch: 21 entries and 21 removed paths, not 300 entries.
+  EXPECT_LT(second["metadata_bytes_uploaded"].get<int>(), first["metadata_bytes_uploaded"].get<int>() / 2);
+  fs::rename(m + "/new/1800000000.M1P7.host", m + "/cur/1800000000.M1P7.host:2,S");
+  nlohmann::json third = site.backup();
+  EXPECT_EQ(third["tree_patches"], 1);
+  {
+    RunResult r = site.restore("alice@example.ch", site.path("out3"));
+    ASSERT_EQ(r.status, 0) << r.err;
+    expect_same_tree(m, site.path("out3"));
+  }
+  // Only the third snapshot is kept; its patch needs the first and second trees.
+  nlohmann::json f = nlohmann::json::parse(site.reduit({"forget"}).out);
+  EXPECT_EQ(f["removed"], 2);
+  RunResult p = site.reduit({"prune", "--archive-gnupghome", site.keys().archive_home->path()});
+  ASSERT_EQ(p.status, 0) << p.err;
+  RunResult check = site.reduit({"check", "--read-data", "--gnupghome", site.keys().archive_home->path()});
+  EXPECT_EQ(check.status, 0) << check.err << check.out;
+  {
+    RunResult r = site.restore("alice@example.ch", site.path("out3b"));
+    ASSERT_EQ(r.status, 0) << r.err;
+    expect_same_tree(m, site.path("out3b"));
+  }
+  // Most names change: the patch would exceed half the tree, so a full tree.
+  for (int i = 0; i < 250; ++i) {
+    if (fs::exists(m + "/cur/" + names[i])) fs::rename(m + "/cur/" + names[i], m + "/cur/" + names[i] + "T");
+  }
+  nlohmann::json fourth = site.backup();
+  EXPECT_EQ(fourth["trees_new"], 1);
+  EXPECT_EQ(fourth["tree_patches"], 0);
+  RunResult r = site.restore("alice@example.ch", site.path("out4"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  expect_same_tree(m, site.path("out4"));
+}
+
 // 4. One message delivered into 3 mailboxes stores its body once.
 TEST(MainJob, SameMessageInThreeMailboxesStoresItsBodyOnce) {
   TempDir mail;

@@ -136,3 +136,110 @@ TEST(FormatPaths, RelativePathRules) {
         << bad;
   }
 }
+
+namespace {
+TreeEntry msg(const std::string& name, const std::string& content) {
+  TreeEntry m;
+  m.kind = EntryKind::kMessage;
+  m.path = "cur/" + name;
+  m.mode = 0600;
+  m.mtime_ns = 1700000000000000000;
+  m.size = content.size();
+  m.sha256 = sha256(content);
+  m.header = sha256("h" + content);
+  return m;
+}
+std::string patch_text(const std::string& base_hex, int depth, const std::string& removed,
+                       const std::string& entries) {
+  return "{\"version\":2,\"base\":\"" + base_hex + "\",\"depth\":" + std::to_string(depth) +
+         ",\"removed\":[" + removed + "],\"entries\":[" + entries + "]}";
+}
+}  // namespace
+
+// FORMAT.md §7.1: a patch names its base, removes paths and adds or replaces
+// entries; resolving it gives exactly the next tree.
+TEST(FormatTreePatches, PatchOfAFlagChangeADeliveryAndADeletionResolvesToTheNextTree) {
+  Tree prev;
+  prev.entries = {msg("1.M1P1.h:2,", "one"), msg("2.M2P1.h:2,", "two"), msg("3.M3P1.h:2,", "three")};
+  Tree next;
+  TreeEntry flagged = msg("1.M1P1.h:2,S", "one");
+  next.entries = {flagged, msg("3.M3P1.h:2,", "three"), msg("4.M4P1.h:2,", "four")};
+  std::map<Hash, Bytes> blobs;
+  const Hash prev_id = sha256("prev-id");
+  blobs[prev_id] = bytes(encode_tree(prev));
+
+  Tree patch = make_tree_patch(prev, prev_id, next);
+  ASSERT_TRUE(patch.base);
+  EXPECT_EQ(*patch.base, prev_id);
+  EXPECT_EQ(patch.depth, 1u);
+  EXPECT_EQ(patch.removed, (std::vector<std::string>{"cur/1.M1P1.h:2,", "cur/2.M2P1.h:2,"}));
+  ASSERT_EQ(patch.entries.size(), 2u);
+  EXPECT_EQ(patch.entries[0].path, "cur/1.M1P1.h:2,S");
+  EXPECT_EQ(patch.entries[1].path, "cur/4.M4P1.h:2,");
+  const std::string text = encode_tree(patch);
+  const std::string head = "{\"version\":2,\"base\":\"" + to_hex(prev_id) + "\",\"depth\":1,\"removed\":[";
+  EXPECT_EQ(text.substr(0, head.size()), head);
+  EXPECT_EQ(encode_tree(decode_tree(bytes(text))), text);
+
+  const Hash patch_id = sha256("patch-id");
+  blobs[patch_id] = bytes(text);
+  auto raw = [&](const Hash& id) { return blobs.at(id); };
+  Tree resolved = resolve_tree(patch_id, raw);
+  EXPECT_EQ(encode_tree(resolved), encode_tree(next));
+  EXPECT_EQ(resolved.depth, 1u);
+  EXPECT_EQ(resolved.bases, std::vector<Hash>{prev_id});
+
+  // A second patch on the first: two bases, nearest first.
+  Tree next2 = next;
+  next2.entries.pop_back();
+  Tree patch2 = make_tree_patch(resolved, patch_id, next2);
+  EXPECT_EQ(patch2.depth, 2u);
+  EXPECT_EQ(patch2.removed, std::vector<std::string>{"cur/4.M4P1.h:2,"});
+  EXPECT_TRUE(patch2.entries.empty());
+  const Hash patch2_id = sha256("patch2-id");
+  blobs[patch2_id] = bytes(encode_tree(patch2));
+  std::map<Hash, Tree> memo;
+  Tree resolved2 = resolve_tree(patch2_id, raw, &memo);
+  EXPECT_EQ(encode_tree(resolved2), encode_tree(next2));
+  EXPECT_EQ(resolved2.bases, (std::vector<Hash>{patch_id, prev_id}));
+  EXPECT_EQ(memo.size(), 3u);
+}
+
+// Hostile patches: each is refused with kVerify and says why.
+TEST(FormatTreePatches, RefuseCyclesLiesAboutDepthAndRemovalsOfMissingPaths) {
+  Tree full;
+  full.entries = {msg("1.M1P1.h:2,", "one")};
+  const Hash full_id = sha256("full"), a = sha256("a"), b = sha256("b");
+  const std::string entry4 = encode_tree(Tree{{msg("4.M4P1.h:2,", "four")}, {}, 0, {}, {}});
+  const std::string e4 = entry4.substr(entry4.find('[') + 1, entry4.rfind(']') - entry4.find('[') - 1);
+  std::map<Hash, Bytes> blobs{{full_id, bytes(encode_tree(full))}};
+  auto raw = [&](const Hash& id) { return blobs.at(id); };
+  auto refused = [&](const std::string& a_text, const std::string& b_text, const std::string& why) {
+    blobs[a] = bytes(a_text);
+    blobs[b] = bytes(b_text);
+    try {
+      resolve_tree(a, raw);
+      ADD_FAILURE() << "accepted: " << a_text;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kVerify);
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  };
+  const std::string fh = to_hex(full_id), ah = to_hex(a), bh = to_hex(b);
+  // a → b → a: every step claims one less, so the second visit of a is too deep.
+  refused(patch_text(bh, 2, "", ""), patch_text(ah, 1, "", ""), "deeper than its patch says");
+  // A depth that does not match its base's.
+  refused(patch_text(fh, 2, "", ""), "", "depth 2 on a base of depth 0");
+  refused(patch_text(fh, 65, "", ""), "", "depth 65 is not 1..64");
+  refused(patch_text(fh, 0, "", ""), "", "depth 0 is not 1..64");
+  refused(patch_text(fh, 1, "\"cur/9.M9P9.h:2,\"", ""), "", "removes 'cur/9.M9P9.h:2,', which its base does not hold");
+  refused(patch_text(fh, 1, "\"cur/1.M1P1.h:2,\",\"cur/0\"", ""), "", "removed paths are not sorted");
+  refused(patch_text(fh, 1, "", e4 + "," + e4), "", "entries are not sorted by path and unique");
+  // A self-reference.
+  refused(patch_text(ah, 1, "", ""), "", "deeper than its patch says");
+  // And a good one resolves.
+  blobs[a] = bytes(patch_text(fh, 1, "\"cur/1.M1P1.h:2,\"", e4));
+  Tree t = resolve_tree(a, raw);
+  ASSERT_EQ(t.entries.size(), 1u);
+  EXPECT_EQ(t.entries[0].path, "cur/4.M4P1.h:2,");
+}

@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS job_runs(id INTEGER PRIMARY KEY, job TEXT NOT NULL, s
 CREATE INDEX IF NOT EXISTS job_runs_job ON job_runs(job, scheduled);
 CREATE TABLE IF NOT EXISTS tree_messages(tree BLOB NOT NULL, path TEXT NOT NULL, sha256 BLOB NOT NULL,
   mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL, PRIMARY KEY(tree, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS folder_trees(key TEXT PRIMARY KEY, tree BLOB NOT NULL, depth INTEGER NOT NULL,
+  chain_bytes INTEGER NOT NULL, text BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pack_verified(pack BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, how TEXT NOT NULL)
   WITHOUT ROWID;
 )sql";
@@ -55,6 +57,8 @@ CREATE TEMP TABLE IF NOT EXISTS run_files(folder TEXT NOT NULL, key TEXT NOT NUL
 CREATE TEMP TABLE IF NOT EXISTS run_folders(key TEXT PRIMARY KEY, stamp TEXT NOT NULL, tree BLOB NOT NULL,
   messages INTEGER, bytes INTEGER, files INTEGER) WITHOUT ROWID;
 CREATE TEMP TABLE IF NOT EXISTS run_carried(key TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TEMP TABLE IF NOT EXISTS run_folder_trees(key TEXT PRIMARY KEY, tree BLOB NOT NULL,
+  depth INTEGER NOT NULL, chain_bytes INTEGER NOT NULL, text BLOB NOT NULL) WITHOUT ROWID;
 CREATE TEMP TABLE IF NOT EXISTS run_deltas(folder TEXT NOT NULL, key TEXT NOT NULL, sha256 BLOB NOT NULL,
   size INTEGER NOT NULL, head BLOB NOT NULL, depth INTEGER NOT NULL, base_signature BLOB NOT NULL,
   signature BLOB NOT NULL, chain BLOB NOT NULL);
@@ -298,7 +302,8 @@ std::size_t Catalog::forget_packs(const std::vector<Hash>& packs) {
       bind_hash(qp, 1, h);
       qp.exec();
     }
-    db_->exec("DELETE FROM main.files; DELETE FROM main.folders; DELETE FROM main.deltas;");
+    db_->exec(
+        "DELETE FROM main.files; DELETE FROM main.folders; DELETE FROM main.deltas; DELETE FROM main.folder_trees;");
     txn.commit();
     return packs.size();
   });
@@ -364,7 +369,8 @@ void Catalog::begin_staging() {
   guarded(path_, __func__, [&] {
     db_->exec(
         "DELETE FROM temp.run_files; DELETE FROM temp.run_messages; DELETE FROM temp.run_folders; "
-        "DELETE FROM temp.run_carried; DELETE FROM temp.run_tree_messages; DELETE FROM temp.run_deltas;");
+        "DELETE FROM temp.run_carried; DELETE FROM temp.run_tree_messages; DELETE FROM temp.run_deltas; "
+        "DELETE FROM temp.run_folder_trees;");
     staging_ = std::make_unique<SQLite::Transaction>(*db_);
     staged_in_txn_ = 0;
     return 0;
@@ -427,6 +433,8 @@ void Catalog::commit_files() {
     db_->exec("INSERT OR REPLACE INTO main.files SELECT * FROM temp.run_files ORDER BY folder, key, rowid");
     db_->exec("DELETE FROM main.folders WHERE key NOT IN (SELECT key FROM temp.run_carried)");
     db_->exec("INSERT OR REPLACE INTO main.folders SELECT * FROM temp.run_folders");
+    db_->exec("DELETE FROM main.folder_trees WHERE key NOT IN (SELECT key FROM temp.run_carried)");
+    db_->exec("INSERT OR REPLACE INTO main.folder_trees SELECT * FROM temp.run_folder_trees");
     db_->exec("DELETE FROM main.deltas WHERE folder NOT IN (SELECT key FROM temp.run_carried)");
     db_->exec("INSERT OR REPLACE INTO main.deltas SELECT * FROM temp.run_deltas ORDER BY folder, key, rowid");
     db_->exec("INSERT OR IGNORE INTO main.messages SELECT * FROM temp.run_messages ORDER BY sha256");
@@ -435,7 +443,8 @@ void Catalog::commit_files() {
     txn.commit();
     db_->exec(
         "DELETE FROM temp.run_files; DELETE FROM temp.run_messages; DELETE FROM temp.run_folders; "
-        "DELETE FROM temp.run_carried; DELETE FROM temp.run_tree_messages; DELETE FROM temp.run_deltas;");
+        "DELETE FROM temp.run_carried; DELETE FROM temp.run_tree_messages; DELETE FROM temp.run_deltas; "
+        "DELETE FROM temp.run_folder_trees;");
     return 0;
   });
 }
@@ -464,6 +473,35 @@ void Catalog::stage_folder(const std::string& key, const CachedFolder& f) {
     q.bind(4, static_cast<std::int64_t>(f.messages));
     q.bind(5, static_cast<std::int64_t>(f.bytes));
     q.bind(6, static_cast<std::int64_t>(f.files));
+    q.exec();
+    return 0;
+  });
+}
+
+std::optional<Catalog::FolderTree> Catalog::find_folder_tree(const std::string& key) {
+  return guarded(path_, __func__, [&]() -> std::optional<FolderTree> {
+    SQLite::Statement q(*db_, "SELECT tree, depth, chain_bytes, text FROM main.folder_trees WHERE key=?");
+    q.bind(1, key);
+    if (!q.executeStep()) return std::nullopt;
+    FolderTree t;
+    t.tree = col_hash(q.getColumn(0));
+    t.depth = static_cast<std::uint32_t>(q.getColumn(1).getInt64());
+    t.chain_bytes = static_cast<std::uint64_t>(q.getColumn(2).getInt64());
+    const SQLite::Column c = q.getColumn(3);
+    const auto* p = static_cast<const std::uint8_t*>(c.getBlob());
+    t.text.assign(p, p + c.getBytes());
+    return t;
+  });
+}
+
+void Catalog::stage_folder_tree(const std::string& key, const FolderTree& t) {
+  guarded(path_, __func__, [&] {
+    SQLite::Statement q(*db_, "INSERT OR REPLACE INTO temp.run_folder_trees VALUES(?,?,?,?,?)");
+    q.bind(1, key);
+    bind_hash(q, 2, t.tree);
+    q.bind(3, static_cast<std::int64_t>(t.depth));
+    q.bind(4, static_cast<std::int64_t>(t.chain_bytes));
+    q.bind(5, t.text.data(), static_cast<int>(t.text.size()));
     q.exec();
     return 0;
   });
@@ -771,6 +809,7 @@ void Catalog::reset() {
         "BEGIN; DELETE FROM meta; DELETE FROM packs; DELETE FROM blobs; DELETE FROM pending_blobs; "
         "DELETE FROM main.files; DELETE FROM main.deltas; "
         "DELETE FROM snapshots; DELETE FROM indexes; DELETE FROM folders; DELETE FROM tree_messages; "
+        "DELETE FROM folder_trees; "
         "COMMIT;");
     return 0;
   });

@@ -209,6 +209,9 @@ std::vector<IndexPack> decode_index(const Bytes& data) {
 // ---- trees -----------------------------------------------------------------
 
 std::string encode_tree(const Tree& tree) {
+  if (tree.base && (tree.depth < 1 || tree.depth > kMaxTreeDepth)) {
+    throw Error(ErrorCode::kInternal, "tree patch depth " + std::to_string(tree.depth) + " out of range");
+  }
   // The owner most entries share is written once ("owner"); entries that differ
   // carry their own uid/gid. Ties go to the smaller pair, so encoding is deterministic.
   std::map<std::pair<std::uint32_t, std::uint32_t>, std::size_t> owners;
@@ -252,15 +255,36 @@ std::string encode_tree(const Tree& tree) {
     entries.push_back(std::move(j));
   }
   json t;
-  t["version"] = 1;
+  t["version"] = tree.base ? 2 : 1;
+  if (tree.base) {
+    t["base"] = to_hex(*tree.base);
+    t["depth"] = tree.depth;
+  }
   if (owner) t["owner"] = json::array({owner->first, owner->second});
+  if (tree.base) t["removed"] = tree.removed;
   t["entries"] = std::move(entries);
   return t.dump();
 }
 
 Tree decode_tree(const Bytes& data) {
   json t = parse_json(data, "tree");
-  if (field<int>(t, "version", "tree") != 1) malformed("tree: unsupported version");
+  const int version = field<int>(t, "version", "tree");
+  if (version != 1 && version != 2) malformed("tree: unsupported version");
+  Tree tree;
+  if (version == 2) {
+    tree.base = hash_from_hex(field<std::string>(t, "base", "tree patch"), "tree patch base");
+    tree.depth = field<std::uint32_t>(t, "depth", "tree patch");
+    if (tree.depth < 1 || tree.depth > kMaxTreeDepth)
+      malformed("tree patch: depth " + std::to_string(tree.depth) + " is not 1.." + std::to_string(kMaxTreeDepth));
+    const json& removed = t["removed"];
+    if (!removed.is_array()) malformed("tree patch: removed is not an array");
+    for (const json& r : removed) {
+      if (!r.is_string()) malformed("tree patch: removed holds a non-string");
+      tree.removed.push_back(r.get<std::string>());
+      if (tree.removed.size() > 1 && !(tree.removed[tree.removed.size() - 2] < tree.removed.back()))
+        malformed("tree patch: removed paths are not sorted and unique");
+    }
+  }
   const json& entries = t["entries"];
   if (!entries.is_array()) malformed("tree: entries is not an array");
   std::optional<std::uint32_t> owner_uid, owner_gid;
@@ -273,7 +297,6 @@ Tree decode_tree(const Bytes& data) {
     owner_uid = o[0].get<std::uint32_t>();
     owner_gid = o[1].get<std::uint32_t>();
   }
-  Tree tree;
   tree.entries.reserve(entries.size());
   for (const json& j : entries) {
     if (!j.is_object()) malformed("tree: entry is not an object");
@@ -323,7 +346,105 @@ Tree decode_tree(const Bytes& data) {
     }
     tree.entries.push_back(std::move(e));
   }
+  if (tree.base) {
+    for (std::size_t i = 1; i < tree.entries.size(); ++i) {
+      if (!(tree.entries[i - 1].path < tree.entries[i].path))
+        malformed("tree patch: entries are not sorted by path and unique");
+    }
+  }
   return tree;
+}
+
+namespace {
+
+bool same_entry(const TreeEntry& a, const TreeEntry& b) {
+  return a.kind == b.kind && a.path == b.path && a.mode == b.mode && a.mtime_ns == b.mtime_ns &&
+         a.size == b.size && a.sha256 == b.sha256 && a.header == b.header && a.body == b.body &&
+         a.blob == b.blob && a.uid == b.uid && a.gid == b.gid && a.link == b.link && a.delta == b.delta &&
+         a.signature == b.signature && a.chain == b.chain;
+}
+
+// `patch` applied to the resolved tree `base` (whose id is *patch.base).
+Tree apply_tree_patch(const Tree& patch, const Tree& base) {
+  Tree out;
+  out.depth = patch.depth;
+  out.bases.reserve(base.bases.size() + 1);
+  out.bases.push_back(*patch.base);
+  out.bases.insert(out.bases.end(), base.bases.begin(), base.bases.end());
+  out.entries.reserve(base.entries.size() + patch.entries.size());
+  auto b = base.entries.begin();
+  auto r = patch.removed.begin();
+  auto p = patch.entries.begin();
+  while (b != base.entries.end() || p != patch.entries.end()) {
+    if (p == patch.entries.end() || (b != base.entries.end() && b->path < p->path)) {
+      if (r != patch.removed.end() && *r == b->path) {
+        ++r;
+      } else {
+        if (r != patch.removed.end() && *r < b->path)
+          malformed("tree patch: removes '" + *r + "', which its base does not hold");
+        out.entries.push_back(*b);
+      }
+      ++b;
+      continue;
+    }
+    // *p is added, or replaces the base's entry of the same path.
+    if (b != base.entries.end() && b->path == p->path) {
+      if (r != patch.removed.end() && *r == b->path)
+        malformed("tree patch: both removes and changes '" + *r + "'");
+      ++b;
+    }
+    out.entries.push_back(*p);
+    ++p;
+  }
+  if (r != patch.removed.end()) malformed("tree patch: removes '" + *r + "', which its base does not hold");
+  return out;
+}
+
+}  // namespace
+
+Tree make_tree_patch(const Tree& prev, const Hash& prev_id, const Tree& next) {
+  Tree patch;
+  patch.base = prev_id;
+  patch.depth = prev.depth + 1;
+  auto a = prev.entries.begin();
+  auto b = next.entries.begin();
+  while (a != prev.entries.end() || b != next.entries.end()) {
+    if (b == next.entries.end() || (a != prev.entries.end() && a->path < b->path)) {
+      patch.removed.push_back(a->path);
+      ++a;
+    } else if (a == prev.entries.end() || b->path < a->path) {
+      patch.entries.push_back(*b);
+      ++b;
+    } else {
+      if (!same_entry(*a, *b)) patch.entries.push_back(*b);
+      ++a;
+      ++b;
+    }
+  }
+  return patch;
+}
+
+Tree resolve_tree(const Hash& id, const std::function<Bytes(const Hash&)>& raw, std::map<Hash, Tree>* memo,
+                  std::uint32_t max_depth) {
+  if (memo) {
+    auto it = memo->find(id);
+    if (it != memo->end()) {
+      if (it->second.depth > max_depth) malformed("tree " + to_hex(id) + ": patch chain deeper than its patch says");
+      return it->second;
+    }
+  }
+  Tree t = decode_tree(raw(id));
+  if (t.base) {
+    // Each step down must be one shallower: a cycle or a lie about depth ends here.
+    if (t.depth > max_depth) malformed("tree " + to_hex(id) + ": patch chain deeper than its patch says");
+    Tree base = resolve_tree(*t.base, raw, memo, t.depth - 1);
+    if (base.depth != t.depth - 1)
+      malformed("tree " + to_hex(id) + ": depth " + std::to_string(t.depth) + " on a base of depth " +
+                std::to_string(base.depth));
+    t = apply_tree_patch(t, base);
+  }
+  if (memo) memo->emplace(id, t);
+  return t;
 }
 
 // ---- snapshots -------------------------------------------------------------

@@ -11,6 +11,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -108,13 +110,38 @@ struct TreeEntry {
   std::vector<Hash> chain;
 };
 
+/// A folder's tree (FORMAT.md §7), or a tree patch (§7.1): the changes from the
+/// folder's previous tree, `base`, so that a night's flag changes send a few entries
+/// instead of every entry of the folder again.
 struct Tree {
-  std::vector<TreeEntry> entries;  // sorted by path
+  std::vector<TreeEntry> entries;  // sorted by path; of a patch: the added and changed entries only
+  std::optional<Hash> base;        // a patch: the id of the tree it changes
+  std::uint32_t depth = 0;         // patches from a full tree to this one (0 = a full tree)
+  std::vector<std::string> removed;  // a patch: paths of the base that are gone, sorted
+  /// Of a resolved tree (resolve_tree): the tree blobs it was built from, nearest
+  /// first — retention must keep each as long as this tree is used. Not encoded.
+  std::vector<Hash> bases;
 };
 
-/// Deterministic JSON (same tree → same bytes → same id).
+/// Readers refuse a patch deeper than this (the writer rebases well before).
+constexpr std::uint32_t kMaxTreeDepth = 64;
+
+/// Deterministic JSON (same tree → same bytes → same id); a patch (`base` set) is
+/// encoded as version 2.
 std::string encode_tree(const Tree& tree);
+/// Parses a tree or a tree patch (not resolved). Throws kVerify when malformed.
 Tree decode_tree(const Bytes& data);
+
+/// The patch that turns `prev` (a resolved tree whose id is `prev_id`) into `next`
+/// (a full tree). Entries equal in both are left out.
+Tree make_tree_patch(const Tree& prev, const Hash& prev_id, const Tree& next);
+
+/// The tree `id`, with patches applied: `raw` returns the plaintext of a tree blob.
+/// `memo`, when given, holds resolved trees to reuse (and receives `id`'s). Throws
+/// kVerify for a malformed blob, a chain deeper than kMaxTreeDepth or than a patch
+/// says, a removed path its base lacks, or a patch entry that is out of order.
+Tree resolve_tree(const Hash& id, const std::function<Bytes(const Hash&)>& raw,
+                  std::map<Hash, Tree>* memo = nullptr, std::uint32_t max_depth = kMaxTreeDepth);
 
 // ---- snapshots -------------------------------------------------------------
 
