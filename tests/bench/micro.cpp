@@ -1,11 +1,14 @@
 // tests/bench/micro — Google Benchmark micro-benchmarks of the backup's hot paths:
-// Maildir folder scan, SHA-256 and keyed hashing, pack build, zstd, and one GPGME
-// encrypt+sign / decrypt+verify per 16 MiB pack. Not run by ctest.
+// Maildir folder scan, SHA-256 and keyed hashing, pack build, zstd, one GPGME
+// encrypt+sign / decrypt+verify per 16 MiB pack, and a folder's tree as a full tree
+// or a patch. Not run by ctest.
 // Usage: build/tests/micro_bench [--benchmark_filter=…]
 #include <benchmark/benchmark.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <random>
 
@@ -131,5 +134,85 @@ static void BM_GpgmePack16MiB(benchmark::State& state) {
   state.SetLabel(state.range(0) == 0 ? "encrypt+sign" : "decrypt+verify");
 }
 BENCHMARK(BM_GpgmePack16MiB)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(5);
+
+// A folder of n messages, and the same folder after a night: every tenth message
+// flagged (renamed), one in a hundred new, two in a hundred deleted.
+std::pair<Tree, Tree> folder_before_after(int n) {
+  std::mt19937_64 rng(7);
+  auto entry = [&](int i, const std::string& flags) {
+    TreeEntry e;
+    e.kind = EntryKind::kMessage;
+    e.path = "cur/" + std::to_string(1700000000 + i) + ".M" + std::to_string(i) + "P1.mx,S=9000:2," + flags;
+    e.mode = 0600;
+    e.mtime_ns = 1700000000000000000 + i;
+    e.size = 9000;
+    for (auto& b : e.sha256) b = static_cast<std::uint8_t>(rng());
+    Hash h, d;
+    for (auto& b : h) b = static_cast<std::uint8_t>(rng());
+    for (auto& b : d) b = static_cast<std::uint8_t>(rng());
+    e.header = h;
+    e.body = d;
+    e.uid = e.gid = 5000;
+    return e;
+  };
+  Tree before, after;
+  for (int i = 0; i < n; ++i) {
+    TreeEntry e = entry(i, "");
+    before.entries.push_back(e);
+    if (i % 50 == 1) continue;  // deleted
+    if (i % 10 == 0) e.path += "S";
+    after.entries.push_back(e);
+  }
+  for (int i = n; i < n + n / 100; ++i) after.entries.push_back(entry(i, ""));
+  auto by_path = [](const TreeEntry& a, const TreeEntry& b) { return a.path < b.path; };
+  std::sort(before.entries.begin(), before.entries.end(), by_path);
+  std::sort(after.entries.begin(), after.entries.end(), by_path);
+  return {before, after};
+}
+
+// The night's tree as a full tree: what a churn backup sent before tree patches.
+static void BM_TreeEncodeFull(benchmark::State& state) {
+  auto [before, after] = folder_before_after(static_cast<int>(state.range(0)));
+  std::size_t bytes = 0;
+  for (auto _ : state) {
+    std::string text = encode_tree(after);
+    bytes = text.size();
+    benchmark::DoNotOptimize(text);
+  }
+  const std::string text = encode_tree(after);
+  state.counters["plaintext_bytes"] = static_cast<double>(bytes);
+  state.counters["zstd3_bytes"] = static_cast<double>(zstd_compress(Bytes(text.begin(), text.end()), 3).size());
+}
+BENCHMARK(BM_TreeEncodeFull)->Arg(10000)->Unit(benchmark::kMillisecond);
+
+// The backup's work for a patch: decode the previous tree (from the catalog), diff,
+// encode the patch (FORMAT.md §7.1).
+static void BM_TreePatchMake(benchmark::State& state) {
+  auto [before, after] = folder_before_after(static_cast<int>(state.range(0)));
+  const std::string prev_text = encode_tree(before);
+  const Bytes prev_bytes(prev_text.begin(), prev_text.end());
+  std::string patch;
+  for (auto _ : state) {
+    Tree prev = decode_tree(prev_bytes);
+    patch = encode_tree(make_tree_patch(prev, Hash{}, after));
+    benchmark::DoNotOptimize(patch);
+  }
+  state.counters["plaintext_bytes"] = static_cast<double>(patch.size());
+  state.counters["zstd3_bytes"] = static_cast<double>(zstd_compress(Bytes(patch.begin(), patch.end()), 3).size());
+}
+BENCHMARK(BM_TreePatchMake)->Arg(10000)->Unit(benchmark::kMillisecond);
+
+// A reader's work: resolve the patch onto its base.
+static void BM_TreePatchResolve(benchmark::State& state) {
+  auto [before, after] = folder_before_after(static_cast<int>(state.range(0)));
+  const Hash base_id = sha256("base"), patch_id = sha256("patch");
+  const std::string b = encode_tree(before), p = encode_tree(make_tree_patch(before, base_id, after));
+  std::map<Hash, Bytes> blobs{{base_id, Bytes(b.begin(), b.end())}, {patch_id, Bytes(p.begin(), p.end())}};
+  for (auto _ : state) {
+    Tree t = resolve_tree(patch_id, [&](const Hash& id) { return blobs.at(id); });
+    benchmark::DoNotOptimize(t);
+  }
+}
+BENCHMARK(BM_TreePatchResolve)->Arg(10000)->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();
