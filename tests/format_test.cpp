@@ -237,6 +237,17 @@ TEST(FormatTreePatches, RefuseCyclesLiesAboutDepthAndRemovalsOfMissingPaths) {
   refused(patch_text(fh, 1, "", e4 + "," + e4), "", "entries are not sorted by path and unique");
   // A self-reference.
   refused(patch_text(ah, 1, "", ""), "", "deeper than its patch says");
+  // A full tree out of path order (patches are merged with it in that order).
+  {
+    Tree unsorted;
+    unsorted.entries = {msg("2.M2P1.h:2,", "two"), msg("1.M1P1.h:2,", "one")};
+    try {
+      decode_tree(bytes(encode_tree(unsorted)));
+      ADD_FAILURE() << "accepted an unsorted tree";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), "malformed tree: entries are not sorted by path and unique");
+    }
+  }
   // And a good one resolves.
   blobs[a] = bytes(patch_text(fh, 1, "\"cur/1.M1P1.h:2,\"", e4));
   Tree t = resolve_tree(a, raw);

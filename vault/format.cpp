@@ -346,11 +346,10 @@ Tree decode_tree(const Bytes& data) {
     }
     tree.entries.push_back(std::move(e));
   }
-  if (tree.base) {
-    for (std::size_t i = 1; i < tree.entries.size(); ++i) {
-      if (!(tree.entries[i - 1].path < tree.entries[i].path))
-        malformed("tree patch: entries are not sorted by path and unique");
-    }
+  // Patches are merged with their base in path order (FORMAT.md §7: sorted by path).
+  for (std::size_t i = 1; i < tree.entries.size(); ++i) {
+    if (!(tree.entries[i - 1].path < tree.entries[i].path))
+      malformed(std::string(tree.base ? "tree patch" : "tree") + ": entries are not sorted by path and unique");
   }
   return tree;
 }
