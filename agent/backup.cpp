@@ -645,33 +645,36 @@ class Backup {
   // A folder rescanned since its last tree (FORMAT.md §7.1): the same entries keep
   // that tree; otherwise a patch against it, while the chain stays short (depth
   // below kTreeRebaseDepth, its patches together at most half the full tree's
-  // plaintext). The returned row names the tree to use (depth and chain bytes
-  // set); nullopt means "write the full tree".
+  // plaintext, `full_size`). Returns the tree to use (id, depth, chain bytes; no
+  // entries); nullopt means "write the full tree".
   static constexpr std::uint32_t kTreeRebaseDepth = 16;
-  std::optional<Catalog::FolderTree> tree_base(const std::string& folder_key, const std::string& text,
+  std::optional<Catalog::FolderTree> tree_base(const std::string& folder_key, std::size_t full_size,
                                                const Tree& tree) {
     std::optional<Catalog::FolderTree> prev = catalog_->find_folder_tree(folder_key);
     if (!prev || prev->depth >= kTreeRebaseDepth || !known(prev->tree)) return std::nullopt;
-    Bytes prev_text = zstd_decompress(prev->text);
-    if (std::string_view(reinterpret_cast<const char*>(prev_text.data()), prev_text.size()) == text) {
-      ++stats_.trees_reused;
-      return prev;
-    }
-    Tree base = decode_tree(prev_text);
-    if (base.base) return std::nullopt;  // the catalog holds resolved trees only
+    Tree base;
+    base.entries = std::move(prev->entries);
     base.depth = prev->depth;
-    std::string patch = encode_tree(make_tree_patch(base, prev->tree, tree));
-    if (prev->chain_bytes + patch.size() > text.size() / 2) return std::nullopt;
+    Tree patch = make_tree_patch(base, prev->tree, tree);
     Catalog::FolderTree out;
-    out.tree = repo_->blob_id(patch.data(), patch.size());
-    out.depth = prev->depth + 1;
-    out.chain_bytes = prev->chain_bytes + patch.size();
+    if (patch.removed.empty() && patch.entries.empty()) {
+      ++stats_.trees_reused;
+      out.tree = prev->tree;
+      out.depth = prev->depth;
+      out.chain_bytes = prev->chain_bytes;
+      return out;
+    }
+    std::string text = encode_tree(patch);
+    if (prev->chain_bytes + text.size() > full_size / 2) return std::nullopt;
+    out.tree = repo_->blob_id(text.data(), text.size());
+    out.depth = patch.depth;
+    out.chain_bytes = prev->chain_bytes + text.size();
     if (known(out.tree)) {
       ++stats_.trees_reused;
     } else {
       ++stats_.trees_new;
       ++stats_.tree_patches;
-      add_blob(*meta_, BlobType::kTree, out.tree, patch.data(), patch.size());
+      add_blob(*meta_, BlobType::kTree, out.tree, text.data(), text.size());
     }
     return out;
   }
@@ -784,20 +787,20 @@ class Backup {
     Catalog::FolderTree row;
     if (known(out.tree)) {
       ++stats_.trees_reused;
-    } else if (std::optional<Catalog::FolderTree> prev = tree_base(folder_key, text, tree)) {
-      row = std::move(*prev);
+    } else if (std::optional<Catalog::FolderTree> patched = tree_base(folder_key, text.size(), tree)) {
+      row = std::move(*patched);
       out.tree = row.tree;
     } else {
       ++stats_.trees_new;
       add_blob(*meta_, BlobType::kTree, out.tree, text.data(), text.size());
     }
-    row.tree = out.tree;
-    row.text = zstd_compress(Bytes(text.begin(), text.end()), 1);
-    b.folder_tree = std::move(row);
     // Where each message is, for `reduit find`: once per new tree (an unchanged
     // folder keeps its tree id and its rows).
     if (out.messages && !catalog_->has_tree_messages(out.tree)) catalog_->stage_tree_messages(out.tree, tree);
     for (const TreeEntry& e : tree.entries) b.files += e.kind != EntryKind::kDir;
+    row.tree = out.tree;
+    row.entries = std::move(tree.entries);
+    b.folder_tree = std::move(row);
     return b;
   }
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "vault/clock.hpp"
+#include "vault/compress.hpp"
 #include "vault/error.hpp"
 
 namespace reduit {
@@ -42,8 +43,8 @@ CREATE TABLE IF NOT EXISTS job_runs(id INTEGER PRIMARY KEY, job TEXT NOT NULL, s
 CREATE INDEX IF NOT EXISTS job_runs_job ON job_runs(job, scheduled);
 CREATE TABLE IF NOT EXISTS tree_messages(tree BLOB NOT NULL, path TEXT NOT NULL, sha256 BLOB NOT NULL,
   mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL, PRIMARY KEY(tree, path)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS folder_trees(key TEXT PRIMARY KEY, tree BLOB NOT NULL, depth INTEGER NOT NULL,
-  chain_bytes INTEGER NOT NULL, text BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS folder_bases(key TEXT PRIMARY KEY, tree BLOB NOT NULL, depth INTEGER NOT NULL,
+  chain_bytes INTEGER NOT NULL, entries BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pack_verified(pack BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, how TEXT NOT NULL)
   WITHOUT ROWID;
 )sql";
@@ -57,8 +58,8 @@ CREATE TEMP TABLE IF NOT EXISTS run_files(folder TEXT NOT NULL, key TEXT NOT NUL
 CREATE TEMP TABLE IF NOT EXISTS run_folders(key TEXT PRIMARY KEY, stamp TEXT NOT NULL, tree BLOB NOT NULL,
   messages INTEGER, bytes INTEGER, files INTEGER) WITHOUT ROWID;
 CREATE TEMP TABLE IF NOT EXISTS run_carried(key TEXT PRIMARY KEY) WITHOUT ROWID;
-CREATE TEMP TABLE IF NOT EXISTS run_folder_trees(key TEXT PRIMARY KEY, tree BLOB NOT NULL,
-  depth INTEGER NOT NULL, chain_bytes INTEGER NOT NULL, text BLOB NOT NULL) WITHOUT ROWID;
+CREATE TEMP TABLE IF NOT EXISTS run_folder_bases(key TEXT PRIMARY KEY, tree BLOB NOT NULL,
+  depth INTEGER NOT NULL, chain_bytes INTEGER NOT NULL, entries BLOB NOT NULL) WITHOUT ROWID;
 CREATE TEMP TABLE IF NOT EXISTS run_deltas(folder TEXT NOT NULL, key TEXT NOT NULL, sha256 BLOB NOT NULL,
   size INTEGER NOT NULL, head BLOB NOT NULL, depth INTEGER NOT NULL, base_signature BLOB NOT NULL,
   signature BLOB NOT NULL, chain BLOB NOT NULL);
@@ -303,7 +304,7 @@ std::size_t Catalog::forget_packs(const std::vector<Hash>& packs) {
       qp.exec();
     }
     db_->exec(
-        "DELETE FROM main.files; DELETE FROM main.folders; DELETE FROM main.deltas; DELETE FROM main.folder_trees;");
+        "DELETE FROM main.files; DELETE FROM main.folders; DELETE FROM main.deltas; DELETE FROM main.folder_bases;");
     txn.commit();
     return packs.size();
   });
@@ -370,7 +371,7 @@ void Catalog::begin_staging() {
     db_->exec(
         "DELETE FROM temp.run_files; DELETE FROM temp.run_messages; DELETE FROM temp.run_folders; "
         "DELETE FROM temp.run_carried; DELETE FROM temp.run_tree_messages; DELETE FROM temp.run_deltas; "
-        "DELETE FROM temp.run_folder_trees;");
+        "DELETE FROM temp.run_folder_bases;");
     staging_ = std::make_unique<SQLite::Transaction>(*db_);
     staged_in_txn_ = 0;
     return 0;
@@ -433,8 +434,8 @@ void Catalog::commit_files() {
     db_->exec("INSERT OR REPLACE INTO main.files SELECT * FROM temp.run_files ORDER BY folder, key, rowid");
     db_->exec("DELETE FROM main.folders WHERE key NOT IN (SELECT key FROM temp.run_carried)");
     db_->exec("INSERT OR REPLACE INTO main.folders SELECT * FROM temp.run_folders");
-    db_->exec("DELETE FROM main.folder_trees WHERE key NOT IN (SELECT key FROM temp.run_carried)");
-    db_->exec("INSERT OR REPLACE INTO main.folder_trees SELECT * FROM temp.run_folder_trees");
+    db_->exec("DELETE FROM main.folder_bases WHERE key NOT IN (SELECT key FROM temp.run_carried)");
+    db_->exec("INSERT OR REPLACE INTO main.folder_bases SELECT * FROM temp.run_folder_bases");
     db_->exec("DELETE FROM main.deltas WHERE folder NOT IN (SELECT key FROM temp.run_carried)");
     db_->exec("INSERT OR REPLACE INTO main.deltas SELECT * FROM temp.run_deltas ORDER BY folder, key, rowid");
     db_->exec("INSERT OR IGNORE INTO main.messages SELECT * FROM temp.run_messages ORDER BY sha256");
@@ -444,7 +445,7 @@ void Catalog::commit_files() {
     db_->exec(
         "DELETE FROM temp.run_files; DELETE FROM temp.run_messages; DELETE FROM temp.run_folders; "
         "DELETE FROM temp.run_carried; DELETE FROM temp.run_tree_messages; DELETE FROM temp.run_deltas; "
-        "DELETE FROM temp.run_folder_trees;");
+        "DELETE FROM temp.run_folder_bases;");
     return 0;
   });
 }
@@ -478,9 +479,111 @@ void Catalog::stage_folder(const std::string& key, const CachedFolder& f) {
   });
 }
 
+namespace {
+
+// The catalog's form of a folder's entries (local state, not the vault format):
+// per entry kind u8, presence flags u8, mode u32, mtime i64, size u64, sha256, the
+// present ids (header, body, blob, delta, signature), uid and gid u32, then path,
+// link (u32 length + bytes) and chain (u32 count + ids); little-endian, then zstd-1.
+// JSON would cost a parse of every entry of every changed folder on each run.
+enum : std::uint8_t { kHasHeader = 1, kHasBody = 2, kHasBlob = 4, kHasDelta = 8, kHasSignature = 16, kHasOwner = 32 };
+
+template <typename T>
+void put(std::string& out, T v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+
+Bytes encode_entries(const std::vector<TreeEntry>& entries) {
+  std::string out;
+  out.reserve(entries.size() * 200);
+  for (const TreeEntry& e : entries) {
+    put<std::uint8_t>(out, static_cast<std::uint8_t>(e.kind));
+    std::uint8_t flags = (e.header ? kHasHeader : 0) | (e.body ? kHasBody : 0) | (e.blob ? kHasBlob : 0) |
+                         (e.delta ? kHasDelta : 0) | (e.signature ? kHasSignature : 0) |
+                         (e.uid && e.gid ? kHasOwner : 0);
+    put(out, flags);
+    put(out, e.mode);
+    put(out, e.mtime_ns);
+    put(out, e.size);
+    out.append(reinterpret_cast<const char*>(e.sha256.data()), 32);
+    for (const std::optional<Hash>* h : {&e.header, &e.body, &e.blob, &e.delta, &e.signature}) {
+      if (*h) out.append(reinterpret_cast<const char*>((*h)->data()), 32);
+    }
+    if (flags & kHasOwner) {
+      put(out, *e.uid);
+      put(out, *e.gid);
+    }
+    put(out, static_cast<std::uint32_t>(e.path.size()));
+    out += e.path;
+    put(out, static_cast<std::uint32_t>(e.link.size()));
+    out += e.link;
+    put(out, static_cast<std::uint32_t>(e.chain.size()));
+    for (const Hash& h : e.chain) out.append(reinterpret_cast<const char*>(h.data()), 32);
+  }
+  return zstd_compress(Bytes(out.begin(), out.end()), 1);
+}
+
+// nullopt when malformed (a damaged catalog costs a full tree, nothing more).
+std::optional<std::vector<TreeEntry>> decode_entries(const Bytes& frame) {
+  Bytes b;
+  try {
+    b = zstd_decompress(frame);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+  std::size_t pos = 0;
+  auto take = [&](void* dst, std::size_t n) {
+    if (b.size() - pos < n) return false;
+    std::memcpy(dst, b.data() + pos, n);
+    pos += n;
+    return true;
+  };
+  auto take_string = [&](std::string& s) {
+    std::uint32_t n = 0;
+    if (!take(&n, 4) || b.size() - pos < n) return false;
+    s.assign(reinterpret_cast<const char*>(b.data()) + pos, n);
+    pos += n;
+    return true;
+  };
+  std::vector<TreeEntry> out;
+  while (pos < b.size()) {
+    TreeEntry e;
+    std::uint8_t kind = 0, flags = 0;
+    if (!take(&kind, 1) || kind > static_cast<std::uint8_t>(EntryKind::kDir) || !take(&flags, 1) ||
+        !take(&e.mode, 4) || !take(&e.mtime_ns, 8) || !take(&e.size, 8) || !take(e.sha256.data(), 32))
+      return std::nullopt;
+    e.kind = static_cast<EntryKind>(kind);
+    const std::pair<std::uint8_t, std::optional<Hash>*> ids[] = {
+        {kHasHeader, &e.header}, {kHasBody, &e.body}, {kHasBlob, &e.blob}, {kHasDelta, &e.delta},
+        {kHasSignature, &e.signature}};
+    for (const auto& [bit, h] : ids) {
+      if (!(flags & bit)) continue;
+      Hash v;
+      if (!take(v.data(), 32)) return std::nullopt;
+      *h = v;
+    }
+    if (flags & kHasOwner) {
+      std::uint32_t uid = 0, gid = 0;
+      if (!take(&uid, 4) || !take(&gid, 4)) return std::nullopt;
+      e.uid = uid;
+      e.gid = gid;
+    }
+    std::uint32_t chain = 0;
+    if (!take_string(e.path) || !take_string(e.link) || !take(&chain, 4) || chain > (b.size() - pos) / 32)
+      return std::nullopt;
+    e.chain.resize(chain);
+    for (Hash& h : e.chain) take(h.data(), 32);
+    if (!out.empty() && !(out.back().path < e.path)) return std::nullopt;
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+}  // namespace
+
 std::optional<Catalog::FolderTree> Catalog::find_folder_tree(const std::string& key) {
   return guarded(path_, __func__, [&]() -> std::optional<FolderTree> {
-    SQLite::Statement q(*db_, "SELECT tree, depth, chain_bytes, text FROM main.folder_trees WHERE key=?");
+    SQLite::Statement q(*db_, "SELECT tree, depth, chain_bytes, entries FROM main.folder_bases WHERE key=?");
     q.bind(1, key);
     if (!q.executeStep()) return std::nullopt;
     FolderTree t;
@@ -489,19 +592,22 @@ std::optional<Catalog::FolderTree> Catalog::find_folder_tree(const std::string& 
     t.chain_bytes = static_cast<std::uint64_t>(q.getColumn(2).getInt64());
     const SQLite::Column c = q.getColumn(3);
     const auto* p = static_cast<const std::uint8_t*>(c.getBlob());
-    t.text.assign(p, p + c.getBytes());
+    std::optional<std::vector<TreeEntry>> entries = decode_entries(Bytes(p, p + c.getBytes()));
+    if (!entries) return std::nullopt;
+    t.entries = std::move(*entries);
     return t;
   });
 }
 
 void Catalog::stage_folder_tree(const std::string& key, const FolderTree& t) {
+  const Bytes entries = encode_entries(t.entries);
   guarded(path_, __func__, [&] {
-    SQLite::Statement q(*db_, "INSERT OR REPLACE INTO temp.run_folder_trees VALUES(?,?,?,?,?)");
+    SQLite::Statement q(*db_, "INSERT OR REPLACE INTO temp.run_folder_bases VALUES(?,?,?,?,?)");
     q.bind(1, key);
     bind_hash(q, 2, t.tree);
     q.bind(3, static_cast<std::int64_t>(t.depth));
     q.bind(4, static_cast<std::int64_t>(t.chain_bytes));
-    q.bind(5, t.text.data(), static_cast<int>(t.text.size()));
+    q.bind(5, entries.data(), static_cast<int>(entries.size()));
     q.exec();
     return 0;
   });
@@ -809,7 +915,7 @@ void Catalog::reset() {
         "BEGIN; DELETE FROM meta; DELETE FROM packs; DELETE FROM blobs; DELETE FROM pending_blobs; "
         "DELETE FROM main.files; DELETE FROM main.deltas; "
         "DELETE FROM snapshots; DELETE FROM indexes; DELETE FROM folders; DELETE FROM tree_messages; "
-        "DELETE FROM folder_trees; "
+        "DELETE FROM folder_bases; "
         "COMMIT;");
     return 0;
   });

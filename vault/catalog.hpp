@@ -11,8 +11,9 @@
 //              B-tree on every commit (30% of a first backup's CPU at 100k messages)
 //   files      stat cache: (folder key, unique name) → dev, ino, size, mtime, ctime,
 //              blob ids, sha256 — unchanged stat means no read
-//   folder_trees  per folder, its last tree: id, patch depth and the full tree's
-//              encoding (zstd), so the next run writes a patch against it (FORMAT.md §7.1)
+//   folder_bases  per folder, its last tree: id, patch depth and the resolved
+//              entries (a compact binary form, zstd), so the next run writes a patch
+//              against it (FORMAT.md §7.1) without decoding JSON
 //   snapshots  snapshot object id → decoded JSON (cache of the vault's snapshots)
 //   job_runs   the agent's job history, one row per attempt (agent/daemon.hpp);
 //              local state that reset() keeps
@@ -145,11 +146,13 @@ class Catalog {
   void carry_folder(const std::string& folder_key);
   /// A folder's last tree, as the base of its next tree patch.
   struct FolderTree {
-    Hash tree{};             // the id in the vault (a full tree or a patch)
-    std::uint32_t depth = 0;       // patches from a full tree (FORMAT.md §7.1)
+    Hash tree{};                    // the id in the vault (a full tree or a patch)
+    std::uint32_t depth = 0;        // patches from a full tree (FORMAT.md §7.1)
     std::uint64_t chain_bytes = 0;  // plaintext bytes of those patches
-    Bytes text;                    // zstd frame of encode_tree() of the resolved tree
+    std::vector<TreeEntry> entries;  // of the resolved tree, sorted by path
   };
+  /// nullopt when there is no row, or when it does not decode (then the next tree
+  /// is a full one).
   std::optional<FolderTree> find_folder_tree(const std::string& folder_key);
   /// Stages a rescanned folder's tree (committed by commit_files()).
   void stage_folder_tree(const std::string& folder_key, const FolderTree& t);
