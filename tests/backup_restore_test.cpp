@@ -252,6 +252,33 @@ TEST(MainJob, SmallChangesSendTreePatchesThatRestoreAfterTheirBasesSnapshotsAreF
   expect_same_tree(m, site.path("out4"));
 }
 
+// A damaged row of the catalog's folder bases costs a full tree, nothing more.
+TEST(MainJob, DamagedFolderBaseInTheCatalogWritesAFullTree) {
+  TempDir mail;
+  std::string m = make_mailbox(mail.path(), "example.ch", "bob");
+  for (int i = 0; i < 50; ++i) {
+    reduit::test::write_file(m + "/cur/" + std::to_string(1700000000 + i) + ".M" + std::to_string(i) + "P1.h:2,",
+                             "Subject: " + std::to_string(i) + "\n\nbody\n");
+  }
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  site.backup();
+  {
+    SQLite::Database db(site.path("state") + "/catalog.sqlite", SQLite::OPEN_READWRITE);
+    EXPECT_EQ(db.exec("UPDATE folder_bases SET entries=x'28b52ffd0000'"), 1);  // a truncated zstd frame
+  }
+  fs::rename(m + "/cur/1700000000.M0P1.h:2,", m + "/cur/1700000000.M0P1.h:2,S");
+  nlohmann::json second = site.backup();
+  EXPECT_EQ(second["trees_new"], 1);
+  EXPECT_EQ(second["tree_patches"], 0);
+  fs::rename(m + "/cur/1700000001.M1P1.h:2,", m + "/cur/1700000001.M1P1.h:2,S");
+  nlohmann::json third = site.backup();  // the row is good again
+  EXPECT_EQ(third["tree_patches"], 1);
+  RunResult r = site.restore("bob@example.ch", site.path("out"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  expect_same_tree(m, site.path("out"));
+}
+
 // 4. One message delivered into 3 mailboxes stores its body once.
 TEST(MainJob, SameMessageInThreeMailboxesStoresItsBodyOnce) {
   TempDir mail;
