@@ -133,7 +133,7 @@ void add_find(CLI::App& app, Globals& g, Runner& run) {
       if (!unrecorded.empty()) {
         try {
           BlobIndex index(vault().load_indexes());
-          TreeLoader trees(vault(), index);
+          TreeLoader trees(vault(), index, /*share_chains=*/true);
           for (const auto& [id, f] : unrecorded) catalog.add_tree_messages(id, trees.load(id));
         } catch (const Error& e) {
           warnings.push_back(

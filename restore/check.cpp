@@ -80,7 +80,7 @@ CheckReport check_vault(Repository& repo, bool read_data, bool progress, Catalog
 
   // Snapshots → trees → blobs; remember which mailboxes use which pack.
   std::map<Hash, std::set<std::string>> users;  // pack → "snap:mailbox"
-  TreeLoader trees(repo, index);
+  TreeLoader trees(repo, index, /*share_chains=*/true);
   std::set<Hash> seen_trees;
   std::vector<Hash> snapshot_ids = repo.list_objects("snapshots");
   for (const Hash& sid : snapshot_ids) {

@@ -109,8 +109,10 @@ Tree TreeLoader::load(const Hash& tree_id) {
     resolved_.clear();
     resolved_entries_ = 0;
   }
+  auto raw = [this](const Hash& id) { return load_raw(id); };
+  if (!share_chains_) return resolve_tree(tree_id, raw);
   std::size_t before = resolved_.size();
-  Tree t = resolve_tree(tree_id, [this](const Hash& id) { return load_raw(id); }, &resolved_);
+  Tree t = resolve_tree(tree_id, raw, &resolved_);
   resolved_entries_ += t.entries.size() * (resolved_.size() - before);  // about: a chain's trees are alike
   return t;
 }

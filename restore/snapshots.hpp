@@ -51,7 +51,11 @@ class BlobIndex {
 /// Loads trees through their metadata packs, keeping each pack once.
 class TreeLoader {
  public:
-  TreeLoader(Repository& repo, const BlobIndex& index) : repo_(repo), index_(index) {}
+  /// `share_chains`: keep resolved trees (up to about a million entries) so that
+  /// walking many snapshots resolves each folder's chain once — for check and find;
+  /// a restore of one snapshot needs each tree once and keeps none.
+  TreeLoader(Repository& repo, const BlobIndex& index, bool share_chains = false)
+      : repo_(repo), index_(index), share_chains_(share_chains) {}
   /// The resolved tree (patches applied, FORMAT.md §7.1). Throws kVerify when no
   /// index names it or a blob of its chain, or when one is corrupt.
   Tree load(const Hash& tree_id);
@@ -65,7 +69,8 @@ class TreeLoader {
   const BlobIndex& index_;
   std::map<Hash, LoadedPack> packs_;
   std::uint64_t bytes_fetched_ = 0;
-  std::map<Hash, Tree> resolved_;  // bases of patches, reused along a chain
+  bool share_chains_;
+  std::map<Hash, Tree> resolved_;  // with share_chains_: resolved trees, reused along a chain
   std::size_t resolved_entries_ = 0;
 };
 

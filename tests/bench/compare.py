@@ -141,6 +141,7 @@ class Tool:
         self.repo = os.path.join(bench.work, "vault-" + self.name)
 
     def measure(self, scenario, cmd, env=None, cwd=None):
+        sh("sync")  # the previous run's writeback must not land in this run's time
         before = self.b.sshd.counters()
         r = run(cmd, env=env, cwd=cwd)
         after = self.b.sshd.counters()
