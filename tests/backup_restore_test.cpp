@@ -78,6 +78,14 @@ std::vector<std::string> data_pack_files(const std::string& vault) {
   return out;
 }
 
+// Restores `mailbox` from the latest snapshot into site/<out>; expects it identical to `maildir`.
+void expect_restores_as(const Site& site, const std::string& mailbox, const std::string& out,
+                        const std::string& maildir) {
+  RunResult r = site.restore(mailbox, site.path(out));
+  ASSERT_EQ(r.status, 0) << r.err;
+  expect_same_tree(maildir, site.path(out));
+}
+
 // A Maildir++ mailbox built by hand: root/<domain>/<user>/{cur,new,tmp}.
 std::string make_mailbox(const std::string& root, const std::string& domain, const std::string& user) {
   std::string m = root + "/" + domain + "/" + user;
@@ -223,11 +231,7 @@ TEST(MainJob, SmallChangesSendTreePatchesThatRestoreAfterTheirBasesSnapshotsAreF
   fs::rename(m + "/new/1800000000.M1P7.host", m + "/cur/1800000000.M1P7.host:2,S");
   nlohmann::json third = site.backup();
   EXPECT_EQ(third["tree_patches"], 1);
-  {
-    RunResult r = site.restore("alice@example.ch", site.path("out3"));
-    ASSERT_EQ(r.status, 0) << r.err;
-    expect_same_tree(m, site.path("out3"));
-  }
+  expect_restores_as(site, "alice@example.ch", "out3", m);
   // Only the third snapshot is kept; its patch needs the first and second trees.
   nlohmann::json f = nlohmann::json::parse(site.reduit({"forget"}).out);
   EXPECT_EQ(f["removed"], 2);
@@ -235,11 +239,7 @@ TEST(MainJob, SmallChangesSendTreePatchesThatRestoreAfterTheirBasesSnapshotsAreF
   ASSERT_EQ(p.status, 0) << p.err;
   RunResult check = site.reduit({"check", "--read-data", "--gnupghome", site.keys().archive_home->path()});
   EXPECT_EQ(check.status, 0) << check.err << check.out;
-  {
-    RunResult r = site.restore("alice@example.ch", site.path("out3b"));
-    ASSERT_EQ(r.status, 0) << r.err;
-    expect_same_tree(m, site.path("out3b"));
-  }
+  expect_restores_as(site, "alice@example.ch", "out3b", m);
   // Most names change: the patch would exceed half the tree, so a full tree.
   for (int i = 0; i < 250; ++i) {
     if (fs::exists(m + "/cur/" + names[i])) fs::rename(m + "/cur/" + names[i], m + "/cur/" + names[i] + "T");
@@ -247,9 +247,7 @@ TEST(MainJob, SmallChangesSendTreePatchesThatRestoreAfterTheirBasesSnapshotsAreF
   nlohmann::json fourth = site.backup();
   EXPECT_EQ(fourth["trees_new"], 1);
   EXPECT_EQ(fourth["tree_patches"], 0);
-  RunResult r = site.restore("alice@example.ch", site.path("out4"));
-  ASSERT_EQ(r.status, 0) << r.err;
-  expect_same_tree(m, site.path("out4"));
+  expect_restores_as(site, "alice@example.ch", "out4", m);
 }
 
 // A damaged row of the catalog's folder bases costs a full tree, nothing more.
@@ -274,9 +272,7 @@ TEST(MainJob, DamagedFolderBaseInTheCatalogWritesAFullTree) {
   fs::rename(m + "/cur/1700000001.M1P1.h:2,", m + "/cur/1700000001.M1P1.h:2,S");
   nlohmann::json third = site.backup();  // the row is good again
   EXPECT_EQ(third["tree_patches"], 1);
-  RunResult r = site.restore("bob@example.ch", site.path("out"));
-  ASSERT_EQ(r.status, 0) << r.err;
-  expect_same_tree(m, site.path("out"));
+  expect_restores_as(site, "bob@example.ch", "out", m);
 }
 
 // 4. One message delivered into 3 mailboxes stores its body once.
