@@ -102,6 +102,8 @@ std::span<const IndexedBlob> BlobIndex::find(const Hash& id) const {
 }
 
 Tree TreeLoader::load(const Hash& tree_id) {
+  auto raw = [this](const Hash& id) { return load_raw(id); };
+  if (!share_chains_) return resolve_tree(tree_id, raw);
   // Resolved trees are kept so that the snapshots of one folder share their chain;
   // bounded (all snapshots of a big vault would not fit in memory).
   constexpr std::size_t kMaxResolvedEntries = 1 << 20;
@@ -109,8 +111,6 @@ Tree TreeLoader::load(const Hash& tree_id) {
     resolved_.clear();
     resolved_entries_ = 0;
   }
-  auto raw = [this](const Hash& id) { return load_raw(id); };
-  if (!share_chains_) return resolve_tree(tree_id, raw);
   std::size_t before = resolved_.size();
   Tree t = resolve_tree(tree_id, raw, &resolved_);
   resolved_entries_ += t.entries.size() * (resolved_.size() - before);  // about: a chain's trees are alike

@@ -4,8 +4,8 @@
 // key suffices (trees are metadata). Tree blobs are kept in the catalog (table
 // `tree_cache`, tree id → the blob's JSON as stored, a full tree or a patch, checked
 // against the id's HMAC when read), so a weekly forget or monthly prune decrypts
-// only the metadata packs written since the last one. Message Date headers come from the catalog (MessageDates); 0 when the
-// catalog never saw the message.
+// only the metadata packs written since the last one. Message Date headers come
+// from the catalog (MessageDates); 0 when the catalog never saw the message.
 #pragma once
 
 #include <functional>
