@@ -961,7 +961,7 @@ class Backup {
               std::string_view v = previous_->fetcher->fetch(id, BlobType::kTree);
               return Bytes(v.begin(), v.end());
             },
-            &previous_->loaded);
+            previous_->loaded);
         loaded = previous_->loaded.find(t->second);
       }
       for (const TreeEntry& te : loaded->second.entries) {

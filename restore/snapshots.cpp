@@ -112,7 +112,7 @@ Tree TreeLoader::load(const Hash& tree_id) {
     resolved_entries_ = 0;
   }
   std::size_t before = resolved_.size();
-  Tree t = resolve_tree(tree_id, raw, &resolved_);
+  Tree t = resolve_tree(tree_id, raw, resolved_);
   resolved_entries_ += t.entries.size() * (resolved_.size() - before);  // about: a chain's trees are alike
   return t;
 }

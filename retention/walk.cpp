@@ -24,8 +24,7 @@ VaultWalker::VaultWalker(Repository& repo, Catalog& catalog)
 const Tree& VaultWalker::tree(const Hash& id) {
   auto it = trees_.find(id);
   if (it != trees_.end()) return it->second;
-  resolve_tree(id, [this](const Hash& h) { return raw_tree(h); }, &trees_);
-  return trees_.at(id);
+  return resolve_tree(id, [this](const Hash& h) { return raw_tree(h); }, trees_);
 }
 
 // The tree blob's plaintext as stored (a full tree or a patch): from the cache

@@ -371,5 +371,33 @@ TEST_F(CryptoTest, OneInstancePerThreadSharingAHome) {
   EXPECT_EQ(ok, std::vector<int>(4, 3));
 }
 
+// Contexts and looked-up keys are pooled per GNUPGHOME (crypto.cpp): what one home
+// holds must never answer for another, before or after a context is reused.
+TEST_F(CryptoTest, PooledContextsAndKeysStayWithTheirHome) {
+  {
+    Crypto a(agent_home_->path());
+    EXPECT_TRUE(a.has_secret_key(agent_fpr_));
+    Bytes ct = a.encrypt_sign(to_bytes("pooled"), {archive_fpr_}, agent_fpr_);
+    EXPECT_EQ(Crypto(archive_home_->path()).decrypt_verify(ct, agent_fpr_).plaintext, to_bytes("pooled"));
+  }
+  Crypto other(archive_only_->path());
+  EXPECT_FALSE(other.has_secret_key(agent_fpr_));
+  EXPECT_EQ(expect_error([&] { other.encrypt_sign(to_bytes("x"), {archive_fpr_}, agent_fpr_); }).code(),
+            ErrorCode::kKey);
+  Crypto again(agent_home_->path());  // the pooled context of the first block
+  EXPECT_TRUE(again.has_secret_key(agent_fpr_));
+  EXPECT_FALSE(again.has_secret_key(archive_fpr_));
+
+  // A key imported through one instance is found by another of the same home that
+  // looked it up before.
+  GpgHome fresh;
+  Crypto reader(fresh.path());
+  EXPECT_EQ(expect_error([&] { reader.encrypt_sign(to_bytes("x"), {agent_fpr_}, agent_fpr_); }).code(),
+            ErrorCode::kKey);
+  Crypto(fresh.path()).import_keys(keys_->export_secret(agent_fpr_));
+  EXPECT_TRUE(reader.has_secret_key(agent_fpr_));
+  EXPECT_EQ(reader.encrypt_sign(to_bytes("x"), {agent_fpr_}, agent_fpr_).empty(), false);
+}
+
 }  // namespace
 }  // namespace reduit

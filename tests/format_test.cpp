@@ -199,7 +199,7 @@ TEST(FormatTreePatches, PatchOfAFlagChangeADeliveryAndADeletionResolvesToTheNext
   const Hash patch2_id = sha256("patch2-id");
   blobs[patch2_id] = bytes(encode_tree(patch2));
   std::map<Hash, Tree> memo;
-  Tree resolved2 = resolve_tree(patch2_id, raw, &memo);
+  Tree resolved2 = resolve_tree(patch2_id, raw, memo);
   EXPECT_EQ(encode_tree(resolved2), encode_tree(next2));
   EXPECT_EQ(resolved2.bases, (std::vector<Hash>{patch_id, prev_id}));
   EXPECT_EQ(memo.size(), 3u);

@@ -5,8 +5,12 @@
 //    input is wrapped without copying (gpgme_data_new_from_mem, copy = 0) and the
 //    output is written straight into the result Bytes by a callback data object,
 //    so a 16 MiB pack is never copied by us.
-//  * Keys resolved from fingerprints are cached per context (gpgme_get_key runs a
-//    gpg --list-keys each time); the cache is dropped after import_keys.
+//  * gpg is a process per operation, so reduit avoids operations it does not need.
+//    Keys looked up by fingerprint (a gpg --list-keys each) are cached per
+//    GNUPGHOME for the process, for up to a minute and never past an import_keys.
+//    Contexts are pooled per GNUPGHOME: gpgme_ctx_set_engine_info runs
+//    `gpg --version` on every call (as does gpgme_get_key, which is why find_key
+//    lists keys itself). A small backup started 30 gpg processes before this, 19 now.
 //  * gpgme's error code of a failed decryption does not say why: a truncated
 //    message comes back as GPG_ERR_NO_SECKEY when some other recipient's key is
 //    absent, a flipped byte as GPG_ERR_NO_DATA or GPG_ERR_DECRYPT_FAILED. The
@@ -22,6 +26,8 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <atomic>
+#include <chrono>
 #include <map>
 #include <mutex>
 
@@ -147,11 +153,53 @@ bool looks_like_bare_email(const std::string& s) {
 
 }  // namespace
 
+// A context for `gnupghome` (empty = GPGME's default) as every reduit operation
+// wants it: OpenPGP, binary, offline, local keys only, never a pinentry.
+gpgme_ctx_t new_context(const std::string& gnupghome) {
+  gpgme_ctx_t ctx = nullptr;
+  gpgme_error_t err = gpgme_new(&ctx);
+  if (err) throw_internal("gpgme_new", err);
+  std::unique_ptr<std::remove_pointer_t<gpgme_ctx_t>, void (*)(gpgme_ctx_t)> guard(ctx, gpgme_release);
+  if ((err = gpgme_set_protocol(ctx, GPGME_PROTOCOL_OpenPGP))) throw_internal("gpgme_set_protocol", err);
+  if (!gnupghome.empty()) {
+    err = gpgme_ctx_set_engine_info(ctx, GPGME_PROTOCOL_OpenPGP, nullptr, gnupghome.c_str());
+    if (err) throw_internal("gpgme_ctx_set_engine_info(" + gnupghome + ")", err);
+  }
+  gpgme_set_armor(ctx, 0);
+  gpgme_set_textmode(ctx, 0);
+  gpgme_set_offline(ctx, 1);
+  gpgme_set_keylist_mode(ctx, GPGME_KEYLIST_MODE_LOCAL);
+  // Keys have no passphrase in unattended use; loopback keeps gpg from ever popping
+  // a pinentry (a passphrase-protected key fails instead of hanging).
+  if ((err = gpgme_set_pinentry_mode(ctx, GPGME_PINENTRY_MODE_LOOPBACK)))
+    throw_internal("gpgme_set_pinentry_mode", err);
+  return guard.release();
+}
+
+// Keys looked up by fingerprint in one GNUPGHOME, shared by the process's contexts
+// for that home (GPGME keys are reference-counted under GPGME's own lock). Kept for
+// kKeyCacheTtl at most, so a daemon notices a key that expired, was revoked or
+// replaced in the keyring meanwhile; import_keys empties it.
+struct KeyCache {
+  std::mutex mu;  // also serialises lookups on `lookup`
+  std::map<std::string, KeyRef> pub, sec;
+  std::chrono::steady_clock::time_point since;
+  gpgme_ctx_t lookup = nullptr;  // for find_key, made when first needed, never freed
+};
+constexpr std::chrono::seconds kKeyCacheTtl{60};
+
 struct Crypto::Impl {
   gpgme_ctx_t ctx = nullptr;
-  std::string home;  // for messages: as given, or "(default)"
-  std::map<std::string, KeyRef> pub_cache;
-  std::map<std::string, KeyRef> sec_cache;
+  std::string gnupghome;             // as given (empty = default)
+  std::string home;                  // for messages: as given, or "(default)"
+  KeyCache* keys = nullptr;          // process-wide, never freed
+
+  void clear_key_cache() {
+    std::lock_guard<std::mutex> g(keys->mu);
+    keys->pub.clear();
+    keys->sec.clear();
+    keys->since = std::chrono::steady_clock::now();
+  }
 
   ~Impl() {
     if (ctx) gpgme_release(ctx);
@@ -162,19 +210,37 @@ struct Crypto::Impl {
   // Exact lookup of a key by fingerprint (or key id); nullopt-like empty KeyRef
   // when absent. Throws kKey on ambiguity, kInternal on other failures.
   KeyRef find_key(const std::string& fpr, bool secret) {
-    auto& cache = secret ? sec_cache : pub_cache;
     std::string k = upper(fpr);
+    std::lock_guard<std::mutex> g(keys->mu);
+    if (std::chrono::steady_clock::now() - keys->since > kKeyCacheTtl) {
+      keys->pub.clear();
+      keys->sec.clear();
+      keys->since = std::chrono::steady_clock::now();
+    }
+    auto& cache = secret ? keys->sec : keys->pub;
     if (auto it = cache.find(k); it != cache.end()) return it->second;
+    // What gpgme_get_key does, on a context kept for it: gpgme_get_key makes a new
+    // context each time, whose engine set-up runs `gpg --version`. Not on `ctx`: a
+    // caller may be reading the result of ctx's last operation.
+    if (fpr.size() < 8)
+      throw Error(ErrorCode::kKey, "\"" + fpr + "\" is not a valid OpenPGP key fingerprint");
+    if (!keys->lookup) keys->lookup = new_context(gnupghome);
+    gpgme_ctx_t lc = keys->lookup;
+    gpgme_error_t err = gpgme_op_keylist_start(lc, fpr.c_str(), secret ? 1 : 0);
     gpgme_key_t key = nullptr;
-    gpgme_error_t err = gpgme_get_key(ctx, fpr.c_str(), &key, secret ? 1 : 0);
+    if (!err) err = gpgme_op_keylist_next(lc, &key);
+    KeyRef ref(key);
+    gpgme_key_t second = nullptr;
+    gpgme_error_t err2 = err ? err : gpgme_op_keylist_next(lc, &second);
+    KeyRef other(second);
+    gpgme_op_keylist_end(lc);
     if (gpgme_err_code(err) == GPG_ERR_EOF || (!err && !key)) return KeyRef();
-    if (gpgme_err_code(err) == GPG_ERR_AMBIGUOUS_NAME)
-      throw Error(ErrorCode::kKey,
-                  "several OpenPGP keys match \"" + fpr + "\" in " + where() + ": give the full fingerprint");
     if (gpgme_err_code(err) == GPG_ERR_INV_VALUE)
       throw Error(ErrorCode::kKey, "\"" + fpr + "\" is not a valid OpenPGP key fingerprint");
     if (err) throw_internal("looking up key " + fpr + " in " + where(), err);
-    KeyRef ref(key);
+    if (!err2 && other.key)
+      throw Error(ErrorCode::kKey,
+                  "several OpenPGP keys match \"" + fpr + "\" in " + where() + ": give the full fingerprint");
     cache.emplace(k, ref);
     return ref;
   }
@@ -221,28 +287,52 @@ struct Crypto::Impl {
   }
 };
 
-Crypto::Crypto(const std::string& gnupghome) : impl_(std::make_unique<Impl>()) {
+namespace {
+
+// Idle contexts by GNUPGHOME as given; never destroyed (no exit-order questions).
+struct ContextPool {
+  std::mutex mu;
+  std::multimap<std::string, std::unique_ptr<Crypto::Impl>> idle;
+  std::map<std::string, KeyCache> keys;  // by GNUPGHOME; nodes never move
+};
+ContextPool& context_pool() {
+  static auto* pool = new ContextPool;
+  return *pool;
+}
+constexpr std::size_t kMaxIdlePerHome = 8;
+
+}  // namespace
+
+Crypto::Crypto(const std::string& gnupghome) {
   init_gpgme();
-  impl_->home = gnupghome.empty() ? std::string("(default)") : gnupghome;
-  gpgme_error_t err = gpgme_new(&impl_->ctx);
-  if (err) throw_internal("gpgme_new", err);
-  gpgme_ctx_t ctx = impl_->ctx;
-  if ((err = gpgme_set_protocol(ctx, GPGME_PROTOCOL_OpenPGP))) throw_internal("gpgme_set_protocol", err);
-  if (!gnupghome.empty()) {
-    err = gpgme_ctx_set_engine_info(ctx, GPGME_PROTOCOL_OpenPGP, nullptr, gnupghome.c_str());
-    if (err) throw_internal("gpgme_ctx_set_engine_info(" + gnupghome + ")", err);
+  KeyCache* keys = nullptr;
+  {
+    ContextPool& pool = context_pool();
+    std::lock_guard<std::mutex> g(pool.mu);
+    if (auto it = pool.idle.find(gnupghome); it != pool.idle.end()) {
+      impl_ = std::move(it->second);
+      pool.idle.erase(it);
+      return;
+    }
+    keys = &pool.keys[gnupghome];
   }
-  gpgme_set_armor(ctx, 0);
-  gpgme_set_textmode(ctx, 0);
-  gpgme_set_offline(ctx, 1);
-  gpgme_set_keylist_mode(ctx, GPGME_KEYLIST_MODE_LOCAL);
-  // Keys have no passphrase in unattended use; loopback keeps gpg from ever popping
-  // a pinentry (a passphrase-protected key fails instead of hanging).
-  if ((err = gpgme_set_pinentry_mode(ctx, GPGME_PINENTRY_MODE_LOOPBACK)))
-    throw_internal("gpgme_set_pinentry_mode", err);
+  impl_ = std::make_unique<Impl>();
+  impl_->keys = keys;
+  impl_->home = gnupghome.empty() ? std::string("(default)") : gnupghome;
+  impl_->gnupghome = gnupghome;
+  impl_->ctx = new_context(gnupghome);
 }
 
-Crypto::~Crypto() = default;
+Crypto::~Crypto() {
+  if (!impl_ || !impl_->ctx) return;
+  // Back to the pool in the state the constructor leaves a new context in.
+  gpgme_signers_clear(impl_->ctx);
+  gpgme_set_armor(impl_->ctx, 0);
+  ContextPool& pool = context_pool();
+  std::lock_guard<std::mutex> g(pool.mu);
+  std::string home = impl_->gnupghome;
+  if (pool.idle.count(home) < kMaxIdlePerHome) pool.idle.emplace(std::move(home), std::move(impl_));
+}
 
 std::string Crypto::resolve_key(const std::string& spec, bool secret, bool for_encryption) {
   if (spec.empty()) throw Error(ErrorCode::kKey, "empty OpenPGP key spec");
@@ -563,8 +653,7 @@ std::vector<std::string> Crypto::import_keys(const std::string& key_data) {
   Impl& im = *impl_;
   Data in = data_from_mem(key_data.data(), key_data.size());
   gpgme_error_t err = gpgme_op_import(im.ctx, in.get());
-  im.pub_cache.clear();
-  im.sec_cache.clear();
+  im.clear_key_cache();
   if (err) {
     if (gpgme_err_code(err) == GPG_ERR_NO_DATA)
       throw Error(ErrorCode::kKey, "no OpenPGP key found in the data to import");

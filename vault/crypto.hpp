@@ -41,7 +41,10 @@ struct DecryptResult {
 
 class Crypto {
  public:
-  /// `gnupghome` empty = GPGME's default ($GNUPGHOME or ~/.gnupg).
+  /// `gnupghome` empty = GPGME's default ($GNUPGHOME or ~/.gnupg). Takes an idle
+  /// context for that home from the process's pool when there is one (keys it looked
+  /// up stay cached up to 60 s, and never past an import_keys); the destructor
+  /// returns it. One Crypto is used by one thread at a time.
   explicit Crypto(const std::string& gnupghome);
   ~Crypto();
   Crypto(const Crypto&) = delete;
@@ -117,8 +120,9 @@ class Crypto {
   /// Throws kKey when the data holds no OpenPGP key.
   std::vector<std::string> import_keys(const std::string& key_data);
 
+  struct Impl;  // a GPGME context and its key caches; pooled per GNUPGHOME (crypto.cpp)
+
  private:
-  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 

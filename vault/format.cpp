@@ -423,27 +423,30 @@ Tree make_tree_patch(const Tree& prev, const Hash& prev_id, const Tree& next) {
   return patch;
 }
 
-Tree resolve_tree(const Hash& id, const std::function<Bytes(const Hash&)>& raw, std::map<Hash, Tree>* memo,
-                  std::uint32_t max_depth) {
-  if (memo) {
-    auto it = memo->find(id);
-    if (it != memo->end()) {
-      if (it->second.depth > max_depth) malformed("tree " + to_hex(id) + ": patch chain deeper than its patch says");
-      return it->second;
-    }
+const Tree& resolve_tree(const Hash& id, const std::function<Bytes(const Hash&)>& raw, std::map<Hash, Tree>& memo,
+                         std::uint32_t max_depth) {
+  auto it = memo.find(id);
+  if (it != memo.end()) {
+    if (it->second.depth > max_depth) malformed("tree " + to_hex(id) + ": patch chain deeper than its patch says");
+    return it->second;
   }
   Tree t = decode_tree(raw(id));
   if (t.base) {
     // Each step down must be one shallower: a cycle or a lie about depth ends here.
     if (t.depth > max_depth) malformed("tree " + to_hex(id) + ": patch chain deeper than its patch says");
-    Tree base = resolve_tree(*t.base, raw, memo, t.depth - 1);
+    const Tree& base = resolve_tree(*t.base, raw, memo, t.depth - 1);
     if (base.depth != t.depth - 1)
       malformed("tree " + to_hex(id) + ": depth " + std::to_string(t.depth) + " on a base of depth " +
                 std::to_string(base.depth));
     t = apply_tree_patch(t, base);
   }
-  if (memo) memo->emplace(id, t);
-  return t;
+  return memo.emplace(id, std::move(t)).first->second;
+}
+
+Tree resolve_tree(const Hash& id, const std::function<Bytes(const Hash&)>& raw) {
+  std::map<Hash, Tree> chain;  // the bases, for this call only
+  resolve_tree(id, raw, chain);
+  return std::move(chain.at(id));
 }
 
 // ---- snapshots -------------------------------------------------------------

@@ -137,11 +137,13 @@ Tree decode_tree(const Bytes& data);
 Tree make_tree_patch(const Tree& prev, const Hash& prev_id, const Tree& next);
 
 /// The tree `id`, with patches applied: `raw` returns the plaintext of a tree blob.
-/// `memo`, when given, holds resolved trees to reuse (and receives `id`'s). Throws
-/// kVerify for a malformed blob, a chain deeper than kMaxTreeDepth or than a patch
-/// says, a removed path its base lacks, or a patch entry that is out of order.
-Tree resolve_tree(const Hash& id, const std::function<Bytes(const Hash&)>& raw,
-                  std::map<Hash, Tree>* memo = nullptr, std::uint32_t max_depth = kMaxTreeDepth);
+/// Throws kVerify for a malformed blob, a chain deeper than kMaxTreeDepth or than a
+/// patch says, a removed path its base lacks, or a patch entry that is out of order.
+Tree resolve_tree(const Hash& id, const std::function<Bytes(const Hash&)>& raw);
+/// The same through `memo` (resolved trees by id, reused and filled, bases too);
+/// returns a reference into `memo`.
+const Tree& resolve_tree(const Hash& id, const std::function<Bytes(const Hash&)>& raw,
+                         std::map<Hash, Tree>& memo, std::uint32_t max_depth = kMaxTreeDepth);
 
 // ---- snapshots -------------------------------------------------------------
 
