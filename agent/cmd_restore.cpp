@@ -112,6 +112,11 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
                   "(e.g. vmail:vmail); default keep as root, else none");
   cmd->add_option("--gnupghome", o->home,
                   "GnuPG home holding an archive secret key (default: config's, or $GNUPGHOME)");
+  cmd->add_option("--batch-entries", o->req.batch_entries,
+                  "files planned and written at once (whole folders; memory ~1 kB each); a pack holding "
+                  "several batches' mail is fetched once per batch")
+      ->default_val(o->req.batch_entries)
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
   cmd->callback([&g, &run, o, folder_name] {
     const bool folder_name_given = folder_name->count() > 0;
     run = [&g, o, folder_name_given] {
@@ -162,6 +167,8 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
                     {"bytes", s.bytes},
                     {"packs_fetched", s.packs_fetched},
                     {"bytes_fetched", s.bytes_fetched},
+                    {"batches", s.batches},
+                    {"stashed_blobs", s.stashed_blobs},
                     {"seconds", s.seconds},
                     {"warnings", s.warnings}});
       } else {

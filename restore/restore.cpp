@@ -60,6 +60,27 @@ void write_all(int fd, const char* data, std::size_t size, std::uint64_t offset,
   }
 }
 
+// The whole content of a file restore wrote itself (a stashed blob).
+std::string read_stash(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) throw_errno("open " + path, errno);
+  std::string out;
+  char buf[1 << 16];
+  while (true) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      ::close(fd);
+      throw_errno("read " + path, err);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
 struct Part {
   std::size_t file;      // index into files
   std::uint64_t offset;  // where the blob goes in the file
@@ -174,17 +195,19 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
     }
   }
 
-  // Load and check the whole selection before writing a byte.
+  // Load and check the whole selection before writing a byte. Trees are kept for the
+  // first batch's entries only; the others are loaded again when their
+  // batch comes, so restoring a million messages holds one batch's plan at a time.
   BlobIndex index(repo.load_indexes());
   TreeLoader trees(repo, index);
   struct LoadedFolder {
     std::string rel;  // folder directory relative to the destination
     const SnapshotFolder* f;
-    Tree tree;
+    std::optional<Tree> tree;  // nullopt until its batch when not kept
+    std::size_t entries = 0;   // after the selection
   };
-  std::vector<LoadedFolder> loaded;
-  for (const auto& [rel, f] : folders) {
-    Tree t = trees.load(f->tree);
+  // Checks a folder's tree and applies the selection; false = it picks nothing.
+  auto prepare = [&](const SnapshotFolder* f, Tree& t) {
     for (const TreeEntry& e : t.entries) {
       check_relative_path(e.path, "path in the manifest");
       if (e.kind == EntryKind::kMessage) {
@@ -195,20 +218,45 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
         }
       }
     }
-    if (req.select) {
-      bool picked = false;
-      std::erase_if(t.entries, [&](const TreeEntry& e) {
-        if (e.kind == EntryKind::kMessage) {
-          bool keep = req.select(f->name, e);
-          picked = picked || keep;
-          return !keep;
-        }
-        return e.kind == EntryKind::kFile &&
-               (e.path.rfind("dovecot.index", 0) == 0 || e.path.rfind("dovecot.list.index", 0) == 0);
-      });
-      if (!picked) continue;
+    if (!req.select) return true;
+    bool picked = false;
+    std::erase_if(t.entries, [&](const TreeEntry& e) {
+      if (e.kind == EntryKind::kMessage) {
+        bool keep = req.select(f->name, e);
+        picked = picked || keep;
+        return !keep;
+      }
+      return e.kind == EntryKind::kFile &&
+             (e.path.rfind("dovecot.index", 0) == 0 || e.path.rfind("dovecot.list.index", 0) == 0);
+    });
+    return picked;
+  };
+  std::vector<LoadedFolder> loaded;
+  // Batches of whole folders, each up to req.batch_entries entries (a bigger folder
+  // is a batch of its own): [first folder, end) per batch.
+  std::vector<std::pair<std::size_t, std::size_t>> batches;
+  std::size_t batch_fill = 0;
+  // Every content blob the restore needs, with the last batch that needs it (sorted
+  // by id after the pass): a pack is fetched once, and the blobs in it that a later
+  // batch needs wait in a stash inside the destination.
+  std::vector<std::pair<Hash, std::uint32_t>> wanted_by;
+  for (const auto& [rel, f] : folders) {
+    Tree t = trees.load(f->tree);
+    if (!prepare(f, t)) continue;
+    if (batches.empty() || (batch_fill > 0 && batch_fill + t.entries.size() > req.batch_entries)) {
+      batches.emplace_back(loaded.size(), loaded.size());
+      batch_fill = 0;
     }
-    loaded.push_back({rel, f, std::move(t)});
+    batch_fill += t.entries.size();
+    ++batches.back().second;
+    const auto batch = static_cast<std::uint32_t>(batches.size() - 1);
+    for (const TreeEntry& e : t.entries) {
+      for (const std::optional<Hash>* id : {&e.header, &e.body, &e.blob})
+        if (*id) wanted_by.emplace_back(**id, batch);
+    }
+    LoadedFolder lf{rel, f, std::nullopt, t.entries.size()};
+    if (batch == 0) lf.tree = std::move(t);  // the first batch's trees are not loaded twice
+    loaded.push_back(std::move(lf));
   }
   if (req.select && loaded.empty()) {
     throw Error(ErrorCode::kNotFound,
@@ -216,6 +264,26 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
                     snap.id.substr(0, 8) + (req.folder.empty() ? "" : " folder " + req.folder) +
                     " (reduit find lists the snapshots and folders that hold a message)");
   }
+  stats.batches = batches.size();
+  if (batches.size() == 1) wanted_by = {};  // nothing to keep for later
+  std::sort(wanted_by.begin(), wanted_by.end());
+  {
+    // One row per blob: the last batch that needs it.
+    std::size_t out = 0;
+    for (std::size_t i = 0; i < wanted_by.size(); ++i) {
+      if (out > 0 && wanted_by[out - 1].first == wanted_by[i].first)
+        wanted_by[out - 1].second = wanted_by[i].second;
+      else
+        wanted_by[out++] = wanted_by[i];
+    }
+    wanted_by.resize(out);
+    wanted_by.shrink_to_fit();
+  }
+  auto last_batch_of = [&](const Hash& id) -> std::optional<std::uint32_t> {
+    auto it = std::lower_bound(wanted_by.begin(), wanted_by.end(), std::make_pair(id, std::uint32_t{0}));
+    if (it == wanted_by.end() || it->first != id) return std::nullopt;
+    return it->second;
+  };
 
   // Destination: absent or empty.
   struct stat st;
@@ -270,84 +338,15 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
     }
   };
   try {
-    // Plan: every blob → the files and offsets it fills; group blobs by pack.
-    std::vector<PendingFile> files;
-    std::map<Hash, std::vector<Part>> need;  // blob id → parts
     std::vector<std::tuple<std::string, std::uint32_t, std::int64_t>> dir_times;
     std::map<std::string, std::optional<std::pair<uid_t, gid_t>>> dir_owner;  // absolute dir → owner
-    std::map<std::string, std::size_t> link_first;           // link group → first file restored for it
-    std::vector<std::pair<std::size_t, std::string>> links;  // (first file, link path)
+    struct LinkFirst {
+      std::string final_path;  // the first file restored for a link group
+      Hash sha256;
+      std::uint64_t size;
+    };
+    std::map<std::string, LinkFirst> link_first;  // link group → its first file (earlier batches too)
     std::uint64_t tmp_counter = 0;
-    for (auto& [frel, f, tree] : loaded) {
-      ++stats.folders;
-      mkdirs(root, frel);
-      if (f->mtime_ns != 0) dir_times.emplace_back(join(root, frel), f->mode, f->mtime_ns);
-      std::string fdir = join(root, frel);
-      // The folder directory itself is no entry: it gets its cur/ directory's owner.
-      for (const TreeEntry& e : tree.entries) {
-        if (e.kind == EntryKind::kDir && e.path == "cur") dir_owner[fdir] = owner.of(e.uid, e.gid);
-      }
-      for (const TreeEntry& e : tree.entries) {
-        std::string rel = join(frel, e.path);
-        if (e.kind == EntryKind::kDir) {
-          mkdirs(root, rel);
-          dir_times.emplace_back(join(root, rel), e.mode, e.mtime_ns);
-          dir_owner[join(root, rel)] = owner.of(e.uid, e.gid);
-          ++stats.dirs;
-          continue;
-        }
-        std::string parent = rel.substr(0, rel.rfind('/') == std::string::npos ? 0 : rel.rfind('/'));
-        mkdirs(root, parent);
-        if (!e.link.empty()) {
-          // A second name of one inode (same content): a link, made once the first
-          // name is complete. Different content under one group is not trusted as a link.
-          auto [it, first] = link_first.emplace(e.link, files.size());
-          if (!first && files[it->second].entry->sha256 == e.sha256 &&
-              files[it->second].entry->size == e.size) {
-            links.emplace_back(it->second, join(root, rel));
-            if (e.kind == EntryKind::kMessage)
-              ++stats.messages;
-            else
-              ++stats.files;
-            ++stats.hard_links;
-            continue;
-          }
-        }
-        PendingFile pf;
-        pf.final_path = join(root, rel);
-        pf.entry = &e;
-        if (e.kind == EntryKind::kMessage) {
-          mkdirs(root, join(frel, "tmp"));
-          pf.temp_path = join(fdir, "tmp") + "/.reduit-restore." + std::to_string(tmp_counter++);
-        } else {
-          pf.temp_path = join(root, parent) + "/.reduit-restore." + std::to_string(tmp_counter++);
-        }
-        std::size_t idx = files.size();
-        if (e.kind == EntryKind::kMessage) {
-          need[*e.header].push_back({idx, 0});
-          pf.parts_left = 1;
-          if (e.body) {
-            auto hl = index.find(*e.header);
-            if (hl.empty())
-              throw Error(ErrorCode::kVerify,
-                          "blob " + to_hex(*e.header) + " of " + rel + " is not in any index");
-            need[*e.body].push_back({idx, hl.front().length});
-            pf.parts_left = 2;
-          }
-        } else if (e.blob) {
-          need[*e.blob].push_back({idx, 0});
-          pf.parts_left = 1;
-        } else if (e.delta) {
-          pf.chained = true;
-        }
-        files.push_back(std::move(pf));
-        if (e.kind == EntryKind::kMessage)
-          ++stats.messages;
-        else
-          ++stats.files;
-        stats.bytes += e.size;
-      }
-    }
 
     auto finalize = [&](PendingFile& pf) {
       const TreeEntry& e = *pf.entry;
@@ -394,91 +393,227 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
         throw_errno("rename to " + pf.final_path, errno);
     };
 
-    // Files with no content (empty) are complete already.
-    for (PendingFile& pf : files) {
-      if (pf.parts_left == 0 && !pf.chained) finalize(pf);
-    }
-
     // A blob may be indexed in several packs (re-uploaded after a pack went missing):
     // take a pack that is still in the vault.
-    std::map<Hash, std::uint64_t> present = repo.list_packs();
-    std::map<Hash, std::vector<Hash>> by_pack;  // pack → blobs wanted from it
-    for (const auto& [id, parts] : need) {
-      auto locs = index.find(id);
-      if (locs.empty())
-        throw Error(ErrorCode::kVerify, "blob " + to_hex(id) + " is not in any index of the vault");
-      const IndexedBlob* pick = &locs.front();
-      for (const IndexedBlob& l : locs) {
-        if (present.count(l.pack)) {
-          pick = &l;
-          break;
+    const std::map<Hash, std::uint64_t> present = repo.list_packs();
+    BlobFetcher chains(repo, index, &present);
+    // Writes a blob into the parts of pending files that take it; completes them.
+    auto write_parts = [&](std::vector<PendingFile>& files, const std::vector<Part>& parts, const char* data,
+                           std::size_t size) {
+      for (const Part& part : parts) {
+        PendingFile& pf = files[part.file];
+        int fd = ::open(pf.temp_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0) throw_errno("create " + pf.temp_path, errno);
+        write_all(fd, data, size, part.offset, pf.temp_path);
+        ::close(fd);
+        if (--pf.parts_left == 0) finalize(pf);
+      }
+    };
+    // Blobs of a fetched pack that a later batch needs (inside the destination, gone
+    // when the restore ends; restored files are checked against their SHA-256 anyway).
+    std::string stash_dir;
+    std::set<Hash> stashed;
+    auto stash_path = [&](const Hash& id) { return stash_dir + "/" + to_hex(id); };
+    for (std::size_t b = 0; b < batches.size(); ++b) {
+      const auto [first_folder, end_folder] = batches[b];
+      // Plan: every blob → the files and offsets it fills; group blobs by pack.
+      std::vector<PendingFile> files;
+      std::map<Hash, std::vector<Part>> need;                  // blob id → parts
+      std::vector<std::pair<std::string, std::string>> links;  // (first file, link path), both absolute
+      for (std::size_t i = first_folder; i < end_folder; ++i) {
+        LoadedFolder& lf = loaded[i];
+        if (!lf.tree) {
+          Tree t = trees.load(lf.f->tree);
+          prepare(lf.f, t);
+          lf.tree = std::move(t);
+        }
+        const std::string& frel = lf.rel;
+        const SnapshotFolder* f = lf.f;
+        ++stats.folders;
+        mkdirs(root, frel);
+        if (f->mtime_ns != 0) dir_times.emplace_back(join(root, frel), f->mode, f->mtime_ns);
+        std::string fdir = join(root, frel);
+        // The folder directory itself is no entry: it gets its cur/ directory's owner.
+        for (const TreeEntry& e : lf.tree->entries) {
+          if (e.kind == EntryKind::kDir && e.path == "cur") dir_owner[fdir] = owner.of(e.uid, e.gid);
+        }
+        for (const TreeEntry& e : lf.tree->entries) {
+          std::string rel = join(frel, e.path);
+          if (e.kind == EntryKind::kDir) {
+            mkdirs(root, rel);
+            dir_times.emplace_back(join(root, rel), e.mode, e.mtime_ns);
+            dir_owner[join(root, rel)] = owner.of(e.uid, e.gid);
+            ++stats.dirs;
+            continue;
+          }
+          std::string parent = rel.substr(0, rel.rfind('/') == std::string::npos ? 0 : rel.rfind('/'));
+          mkdirs(root, parent);
+          if (!e.link.empty()) {
+            // A second name of one inode (same content): a link, made once the first
+            // name is complete. Different content under one group is not trusted as a link.
+            auto [it, first] = link_first.emplace(e.link, LinkFirst{join(root, rel), e.sha256, e.size});
+            if (!first && it->second.sha256 == e.sha256 && it->second.size == e.size) {
+              links.emplace_back(it->second.final_path, join(root, rel));
+              if (e.kind == EntryKind::kMessage)
+                ++stats.messages;
+              else
+                ++stats.files;
+              ++stats.hard_links;
+              continue;
+            }
+          }
+          PendingFile pf;
+          pf.final_path = join(root, rel);
+          pf.entry = &e;
+          if (e.kind == EntryKind::kMessage) {
+            mkdirs(root, join(frel, "tmp"));
+            pf.temp_path = join(fdir, "tmp") + "/.reduit-restore." + std::to_string(tmp_counter++);
+          } else {
+            pf.temp_path = join(root, parent) + "/.reduit-restore." + std::to_string(tmp_counter++);
+          }
+          std::size_t idx = files.size();
+          if (e.kind == EntryKind::kMessage) {
+            need[*e.header].push_back({idx, 0});
+            pf.parts_left = 1;
+            if (e.body) {
+              auto hl = index.find(*e.header);
+              if (hl.empty())
+                throw Error(ErrorCode::kVerify,
+                            "blob " + to_hex(*e.header) + " of " + rel + " is not in any index");
+              need[*e.body].push_back({idx, hl.front().length});
+              pf.parts_left = 2;
+            }
+          } else if (e.blob) {
+            need[*e.blob].push_back({idx, 0});
+            pf.parts_left = 1;
+          } else if (e.delta) {
+            pf.chained = true;
+          }
+          files.push_back(std::move(pf));
+          if (e.kind == EntryKind::kMessage)
+            ++stats.messages;
+          else
+            ++stats.files;
+          stats.bytes += e.size;
         }
       }
-      by_pack[pick->pack].push_back(id);
-    }
 
-    std::uint64_t packs_done = 0;
-    for (auto& [pack_id, wanted] : by_pack) {
-      LoadedPack pack = repo.load_pack(pack_id);
-      ++stats.packs_fetched;
-      if (auto it = index.packs().find(pack_id); it != index.packs().end())
-        stats.bytes_fetched += it->second.size;
-      std::map<Hash, const PackEntry*> entries;
-      for (const PackEntry& e : pack.entries) entries[e.id] = &e;
-      for (const Hash& id : wanted) {
-        auto it = entries.find(id);
-        if (it == entries.end()) {
-          throw Error(ErrorCode::kVerify, "pack " + to_hex(pack_id) + " does not hold blob " + to_hex(id) +
-                                              " named by the index");
+      // Files with no content (empty) are complete already.
+      for (PendingFile& pf : files) {
+        if (pf.parts_left == 0 && !pf.chained) finalize(pf);
+      }
+      // Blobs an earlier batch's packs held: from the stash.
+      for (auto it = need.begin(); it != need.end();) {
+        if (!stashed.count(it->first)) {
+          ++it;
+          continue;
         }
-        std::string_view bytes = repo.blob_bytes(pack, *it->second);
-        for (const Part& part : need[id]) {
-          PendingFile& pf = files[part.file];
-          int fd = ::open(pf.temp_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-          if (fd < 0) throw_errno("create " + pf.temp_path, errno);
-          write_all(fd, bytes.data(), bytes.size(), part.offset, pf.temp_path);
+        const std::string path = stash_path(it->first);
+        std::string data = read_stash(path);
+        write_parts(files, it->second, data.data(), data.size());
+        if (last_batch_of(it->first) == b) {
+          unlink(path.c_str());
+          stashed.erase(it->first);
+        }
+        it = need.erase(it);
+      }
+
+      std::map<Hash, std::vector<Hash>> by_pack;  // pack → blobs wanted from it
+      for (const auto& [id, parts] : need) {
+        auto locs = index.find(id);
+        if (locs.empty())
+          throw Error(ErrorCode::kVerify, "blob " + to_hex(id) + " is not in any index of the vault");
+        const IndexedBlob* pick = &locs.front();
+        for (const IndexedBlob& l : locs) {
+          if (present.count(l.pack)) {
+            pick = &l;
+            break;
+          }
+        }
+        by_pack[pick->pack].push_back(id);
+      }
+
+      std::uint64_t packs_done = 0;
+      for (auto& [pack_id, wanted] : by_pack) {
+        LoadedPack pack = repo.load_pack(pack_id);
+        ++stats.packs_fetched;
+        if (auto it = index.packs().find(pack_id); it != index.packs().end())
+          stats.bytes_fetched += it->second.size;
+        std::map<Hash, const PackEntry*> entries;
+        for (const PackEntry& e : pack.entries) {
+          entries[e.id] = &e;
+          // Needed by a later batch: kept, so that batch does not fetch this pack again.
+          auto last = last_batch_of(e.id);
+          if (!last || *last <= b || stashed.count(e.id)) continue;
+          if (stash_dir.empty()) {
+            std::string tmpl = root + "/.reduit-restore-stash.XXXXXX";
+            if (!mkdtemp(tmpl.data())) throw_errno("create a stash directory in " + root, errno);
+            stash_dir = tmpl;
+          }
+          std::string_view bytes = repo.blob_bytes(pack, e);
+          const std::string path = stash_path(e.id);
+          int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+          if (fd < 0) throw_errno("create " + path, errno);
+          write_all(fd, bytes.data(), bytes.size(), 0, path);
           ::close(fd);
-          if (--pf.parts_left == 0) finalize(pf);
+          stashed.insert(e.id);
+          ++stats.stashed_blobs;
+        }
+        for (const Hash& id : wanted) {
+          auto it = entries.find(id);
+          if (it == entries.end()) {
+            throw Error(ErrorCode::kVerify, "pack " + to_hex(pack_id) + " does not hold blob " + to_hex(id) +
+                                                " named by the index");
+          }
+          std::string_view bytes = repo.blob_bytes(pack, *it->second);
+          write_parts(files, need[id], bytes.data(), bytes.size());
+        }
+        ++packs_done;
+        if (req.progress) {
+          if (batches.size() > 1)
+            fprintf(stderr, "\r\033[Krestoring: batch %zu/%zu, %llu/%zu packs", b + 1, batches.size(),
+                    static_cast<unsigned long long>(packs_done), by_pack.size());
+          else
+            fprintf(stderr, "\r\033[Krestoring: %llu/%zu packs", static_cast<unsigned long long>(packs_done),
+                    by_pack.size());
         }
       }
-      ++packs_done;
-      if (req.progress) {
-        fprintf(stderr, "\r\033[Krestoring: %llu/%zu packs", static_cast<unsigned long long>(packs_done),
-                by_pack.size());
+      // Files stored as delta chains: patched link by link through scratch files
+      // beside them (inside the destination), each link's result checked.
+      for (PendingFile& pf : files) {
+        if (!pf.chained) continue;
+        int fd = ::open(pf.temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0) throw_errno("create " + pf.temp_path, errno);
+        try {
+          ChainInfo info = rebuild_delta_chain(*pf.entry->delta, chains.as_function(), fd,
+                                               pf.temp_path.substr(0, pf.temp_path.rfind('/')));
+          if (info.chain != pf.entry->chain) {
+            throw Error(ErrorCode::kVerify, "its delta chain differs from the one the manifest names");
+          }
+        } catch (const Error& err) {
+          ::close(fd);
+          throw Error(err.code(), pf.final_path + ": " + err.what());
+        }
+        ::close(fd);
+        finalize(pf);
       }
+      for (const PendingFile& pf : files) {
+        if (pf.parts_left != 0)
+          throw Error(ErrorCode::kInternal, "restore left " + pf.final_path + " incomplete");
+      }
+      for (const auto& [first, path] : links) {
+        if (link(first.c_str(), path.c_str()) != 0) throw_errno("hard link " + path + " to " + first, errno);
+      }
+      for (std::size_t i = first_folder; i < end_folder; ++i) loaded[i].tree.reset();
     }
     if (req.progress) fprintf(stderr, "\r\033[K");
-    // Files stored as delta chains: patched link by link through scratch files
-    // beside them (inside the destination), each link's result checked.
-    BlobFetcher chains(repo, index, &present);
-    for (PendingFile& pf : files) {
-      if (!pf.chained) continue;
-      int fd = ::open(pf.temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-      if (fd < 0) throw_errno("create " + pf.temp_path, errno);
-      try {
-        ChainInfo info = rebuild_delta_chain(*pf.entry->delta, chains.as_function(), fd,
-                                             pf.temp_path.substr(0, pf.temp_path.rfind('/')));
-        if (info.chain != pf.entry->chain) {
-          throw Error(ErrorCode::kVerify, "its delta chain differs from the one the manifest names");
-        }
-      } catch (const Error& err) {
-        ::close(fd);
-        throw Error(err.code(), pf.final_path + ": " + err.what());
-      }
-      ::close(fd);
-      finalize(pf);
+    if (!stash_dir.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(stash_dir, ec);
+      if (ec) throw Error(ErrorCode::kIo, "cannot remove the restore's stash " + stash_dir + ": " + ec.message());
     }
     stats.packs_fetched += chains.packs_fetched();
     stats.bytes_fetched += chains.bytes_fetched();
-    for (const PendingFile& pf : files) {
-      if (pf.parts_left != 0)
-        throw Error(ErrorCode::kInternal, "restore left " + pf.final_path + " incomplete");
-    }
-    for (const auto& [first, path] : links) {
-      if (link(files[first].final_path.c_str(), path.c_str()) != 0) {
-        throw_errno("hard link " + path + " to " + files[first].final_path, errno);
-      }
-    }
     // Directory modes and mtimes last (writing into a directory changes its mtime).
     std::sort(dir_times.begin(), dir_times.end(),
               [](const auto& a, const auto& b) { return std::get<0>(a).size() > std::get<0>(b).size(); });

@@ -127,15 +127,18 @@ Bytes TreeLoader::load_raw(const Hash& tree_id) {
   std::string last_error;
   for (const IndexedBlob& loc : locs) {
     try {
-      auto it = packs_.find(loc.pack);
+      auto it = std::find_if(packs_.begin(), packs_.end(), [&](const LoadedPack& p) { return p.id == loc.pack; });
       if (it == packs_.end()) {
         LoadedPack p = repo_.load_pack(loc.pack);
+        ++packs_fetched_;
         bytes_fetched_ += index_.packs().count(loc.pack) ? index_.packs().at(loc.pack).size : 0;
-        it = packs_.emplace(loc.pack, std::move(p)).first;
+        if (packs_.size() >= kKeepPacks) packs_.pop_front();
+        packs_.push_back(std::move(p));
+        it = std::prev(packs_.end());
       }
-      for (const PackEntry& e : it->second.entries) {
+      for (const PackEntry& e : it->entries) {
         if (e.id == tree_id && e.type == BlobType::kTree) {
-          std::string_view v = repo_.blob_bytes(it->second, e);
+          std::string_view v = repo_.blob_bytes(*it, e);
           return Bytes(v.begin(), v.end());
         }
       }

@@ -5,6 +5,7 @@
 // agent key or an archive key).
 #pragma once
 
+#include <deque>
 #include <map>
 #include <optional>
 #include <span>
@@ -48,7 +49,7 @@ class BlobIndex {
   std::map<Hash, IndexPack> packs_;  // blobs vectors emptied (kept in blobs_)
 };
 
-/// Loads trees through their metadata packs, keeping each pack once.
+/// Loads trees through their metadata packs, keeping the last few packs decrypted.
 class TreeLoader {
  public:
   /// `share_chains`: keep resolved trees (up to about a million entries) so that
@@ -62,13 +63,17 @@ class TreeLoader {
   /// The plaintext of the tree blob `tree_id` (a full tree or a patch), as stored.
   Bytes load_raw(const Hash& tree_id);
   std::uint64_t bytes_fetched() const { return bytes_fetched_; }
-  std::uint64_t packs_fetched() const { return packs_.size(); }
+  std::uint64_t packs_fetched() const { return packs_fetched_; }
 
  private:
+  // Metadata packs kept decrypted (a pack's trees are read together, and a folder's
+  // patches sit in the packs of the snapshots just before): the last few only, so
+  // walking a million-message snapshot does not hold all of its trees' packs.
+  static constexpr std::size_t kKeepPacks = 4;
   Repository& repo_;
   const BlobIndex& index_;
-  std::map<Hash, LoadedPack> packs_;
-  std::uint64_t bytes_fetched_ = 0;
+  std::deque<LoadedPack> packs_;  // most recently loaded last
+  std::uint64_t bytes_fetched_ = 0, packs_fetched_ = 0;
   bool share_chains_;
   std::map<Hash, Tree> resolved_;  // with share_chains_: resolved trees, reused along a chain
   std::size_t resolved_entries_ = 0;

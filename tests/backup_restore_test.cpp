@@ -737,3 +737,66 @@ TEST(MainJob, RestoreAllOnAFreshHostRebuildsTheWholeSourceTree) {
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_NE(r.err.find("--mailbox M"), std::string::npos) << r.err;
 }
+
+// `restore --all` plans and writes a batch of folders at a time (--batch-entries):
+// with batches smaller than every folder, each folder is its own batch, a hard link
+// whose first name was restored by an earlier batch is still a link, each pack is
+// still fetched once, and the tree is the same as the one-batch restore's.
+TEST(MainJob, RestoreAllInBatchesKeepsHardLinksAcrossBatches) {
+  TempDir mail;
+  reduit::test::generate_maildir(mail.path(), 400, 6, 13);
+  // Two names of one inode in two mailboxes (Dovecot's copy between users of one
+  // hard-linked store), and one more in the same folder.
+  std::vector<fs::path> cur_dirs;
+  for (const auto& e : fs::recursive_directory_iterator(mail.path()))
+    if (e.is_directory() && e.path().filename() == "cur" && !fs::is_empty(e.path())) cur_dirs.push_back(e.path());
+  std::sort(cur_dirs.begin(), cur_dirs.end());
+  ASSERT_GE(cur_dirs.size(), 2u);
+  std::vector<fs::path> first_msgs;
+  for (const auto& e : fs::directory_iterator(cur_dirs.front())) first_msgs.push_back(e.path());
+  std::sort(first_msgs.begin(), first_msgs.end());
+  const fs::path linked = first_msgs.front();
+  fs::create_hard_link(linked, cur_dirs.back() / "1700000000.M1P1.linked:2,S");
+  fs::create_hard_link(linked, cur_dirs.front() / "1700000001.M1P1.linked:2,");
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  site.backup();
+  TempDir fresh;
+  std::string cfg = reduit::test::write_config(fresh.path(), site.url(), site.keys().archive_home->path(), {}, "");
+  auto restore_all = [&](const std::string& to, const std::vector<std::string>& extra) {
+    std::vector<std::string> args{reduit::test::reduit_binary(), "--config", cfg, "--json", "restore", "--all",
+                                  "--to", to};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return reduit::test::run_command(args);
+  };
+  RunResult one = restore_all(fresh.path() + "/one", {});
+  ASSERT_EQ(one.status, 0) << one.err;
+  RunResult many = restore_all(fresh.path() + "/many", {"--batch-entries", "7"});
+  ASSERT_EQ(many.status, 0) << many.err;
+  for (const char* k : {"messages", "hard_links", "folders", "bytes"}) EXPECT_EQ(many.json()[k], one.json()[k]) << k;
+  EXPECT_EQ(many.json()["messages"], 402);
+  EXPECT_EQ(many.json()["hard_links"], 2);
+  EXPECT_EQ(one.json()["batches"], 1);
+  EXPECT_EQ(one.json()["stashed_blobs"], 0);
+  EXPECT_EQ(many.json()["batches"], many.json()["folders"]);
+  EXPECT_GT(many.json()["stashed_blobs"].get<int>(), 300);
+  // Each pack is fetched once: what later batches need from it waits in a stash.
+  EXPECT_EQ(many.json()["packs_fetched"], one.json()["packs_fetched"]);
+  EXPECT_EQ(many.json()["bytes_fetched"], one.json()["bytes_fetched"]);
+  expect_same_tree(mail.path(), fresh.path() + "/many");
+  std::vector<std::string> top;  // no stash left behind
+  for (const auto& e : fs::directory_iterator(fresh.path() + "/many")) top.push_back(e.path().filename());
+  std::vector<std::string> want_top;
+  for (const auto& e : fs::directory_iterator(mail.path())) want_top.push_back(e.path().filename());
+  std::sort(top.begin(), top.end());
+  std::sort(want_top.begin(), want_top.end());
+  EXPECT_EQ(top, want_top);
+  const std::string rel = fs::relative(linked, mail.path()).string();
+  const std::string rel2 = fs::relative(cur_dirs.back() / "1700000000.M1P1.linked:2,S", mail.path()).string();
+  struct stat a {}, b {};
+  ASSERT_EQ(::stat((fresh.path() + "/many/" + rel).c_str(), &a), 0);
+  ASSERT_EQ(::stat((fresh.path() + "/many/" + rel2).c_str(), &b), 0);
+  EXPECT_EQ(a.st_ino, b.st_ino);
+  EXPECT_EQ(a.st_nlink, 3u);
+  EXPECT_EQ(site.reduit({"restore", "--all", "--to", fresh.path() + "/zero", "--batch-entries", "0"}).status, 2);
+}
