@@ -10,7 +10,7 @@
 //    GNUPGHOME for the process, for up to a minute and never past an import_keys.
 //    Contexts are pooled per GNUPGHOME: gpgme_ctx_set_engine_info runs
 //    `gpg --version` on every call (as does gpgme_get_key, which is why find_key
-//    lists keys itself). A small backup started 30 gpg processes before this, 19 now.
+//    lists keys itself). A small backup started 30 gpg processes before this, 18 now.
 //  * gpgme's error code of a failed decryption does not say why: a truncated
 //    message comes back as GPG_ERR_NO_SECKEY when some other recipient's key is
 //    absent, a flipped byte as GPG_ERR_NO_DATA or GPG_ERR_DECRYPT_FAILED. The
@@ -25,9 +25,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <cstring>
-#include <atomic>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <mutex>
 
@@ -151,8 +150,6 @@ bool looks_like_bare_email(const std::string& s) {
          s.front() != '=' && s.front() != '@';
 }
 
-}  // namespace
-
 // A context for `gnupghome` (empty = GPGME's default) as every reduit operation
 // wants it: OpenPGP, binary, offline, local keys only, never a pinentry.
 gpgme_ctx_t new_context(const std::string& gnupghome) {
@@ -187,6 +184,8 @@ struct KeyCache {
   gpgme_ctx_t lookup = nullptr;  // for find_key, made when first needed, never freed
 };
 constexpr std::chrono::seconds kKeyCacheTtl{60};
+
+}  // namespace
 
 struct Crypto::Impl {
   gpgme_ctx_t ctx = nullptr;
