@@ -610,7 +610,8 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
     if (!stash_dir.empty()) {
       std::error_code ec;
       std::filesystem::remove_all(stash_dir, ec);
-      if (ec) throw Error(ErrorCode::kIo, "cannot remove the restore's stash " + stash_dir + ": " + ec.message());
+      if (ec)
+        throw Error(ErrorCode::kIo, "cannot remove the restore's stash " + stash_dir + ": " + ec.message());
     }
     stats.packs_fetched += chains.packs_fetched();
     stats.bytes_fetched += chains.bytes_fetched();

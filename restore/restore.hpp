@@ -55,8 +55,8 @@ struct RestoreStats {
   std::uint64_t folders = 0, messages = 0, files = 0, dirs = 0, bytes = 0;
   std::uint64_t hard_links = 0;  // entries restored as a link to an earlier one (same inode)
   std::uint64_t packs_fetched = 0, bytes_fetched = 0;
-  std::uint64_t batches = 0;         // RestoreRequest::batch_entries
-  std::uint64_t stashed_blobs = 0;   // blobs kept for a later batch instead of fetching their pack again
+  std::uint64_t batches = 0;        // RestoreRequest::batch_entries
+  std::uint64_t stashed_blobs = 0;  // blobs kept for a later batch instead of fetching their pack again
   double seconds = 0;
   std::vector<std::string> warnings;  // e.g. damaged snapshots that were skipped
 };

@@ -127,7 +127,8 @@ Bytes TreeLoader::load_raw(const Hash& tree_id) {
   std::string last_error;
   for (const IndexedBlob& loc : locs) {
     try {
-      auto it = std::find_if(packs_.begin(), packs_.end(), [&](const LoadedPack& p) { return p.id == loc.pack; });
+      auto it =
+          std::find_if(packs_.begin(), packs_.end(), [&](const LoadedPack& p) { return p.id == loc.pack; });
       if (it == packs_.end()) {
         LoadedPack p = repo_.load_pack(loc.pack);
         ++packs_fetched_;

@@ -24,7 +24,8 @@ VaultWalker::VaultWalker(Repository& repo, Catalog& catalog)
 const Tree& VaultWalker::tree(const Hash& id) {
   auto it = trees_.find(id);
   if (it != trees_.end()) return it->second;
-  return resolve_tree(id, [this](const Hash& h) { return raw_tree(h); }, trees_);
+  return resolve_tree(
+      id, [this](const Hash& h) { return raw_tree(h); }, trees_);
 }
 
 // The tree blob's plaintext as stored (a full tree or a patch): from the cache

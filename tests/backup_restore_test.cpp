@@ -255,8 +255,9 @@ TEST(MainJob, DamagedFolderBaseInTheCatalogWritesAFullTree) {
   TempDir mail;
   std::string m = make_mailbox(mail.path(), "example.ch", "bob");
   for (int i = 0; i < 50; ++i) {
-    reduit::test::write_file(m + "/cur/" + std::to_string(1700000000 + i) + ".M" + std::to_string(i) + "P1.h:2,",
-                             "Subject: " + std::to_string(i) + "\n\nbody\n");
+    reduit::test::write_file(
+        m + "/cur/" + std::to_string(1700000000 + i) + ".M" + std::to_string(i) + "P1.h:2,",
+        "Subject: " + std::to_string(i) + "\n\nbody\n");
   }
   Site site({mail.path()}, "%d/%n");
   site.init();
@@ -726,14 +727,16 @@ TEST(MainJob, RestoreAllOnAFreshHostRebuildsTheWholeSourceTree) {
   site.init();
   site.backup();
   TempDir fresh;
-  std::string cfg = reduit::test::write_config(fresh.path(), site.url(), site.keys().archive_home->path(), {}, "");
+  std::string cfg =
+      reduit::test::write_config(fresh.path(), site.url(), site.keys().archive_home->path(), {}, "");
   std::string to = fresh.path() + "/srv/restore/vmail";  // parents are created
   RunResult r = reduit::test::run_command(
       {reduit::test::reduit_binary(), "--config", cfg, "--json", "restore", "--all", "--to", to});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.json()["messages"], 400);
   expect_same_tree(mail.path(), to);
-  r = reduit::test::run_command({reduit::test::reduit_binary(), "--config", cfg, "restore", "--to", to + "2"});
+  r = reduit::test::run_command(
+      {reduit::test::reduit_binary(), "--config", cfg, "restore", "--to", to + "2"});
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_NE(r.err.find("--mailbox M"), std::string::npos) << r.err;
 }
@@ -749,7 +752,8 @@ TEST(MainJob, RestoreAllInBatchesKeepsHardLinksAcrossBatches) {
   // hard-linked store), and one more in the same folder.
   std::vector<fs::path> cur_dirs;
   for (const auto& e : fs::recursive_directory_iterator(mail.path()))
-    if (e.is_directory() && e.path().filename() == "cur" && !fs::is_empty(e.path())) cur_dirs.push_back(e.path());
+    if (e.is_directory() && e.path().filename() == "cur" && !fs::is_empty(e.path()))
+      cur_dirs.push_back(e.path());
   std::sort(cur_dirs.begin(), cur_dirs.end());
   ASSERT_GE(cur_dirs.size(), 2u);
   std::vector<fs::path> first_msgs;
@@ -762,10 +766,11 @@ TEST(MainJob, RestoreAllInBatchesKeepsHardLinksAcrossBatches) {
   site.init();
   site.backup();
   TempDir fresh;
-  std::string cfg = reduit::test::write_config(fresh.path(), site.url(), site.keys().archive_home->path(), {}, "");
+  std::string cfg =
+      reduit::test::write_config(fresh.path(), site.url(), site.keys().archive_home->path(), {}, "");
   auto restore_all = [&](const std::string& to, const std::vector<std::string>& extra) {
-    std::vector<std::string> args{reduit::test::reduit_binary(), "--config", cfg, "--json", "restore", "--all",
-                                  "--to", to};
+    std::vector<std::string> args{
+        reduit::test::reduit_binary(), "--config", cfg, "--json", "restore", "--all", "--to", to};
     args.insert(args.end(), extra.begin(), extra.end());
     return reduit::test::run_command(args);
   };
@@ -773,7 +778,8 @@ TEST(MainJob, RestoreAllInBatchesKeepsHardLinksAcrossBatches) {
   ASSERT_EQ(one.status, 0) << one.err;
   RunResult many = restore_all(fresh.path() + "/many", {"--batch-entries", "7"});
   ASSERT_EQ(many.status, 0) << many.err;
-  for (const char* k : {"messages", "hard_links", "folders", "bytes"}) EXPECT_EQ(many.json()[k], one.json()[k]) << k;
+  for (const char* k : {"messages", "hard_links", "folders", "bytes"})
+    EXPECT_EQ(many.json()[k], one.json()[k]) << k;
   EXPECT_EQ(many.json()["messages"], 402);
   EXPECT_EQ(many.json()["hard_links"], 2);
   EXPECT_EQ(one.json()["batches"], 1);
@@ -793,10 +799,12 @@ TEST(MainJob, RestoreAllInBatchesKeepsHardLinksAcrossBatches) {
   EXPECT_EQ(top, want_top);
   const std::string rel = fs::relative(linked, mail.path()).string();
   const std::string rel2 = fs::relative(cur_dirs.back() / "1700000000.M1P1.linked:2,S", mail.path()).string();
-  struct stat a {}, b {};
+  struct stat a {
+  }, b{};
   ASSERT_EQ(::stat((fresh.path() + "/many/" + rel).c_str(), &a), 0);
   ASSERT_EQ(::stat((fresh.path() + "/many/" + rel2).c_str(), &b), 0);
   EXPECT_EQ(a.st_ino, b.st_ino);
   EXPECT_EQ(a.st_nlink, 3u);
-  EXPECT_EQ(site.reduit({"restore", "--all", "--to", fresh.path() + "/zero", "--batch-entries", "0"}).status, 2);
+  EXPECT_EQ(site.reduit({"restore", "--all", "--to", fresh.path() + "/zero", "--batch-entries", "0"}).status,
+            2);
 }

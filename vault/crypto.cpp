@@ -189,9 +189,9 @@ constexpr std::chrono::seconds kKeyCacheTtl{60};
 
 struct Crypto::Impl {
   gpgme_ctx_t ctx = nullptr;
-  std::string gnupghome;             // as given (empty = default)
-  std::string home;                  // for messages: as given, or "(default)"
-  KeyCache* keys = nullptr;          // process-wide, never freed
+  std::string gnupghome;     // as given (empty = default)
+  std::string home;          // for messages: as given, or "(default)"
+  KeyCache* keys = nullptr;  // process-wide, never freed
 
   void clear_key_cache() {
     std::lock_guard<std::mutex> g(keys->mu);

@@ -275,7 +275,8 @@ Tree decode_tree(const Bytes& data) {
     tree.base = hash_from_hex(field<std::string>(t, "base", "tree patch"), "tree patch base");
     tree.depth = field<std::uint32_t>(t, "depth", "tree patch");
     if (tree.depth < 1 || tree.depth > kMaxTreeDepth)
-      malformed("tree patch: depth " + std::to_string(tree.depth) + " is not 1.." + std::to_string(kMaxTreeDepth));
+      malformed("tree patch: depth " + std::to_string(tree.depth) + " is not 1.." +
+                std::to_string(kMaxTreeDepth));
     const json& removed = t["removed"];
     if (!removed.is_array()) malformed("tree patch: removed is not an array");
     for (const json& r : removed) {
@@ -323,13 +324,15 @@ Tree decode_tree(const Bytes& data) {
     e.delta = opt_hash(j, "delta", "tree delta id");
     e.signature = opt_hash(j, "signature", "tree signature id");
     if (auto c = j.find("chain"); c != j.end()) {
-      if (!c->is_array() || c->empty() || c->size() > 1024) malformed("tree: chain is not an array of 1..1024 ids");
+      if (!c->is_array() || c->empty() || c->size() > 1024)
+        malformed("tree: chain is not an array of 1..1024 ids");
       for (const json& h : *c) {
         if (!h.is_string()) malformed("tree: chain holds a non-string");
         e.chain.push_back(hash_from_hex(h.get<std::string>(), "tree chain id"));
       }
     }
-    if (e.delta.has_value() != !e.chain.empty()) malformed("tree: a delta needs its chain, and a chain its delta");
+    if (e.delta.has_value() != !e.chain.empty())
+      malformed("tree: a delta needs its chain, and a chain its delta");
     if (e.delta && (e.blob || e.kind != EntryKind::kFile))
       malformed("tree: a delta on a message, a dir or beside a blob");
     if (e.kind == EntryKind::kMessage && !e.header) malformed("tree: message without header");
@@ -349,7 +352,8 @@ Tree decode_tree(const Bytes& data) {
   // Patches are merged with their base in path order (FORMAT.md §7: sorted by path).
   for (std::size_t i = 1; i < tree.entries.size(); ++i) {
     if (!(tree.entries[i - 1].path < tree.entries[i].path))
-      malformed(std::string(tree.base ? "tree patch" : "tree") + ": entries are not sorted by path and unique");
+      malformed(std::string(tree.base ? "tree patch" : "tree") +
+                ": entries are not sorted by path and unique");
   }
   return tree;
 }
@@ -423,11 +427,12 @@ Tree make_tree_patch(const Tree& prev, const Hash& prev_id, const Tree& next) {
   return patch;
 }
 
-const Tree& resolve_tree(const Hash& id, const std::function<Bytes(const Hash&)>& raw, std::map<Hash, Tree>& memo,
-                         std::uint32_t max_depth) {
+const Tree& resolve_tree(const Hash& id, const std::function<Bytes(const Hash&)>& raw,
+                         std::map<Hash, Tree>& memo, std::uint32_t max_depth) {
   auto it = memo.find(id);
   if (it != memo.end()) {
-    if (it->second.depth > max_depth) malformed("tree " + to_hex(id) + ": patch chain deeper than its patch says");
+    if (it->second.depth > max_depth)
+      malformed("tree " + to_hex(id) + ": patch chain deeper than its patch says");
     return it->second;
   }
   Tree t = decode_tree(raw(id));

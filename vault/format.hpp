@@ -114,9 +114,9 @@ struct TreeEntry {
 /// folder's previous tree, `base`, so that a night's flag changes send a few entries
 /// instead of every entry of the folder again.
 struct Tree {
-  std::vector<TreeEntry> entries;  // sorted by path; of a patch: the added and changed entries only
-  std::optional<Hash> base;        // a patch: the id of the tree it changes
-  std::uint32_t depth = 0;         // patches from a full tree to this one (0 = a full tree)
+  std::vector<TreeEntry> entries;    // sorted by path; of a patch: the added and changed entries only
+  std::optional<Hash> base;          // a patch: the id of the tree it changes
+  std::uint32_t depth = 0;           // patches from a full tree to this one (0 = a full tree)
   std::vector<std::string> removed;  // a patch: paths of the base that are gone, sorted
   /// Of a resolved tree (resolve_tree): the tree blobs it was built from, nearest
   /// first — retention must keep each as long as this tree is used. Not encoded.
