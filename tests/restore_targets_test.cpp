@@ -663,7 +663,7 @@ TEST(RestoreTargets, FolderWithSubfolderIntoLiveMailboxKeepsTheHierarchy) {
             (std::set<std::string>{"INBOX", "Archive", "Archive.2023", "Back.Archive", "Back.Archive.2023"}));
 
   // Hostile or wrong targets: a live mailbox that is not there, or not a Maildir.
-  for (const std::string bad : {mail.path() + "/nope", mail.path() + "/example.ch"}) {
+  for (const std::string& bad : {mail.path() + "/nope", mail.path() + "/example.ch"}) {
     r = site.reduit({"restore", "--mailbox", "bob@example.ch", "--into-live", "--to", bad, "--doveadm",
                      "none", "--gnupghome", site.keys().archive_home->path()});
     EXPECT_EQ(r.status, 7) << bad << ": " << r.err;
