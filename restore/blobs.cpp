@@ -27,18 +27,7 @@ const char* type_name(BlobType t) {
 }  // namespace
 
 std::string_view BlobFetcher::fetch(const Hash& id, BlobType type) {
-  auto locs = index_.find(id);
-  if (locs.empty())
-    throw Error(ErrorCode::kVerify, "blob " + to_hex(id) + " is not in any index of the vault");
-  const IndexedBlob* pick = &locs.front();
-  if (present_) {
-    for (const IndexedBlob& l : locs) {
-      if (present_->count(l.pack)) {
-        pick = &l;
-        break;
-      }
-    }
-  }
+  const IndexedBlob* pick = &index_.locate(id, present_);
   if (pick->type != type) {
     throw Error(ErrorCode::kVerify, "blob " + to_hex(id) + " is a " + type_name(pick->type) +
                                         " blob where a " + type_name(type) + " blob is expected");

@@ -73,18 +73,9 @@ void fetch_entries(Repository& repo, const BlobIndex& index, const std::vector<c
   std::vector<Hash> pack_order;
   std::map<Hash, std::vector<Hash>> by_pack;
   for (const Hash& id : blob_order) {
-    auto locs = index.find(id);
-    if (locs.empty())
-      throw Error(ErrorCode::kVerify, "blob " + to_hex(id) + " is not in any index of the vault");
-    const IndexedBlob* pick = &locs.front();
-    for (const IndexedBlob& l : locs) {
-      if (present.count(l.pack)) {
-        pick = &l;
-        break;
-      }
-    }
-    auto [it, fresh] = by_pack.try_emplace(pick->pack);
-    if (fresh) pack_order.push_back(pick->pack);
+    const Hash& pack = index.locate(id, &present).pack;
+    auto [it, fresh] = by_pack.try_emplace(pack);
+    if (fresh) pack_order.push_back(pack);
     it->second.push_back(id);
   }
   std::size_t packs_done = 0;

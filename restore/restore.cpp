@@ -519,19 +519,7 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
       }
 
       std::map<Hash, std::vector<Hash>> by_pack;  // pack → blobs wanted from it
-      for (const auto& [id, parts] : need) {
-        auto locs = index.find(id);
-        if (locs.empty())
-          throw Error(ErrorCode::kVerify, "blob " + to_hex(id) + " is not in any index of the vault");
-        const IndexedBlob* pick = &locs.front();
-        for (const IndexedBlob& l : locs) {
-          if (present.count(l.pack)) {
-            pick = &l;
-            break;
-          }
-        }
-        by_pack[pick->pack].push_back(id);
-      }
+      for (const auto& [id, parts] : need) by_pack[index.locate(id, &present).pack].push_back(id);
 
       std::uint64_t packs_done = 0;
       for (auto& [pack_id, wanted] : by_pack) {

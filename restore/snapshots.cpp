@@ -101,6 +101,17 @@ std::span<const IndexedBlob> BlobIndex::find(const Hash& id) const {
   return {lo, hi};
 }
 
+const IndexedBlob& BlobIndex::locate(const Hash& id, const std::map<Hash, std::uint64_t>* present) const {
+  std::span<const IndexedBlob> locs = find(id);
+  if (locs.empty())
+    throw Error(ErrorCode::kVerify, "blob " + to_hex(id) + " is not in any index of the vault");
+  if (present) {
+    for (const IndexedBlob& l : locs)
+      if (present->count(l.pack)) return l;
+  }
+  return locs.front();
+}
+
 Tree TreeLoader::load(const Hash& tree_id) {
   auto raw = [this](const Hash& id) { return load_raw(id); };
   if (!share_chains_) return resolve_tree(tree_id, raw);

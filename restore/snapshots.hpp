@@ -42,6 +42,10 @@ class BlobIndex {
   explicit BlobIndex(std::vector<IndexPack> packs);
   /// All known locations of `id` (several after a re-upload), possibly none.
   std::span<const IndexedBlob> find(const Hash& id) const;
+  /// The location to read `id` from: the first whose pack is in `present` (packs in
+  /// the vault; a blob re-uploaded after its pack went missing has several), else
+  /// the first. Throws kVerify when no index names `id`.
+  const IndexedBlob& locate(const Hash& id, const std::map<Hash, std::uint64_t>* present) const;
   const std::map<Hash, IndexPack>& packs() const { return packs_; }
 
  private:

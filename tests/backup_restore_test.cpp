@@ -86,6 +86,17 @@ void expect_restores_as(const Site& site, const std::string& mailbox, const std:
   expect_same_tree(maildir, site.path(out));
 }
 
+// `reduit --json restore --all --to TO EXTRA...` on a fresh host: a config in `dir`
+// naming the site's vault and the archive key's GnuPG home, nothing else.
+RunResult restore_all_on_fresh_host(const Site& site, const std::string& dir, const std::string& to,
+                                    const std::vector<std::string>& extra = {}) {
+  std::string cfg = reduit::test::write_config(dir, site.url(), site.keys().archive_home->path(), {}, "");
+  std::vector<std::string> args{
+      reduit::test::reduit_binary(), "--config", cfg, "--json", "restore", "--all", "--to", to};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return reduit::test::run_command(args);
+}
+
 // A Maildir++ mailbox built by hand: root/<domain>/<user>/{cur,new,tmp}.
 std::string make_mailbox(const std::string& root, const std::string& domain, const std::string& user) {
   std::string m = root + "/" + domain + "/" + user;
@@ -727,12 +738,10 @@ TEST(MainJob, RestoreAllOnAFreshHostRebuildsTheWholeSourceTree) {
   site.init();
   site.backup();
   TempDir fresh;
-  std::string cfg =
-      reduit::test::write_config(fresh.path(), site.url(), site.keys().archive_home->path(), {}, "");
   std::string to = fresh.path() + "/srv/restore/vmail";  // parents are created
-  RunResult r = reduit::test::run_command(
-      {reduit::test::reduit_binary(), "--config", cfg, "--json", "restore", "--all", "--to", to});
+  RunResult r = restore_all_on_fresh_host(site, fresh.path(), to);
   ASSERT_EQ(r.status, 0) << r.err;
+  const std::string cfg = fresh.path() + "/reduit.toml";
   EXPECT_EQ(r.json()["messages"], 400);
   expect_same_tree(mail.path(), to);
   r = reduit::test::run_command(
@@ -766,17 +775,10 @@ TEST(MainJob, RestoreAllInBatchesKeepsHardLinksAcrossBatches) {
   site.init();
   site.backup();
   TempDir fresh;
-  std::string cfg =
-      reduit::test::write_config(fresh.path(), site.url(), site.keys().archive_home->path(), {}, "");
-  auto restore_all = [&](const std::string& to, const std::vector<std::string>& extra) {
-    std::vector<std::string> args{
-        reduit::test::reduit_binary(), "--config", cfg, "--json", "restore", "--all", "--to", to};
-    args.insert(args.end(), extra.begin(), extra.end());
-    return reduit::test::run_command(args);
-  };
-  RunResult one = restore_all(fresh.path() + "/one", {});
+  RunResult one = restore_all_on_fresh_host(site, fresh.path(), fresh.path() + "/one");
   ASSERT_EQ(one.status, 0) << one.err;
-  RunResult many = restore_all(fresh.path() + "/many", {"--batch-entries", "7"});
+  RunResult many =
+      restore_all_on_fresh_host(site, fresh.path(), fresh.path() + "/many", {"--batch-entries", "7"});
   ASSERT_EQ(many.status, 0) << many.err;
   for (const char* k : {"messages", "hard_links", "folders", "bytes"})
     EXPECT_EQ(many.json()[k], one.json()[k]) << k;
