@@ -113,8 +113,8 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
   cmd->add_option("--gnupghome", o->home,
                   "GnuPG home holding an archive secret key (default: config's, or $GNUPGHOME)");
   cmd->add_option("--batch-entries", o->req.batch_entries,
-                  "files planned and written at once (whole folders; memory ~1 kB each); a pack holding "
-                  "several batches' mail is fetched once per batch")
+                  "entries planned and written at once (whole folders; memory ~1 kB each); each pack is "
+                  "still fetched once: what later batches need from it waits in a stash inside --to")
       ->default_val(o->req.batch_entries)
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
   cmd->callback([&g, &run, o, folder_name] {

@@ -44,8 +44,9 @@ struct RestoreRequest {
   std::function<bool(const std::string&, const TreeEntry&)> select;
   std::string select_what;
   /// Entries (files, messages, directories) planned and written at once, in whole
-  /// folders (a bigger folder is a batch of its own). Memory grows ~1 kB per entry;
-  /// a pack holding mail of several batches is fetched once per batch.
+  /// folders (a bigger folder is a batch of its own). Memory grows ~1 kB per entry.
+  /// Each pack is still fetched once: its blobs that a later batch needs are kept in
+  /// a stash directory inside `dest` (disk: up to what is not yet restored) until then.
   std::size_t batch_entries = 50000;
 };
 
@@ -55,7 +56,7 @@ struct RestoreStats {
   std::uint64_t folders = 0, messages = 0, files = 0, dirs = 0, bytes = 0;
   std::uint64_t hard_links = 0;  // entries restored as a link to an earlier one (same inode)
   std::uint64_t packs_fetched = 0, bytes_fetched = 0;
-  std::uint64_t batches = 0;        // RestoreRequest::batch_entries
+  std::uint64_t batches = 0;        // batches planned and written (RestoreRequest::batch_entries)
   std::uint64_t stashed_blobs = 0;  // blobs kept for a later batch instead of fetching their pack again
   double seconds = 0;
   std::vector<std::string> warnings;  // e.g. damaged snapshots that were skipped
