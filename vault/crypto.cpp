@@ -86,11 +86,23 @@ struct KeyRef {
   }
 };
 
+// GPGME moves data between its data objects and gpg's pipes PIPE_BUF (4 KiB) at a
+// time, one poll and one read or write each: 4,600 round trips for a 16 MiB pack's
+// ciphertext alone. GPGME 1.18 takes a larger buffer (older versions answer
+// GPG_ERR_UNKNOWN_NAME and keep 4 KiB). A pipe's capacity (64 KiB) and not more:
+// after every partial write to the non-blocking pipe GPGME moves the unwritten rest
+// of its buffer down, so a larger one costs copies (1 MiB made sealing a 16 MiB
+// pack 1.8× slower; 64 KiB makes it 13% faster: BM_GpgmePack16MiB).
+void large_io_buffer(gpgme_data_t d) {
+  gpgme_data_set_flag(d, "io-buffer-size", "65536");
+}
+
 // Data object over a caller-provided buffer (no copy). The buffer must outlive it.
 Data data_from_mem(const void* p, size_t n) {
   gpgme_data_t d = nullptr;
   gpgme_error_t err = gpgme_data_new_from_mem(&d, n ? static_cast<const char*>(p) : "", n, /*copy=*/0);
   if (err) throw_internal("gpgme_data_new_from_mem", err);
+  large_io_buffer(d);
   return Data(d);
 }
 
@@ -130,6 +142,7 @@ Data data_to_bytes(Sink* sink) {
   gpgme_data_t d = nullptr;
   gpgme_error_t err = gpgme_data_new_from_cbs(&d, &sink_cbs, sink);
   if (err) throw_internal("gpgme_data_new_from_cbs", err);
+  large_io_buffer(d);
   return Data(d);
 }
 
