@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <limits>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -41,6 +43,11 @@ namespace reduit {
 
 namespace {
 
+// Names the calling thread as top(1), perf(1) and /proc/PID/task/*/comm show it.
+void name_thread(const char* name) {
+  pthread_setname_np(pthread_self(), name);
+}
+
 // The pack pipeline: the scanning thread fills packs; kSealers threads compress and
 // encrypt them (each with its own gpg context); one thread uploads them over its own
 // vault connection and journals each pack in the catalog right after it is in the
@@ -48,11 +55,20 @@ namespace {
 class PackUploader {
  public:
   static constexpr int kSealers = 2;
+  static constexpr std::size_t kSpares = 1;  // plaintext buffers kept for reuse
 
   PackUploader(const Config& cfg, const VaultConfig& vc, const std::string& gnupghome)
       : cfg_(cfg), vc_(vc), home_(gnupghome) {
-    for (int i = 0; i < kSealers; ++i) threads_.emplace_back([this] { guard([this] { seal_loop(); }); });
-    threads_.emplace_back([this] { guard([this] { upload_loop(); }); });
+    for (int i = 0; i < kSealers; ++i) {
+      threads_.emplace_back([this] {
+        name_thread("reduit-seal");
+        guard([this] { seal_loop(); });
+      });
+    }
+    threads_.emplace_back([this] {
+      name_thread("reduit-upload");
+      guard([this] { upload_loop(); });
+    });
   }
   ~PackUploader() {
     {
@@ -71,6 +87,16 @@ class PackUploader {
     plain_.push_back(Job{kind, std::move(plaintext), std::move(entries)});
     ++in_flight_;
     cv_.notify_all();
+  }
+
+  /// A data pack's plaintext buffer that is sealed and done with, for the pack
+  /// writer to fill again (empty when none is free yet).
+  Bytes take_spare() {
+    std::lock_guard<std::mutex> g(mu_);
+    if (spare_.empty()) return {};
+    Bytes b = std::move(spare_.back());
+    spare_.pop_back();
+    return b;
   }
 
   std::vector<IndexPack> take_completed() {
@@ -127,9 +153,11 @@ class PackUploader {
         plain_.pop_front();
       }
       cv_.notify_all();
-      job.bytes = seal_object(crypto, vc_, job.bytes, job.kind);
+      Bytes sealed = seal_object(crypto, vc_, job.bytes, job.kind);
       {
         std::lock_guard<std::mutex> g(mu_);
+        if (job.kind == PackKind::kData && spare_.size() < kSpares) spare_.push_back(std::move(job.bytes));
+        job.bytes = std::move(sealed);
         sealed_.push_back(std::move(job));
       }
       cv_.notify_all();
@@ -172,6 +200,7 @@ class PackUploader {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> plain_, sealed_;
+  std::vector<Bytes> spare_;
   std::vector<IndexPack> done_;
   int in_flight_ = 0, sealers_done_ = 0;
   bool closing_ = false;
@@ -245,6 +274,187 @@ bool read_file(const std::string& path, ReadBuffer& buf, struct stat& st) {
   return true;
 }
 
+// Reads, on a thread of its own, the files of a folder that the stat cache missed,
+// and hashes them (SHA-256 of the file, HMAC-SHA256 blob ids of a message's header
+// and body or of a whole file), ahead of the scanning thread, which stores them in
+// the order it asked for them. Opening, reading and hashing are about half of the
+// scanning thread's work on a first backup; this overlaps them with the pack copies
+// and catalog writes. Holds at most kMaxAhead read files (kMaxAheadBytes, or one
+// file of any size); buffers are recycled, so reads touch no fresh pages.
+class ReadAhead {
+ public:
+  static constexpr std::size_t kMaxAhead = 64;
+  static constexpr std::size_t kMaxAheadBytes = 8u << 20;
+  static constexpr std::size_t kKeepBytes = 4u << 20;  // capacity of the recycled buffers, at most
+
+  struct Request {
+    std::size_t entry = 0;        // index in the folder's entries
+    std::string path;             // relative to the folder
+    bool message = false;         // split into header and body blobs
+    bool whole_blob = false;      // not a message: its blob id, unless it is a delta-managed file
+    std::uint64_t delta_min = 0;  // ... of at least this many bytes (whole_blob then skipped)
+  };
+  struct Item {
+    std::size_t entry = 0;
+    bool found = false;  // false: gone between the scan and the read
+    std::string path;    // where it was read (a renamed message is found again)
+    struct stat st {};
+    ReadBuffer buf;                          // the whole file
+    Hash sha256{};                           // of the file
+    std::size_t header_length = 0;           // messages: header block length (RFC 5322 §2.1)
+    std::optional<Hash> header, body, blob;  // blob ids (HMAC-SHA256 under the vault's id key)
+    std::exception_ptr failure;              // an Error(kSource) for an unreadable file, or worse
+  };
+
+  explicit ReadAhead(const Hash& id_key)
+      : id_key_(id_key), thread_([this] {
+          name_thread("reduit-read");
+          loop();
+        }) {}
+  ~ReadAhead() {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  /// Starts reading `requests` (in this order) in the folder `dir`; whatever the
+  /// previous folder left unread is dropped.
+  void begin(const std::string& dir, std::vector<Request> requests) {
+    std::unique_lock<std::mutex> g(mu_);
+    requests_.clear();
+    cv_.wait(g, [&] { return !busy_; });
+    while (!ready_.empty()) {
+      ready_bytes_ -= ready_.front().buf.view().size();
+      ready_.pop_front();
+    }
+    dir_ = dir;
+    for (Request& r : requests) requests_.push_back(std::move(r));
+    cv_.notify_all();
+  }
+
+  /// The next file, in request order; blocks until it is read.
+  Item next() {
+    std::unique_lock<std::mutex> g(mu_);
+    if (ready_.empty()) {
+      consumer_waiting_ = true;
+      cv_.wait(g, [&] { return !ready_.empty(); });
+      consumer_waiting_ = false;
+    }
+    Item it = std::move(ready_.front());
+    ready_.pop_front();
+    ready_bytes_ -= it.buf.view().size();
+    // The reader sleeps when it is a full window ahead; wake it at half, not at
+    // every file (each wake-up is a futex call and a context switch).
+    if (reader_waiting_ && ready_.size() <= kMaxAhead / 2 && ready_bytes_ <= kMaxAheadBytes / 2)
+      cv_.notify_all();
+    return it;
+  }
+
+  /// Gives an item's buffer back for the next reads.
+  void recycle(Item&& it) {
+    std::lock_guard<std::mutex> g(mu_);
+    if (free_bytes_ + it.buf.capacity() > kKeepBytes) return;
+    free_bytes_ += it.buf.capacity();
+    free_.push_back(std::move(it));
+  }
+
+ private:
+  bool room() const { return ready_.size() < kMaxAhead && (ready_.empty() || ready_bytes_ < kMaxAheadBytes); }
+
+  void loop() {
+    while (true) {
+      Request r;
+      std::string dir;
+      Item it;
+      {
+        std::unique_lock<std::mutex> g(mu_);
+        if (!stop_ && (requests_.empty() || !room())) {
+          reader_waiting_ = true;
+          cv_.wait(g, [&] { return stop_ || (!requests_.empty() && room()); });
+          reader_waiting_ = false;
+        }
+        if (stop_) return;
+        r = std::move(requests_.front());
+        requests_.pop_front();
+        dir = dir_;
+        busy_ = true;
+        if (!free_.empty()) {
+          it = std::move(free_.back());
+          free_.pop_back();
+          free_bytes_ -= it.buf.capacity();
+        }
+      }
+      read(dir, r, it);
+      bool wake;
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        busy_ = false;
+        ready_bytes_ += it.buf.view().size();
+        ready_.push_back(std::move(it));
+        wake = consumer_waiting_ || requests_.empty();  // begin() may wait for !busy_
+      }
+      if (wake) cv_.notify_all();
+    }
+  }
+
+  void read(const std::string& dir, const Request& r, Item& it) {
+    it.entry = r.entry;
+    it.path = r.path;
+    it.found = false;
+    it.header_length = 0;
+    it.header.reset();
+    it.body.reset();
+    it.blob.reset();
+    it.failure = nullptr;
+    try {
+      it.found = read_file(dir + "/" + r.path, it.buf, it.st);
+      if (!it.found && r.message) {
+        // Renamed since the scan (a flag change, new/ → cur/): find it again by its
+        // unique name, as often as it keeps moving under us.
+        const std::string uname = maildir_unique_name(r.path.substr(r.path.rfind('/') + 1));
+        for (int attempt = 0; attempt < 16 && !it.found; ++attempt) {
+          std::string now = resolve_message(dir, uname);
+          if (now.empty()) return;  // deleted: it did not exist throughout
+          it.found = read_file(dir + "/" + now, it.buf, it.st);
+          if (it.found) it.path = now;
+        }
+        if (!it.found) {
+          throw Error(ErrorCode::kSource, "message " + uname + " in " + dir +
+                                              " kept being renamed while it was read (16 attempts)");
+        }
+      }
+      if (!it.found) return;
+      const std::string_view m = it.buf.view();
+      it.sha256 = sha256(m.data(), m.size());
+      if (r.message) {
+        it.header_length = header_block_length(m);
+        it.header = hmac_sha256(id_key_, m.data(), it.header_length);
+        if (it.header_length < m.size())
+          it.body = hmac_sha256(id_key_, m.data() + it.header_length, m.size() - it.header_length);
+      } else if (r.whole_blob && !m.empty() && m.size() < r.delta_min) {
+        it.blob = hmac_sha256(id_key_, m.data(), m.size());
+      }
+    } catch (...) {
+      it.found = false;
+      it.failure = std::current_exception();
+    }
+  }
+
+  const Hash id_key_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Request> requests_;
+  std::deque<Item> ready_;
+  std::vector<Item> free_;
+  std::string dir_;
+  std::size_t ready_bytes_ = 0, free_bytes_ = 0;
+  bool busy_ = false, stop_ = false, consumer_waiting_ = false, reader_waiting_ = false;
+  std::thread thread_;  // last: started once everything above exists
+};
+
 // A directory timestamp younger than this at scan time is not trusted for the fast
 // path: a change in the same clock tick (file times are jiffy-coarse) could hide.
 constexpr std::int64_t kRacyNs = 2'000'000'000;
@@ -313,6 +523,7 @@ class Backup {
     uploader_ = std::make_unique<PackUploader>(cfg_, repo_->config(), cfg_.gnupghome);
     data_ = std::make_unique<PackWriter>(PackKind::kData, repo_->config().pack_size + (1 << 20));
     meta_ = std::make_unique<PackWriter>(PackKind::kMetadata);
+    reader_ = std::make_unique<ReadAhead>(repo_->config().id_key);
     catalog_->begin_staging();
 
     Snapshot snap;
@@ -482,7 +693,7 @@ class Backup {
     if (w.empty()) return;
     std::vector<PackEntry> entries = w.entries();
     PackKind kind = w.kind();
-    Bytes plain = w.finish();
+    Bytes plain = w.finish(kind == PackKind::kData ? uploader_->take_spare() : Bytes());
     (kind == PackKind::kData ? stats_.data_packs : stats_.metadata_packs)++;
     uploader_->submit(kind, std::move(plain), std::move(entries));
     drain();
@@ -638,7 +849,7 @@ class Backup {
     SnapshotFolder out;
     std::string folder_key;
     std::vector<std::pair<std::string, CachedFile>> rows;  // stat-cache rows to stage
-    Catalog::FolderTree folder_tree;                        // the base of the next run's patch
+    Catalog::FolderTree folder_tree;                       // the base of the next run's patch
     std::uint64_t files = 0;
   };
 
@@ -698,7 +909,64 @@ class Backup {
       out.mode = dst.st_mode & 07777;
       out.mtime_ns = static_cast<std::int64_t>(dst.st_mtim.tv_sec) * 1000000000 + dst.st_mtim.tv_nsec;
     }
-    for (ScannedEntry& e : sf.entries) {
+    // First the stat cache decides which files must be read, so the reader thread
+    // can start on them while the entries are stored in order below.
+    struct Decision {
+      bool hit = false;
+      bool changing = false;
+      CachedFile cf;
+    };
+    std::vector<Decision> decisions(sf.entries.size());
+    std::vector<ReadAhead::Request> reads;
+    for (std::size_t i = 0; i < sf.entries.size(); ++i) {
+      const ScannedEntry& e = sf.entries[i];
+      if (e.kind == EntryKind::kDir) continue;
+      Decision& d = decisions[i];
+      CachedFile& cf = d.cf;
+      std::optional<CachedFile> cached = catalog_->find_file(folder_key, e.key);
+      bool hit = cached && cached->dev == e.dev && cached->ino == e.ino && cached->size == e.size &&
+                 cached->mtime_ns == e.mtime_ns &&
+                 (cached->path == e.path ? cached->ctime_ns == e.ctime_ns : e.kind == EntryKind::kMessage);
+      // Files that change in place are stored as delta chains (FORMAT.md §4.1);
+      // messages never are.
+      const bool changing = d.changing =
+          e.kind == EntryKind::kFile && (mbox_root || is_changing_file(e.path));
+      if (hit && changing && cached->size > 0 && !cached->blob) {
+        // Stored as a delta: its chain state must still be there, else read it again.
+        std::optional<DeltaState> ds = catalog_->find_delta(folder_key, e.key);
+        hit = ds && ds->depth > 0 && ds->sha256 == cached->sha256;
+        if (hit) {
+          cf = *cached;
+          cf.delta = ds->head;
+          cf.signature = ds->base_signature;
+          cf.chain = ds->chain;
+          catalog_->stage_delta(folder_key, e.key, *ds);
+        }
+      } else if (hit) {
+        cf = *cached;
+        if (changing && cached->size >= cfg_.delta.min_size) {
+          if (std::optional<DeltaState> ds = catalog_->find_delta(folder_key, e.key)) {
+            if (ds->depth == 0 && ds->head == cached->blob) {
+              cf.signature = ds->base_signature;
+              catalog_->stage_delta(folder_key, e.key, *ds);
+            }
+          }
+        }
+      }
+      d.hit = hit;
+      if (!hit) {
+        ReadAhead::Request r;
+        r.entry = i;
+        r.path = e.path;
+        r.message = e.kind == EntryKind::kMessage;
+        r.whole_blob = !r.message;
+        r.delta_min = changing ? cfg_.delta.min_size : std::numeric_limits<std::uint64_t>::max();
+        reads.push_back(std::move(r));
+      }
+    }
+    reader_->begin(sf.abs, std::move(reads));
+    for (std::size_t i = 0; i < sf.entries.size(); ++i) {
+      ScannedEntry& e = sf.entries[i];
       TreeEntry te;
       te.kind = e.kind;
       te.path = e.path;
@@ -710,46 +978,21 @@ class Backup {
         tree.entries.push_back(std::move(te));
         continue;
       }
-      CachedFile cf;
-      std::optional<CachedFile> cached = catalog_->find_file(folder_key, e.key);
-      bool hit = cached && cached->dev == e.dev && cached->ino == e.ino && cached->size == e.size &&
-                 cached->mtime_ns == e.mtime_ns &&
-                 (cached->path == e.path ? cached->ctime_ns == e.ctime_ns : e.kind == EntryKind::kMessage);
-      // Files that change in place are stored as delta chains (FORMAT.md §4.1);
-      // messages never are.
-      const bool changing = e.kind == EntryKind::kFile && (mbox_root || is_changing_file(e.path));
-      if (hit && changing && cached->size > 0 && !cached->blob) {
-        // Stored as a delta: its chain state must still be there, else read it again.
-        std::optional<DeltaState> d = catalog_->find_delta(folder_key, e.key);
-        hit = d && d->depth > 0 && d->sha256 == cached->sha256;
-        if (hit) {
-          cf = *cached;
-          cf.delta = d->head;
-          cf.signature = d->base_signature;
-          cf.chain = d->chain;
-          catalog_->stage_delta(folder_key, e.key, *d);
-        }
-      } else if (hit) {
-        cf = *cached;
-        if (changing && cached->size >= cfg_.delta.min_size) {
-          if (std::optional<DeltaState> d = catalog_->find_delta(folder_key, e.key)) {
-            if (d->depth == 0 && d->head == cached->blob) {
-              cf.signature = d->base_signature;
-              catalog_->stage_delta(folder_key, e.key, *d);
-            }
-          }
-        }
-      }
-      if (!hit) {
+      CachedFile& cf = decisions[i].cf;
+      if (!decisions[i].hit) {
+        ReadAhead::Item item = reader_->next();
+        if (item.entry != i) throw Error(ErrorCode::kInternal, "read-ahead out of order in " + sf.abs);
         bool read = false;
         try {
-          read = read_entry(sf, m, folder, e, cf, changing);
+          read = store_read(item, sf, m, folder, e, cf, decisions[i].changing);
         } catch (const Error& err) {
           // One unreadable file must not cost every other mailbox its backup.
           if (err.code() != ErrorCode::kSource) throw;
           warn(std::string(err.what()) + "; not in this snapshot");
+          reader_->recycle(std::move(item));
           continue;
         }
+        reader_->recycle(std::move(item));
         if (!read) {
           ++stats_.vanished;  // deleted after the scan listed it: churn, not an error
           continue;
@@ -804,51 +1047,38 @@ class Backup {
     return b;
   }
 
-  // Reads a changed file and stores its blobs. Returns false when it vanished.
-  bool read_entry(const ScannedFolder& sf, const MailboxSpec& mb, const std::string& folder, ScannedEntry& e,
-                  CachedFile& cf, bool changing) {
-    struct stat st;
-    if (!read_file(sf.abs + "/" + e.path, buf_, st)) {
-      if (e.kind != EntryKind::kMessage) return false;
-      // Renamed since the scan (a flag change, new/ → cur/): find it again by its
-      // unique name, as often as it keeps moving under us.
-      const std::string uname = maildir_unique_name(e.path.substr(e.path.rfind('/') + 1));
-      bool found = false;
-      for (int attempt = 0; attempt < 16 && !found; ++attempt) {
-        std::string now = resolve_message(sf.abs, uname);
-        if (now.empty()) return false;  // deleted: it did not exist throughout
-        found = read_file(sf.abs + "/" + now, buf_, st);
-        if (found) e.path = now;
-      }
-      if (!found) {
-        throw Error(ErrorCode::kSource, "message " + uname + " in " + sf.abs +
-                                            " kept being renamed while it was read (16 attempts)");
-      }
-    }
+  // Stores the blobs of a changed file that the reader thread read and hashed.
+  // Returns false when it vanished; rethrows the reader's error for it.
+  bool store_read(const ReadAhead::Item& item, const ScannedFolder& sf, const MailboxSpec& mb,
+                  const std::string& folder, ScannedEntry& e, CachedFile& cf, bool changing) {
+    if (item.failure) std::rethrow_exception(item.failure);
+    if (!item.found) return false;
+    const struct stat& st = item.st;
+    e.path = item.path;
     // What we read is what we record.
     e.dev = st.st_dev;
     e.ino = st.st_ino;
     e.nlink = st.st_nlink;
     e.uid = st.st_uid;
     e.gid = st.st_gid;
-    const std::string_view m = buf_.view();
+    const std::string_view m = item.buf.view();
     e.size = m.size();
     e.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
     e.ctime_ns = static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
     e.mode = st.st_mode & 07777;
     ++stats_.files_read;
     stats_.bytes_read += m.size();
-    cf.sha256 = sha256(m.data(), m.size());
+    cf.sha256 = item.sha256;
     if (e.kind == EntryKind::kMessage && m.substr(0, 7) == "CRYPTED") {
       ++crypted_in_mailbox_;
       ++stats_.mail_crypt_messages;
     }
     if (e.kind == EntryKind::kMessage) {
-      std::size_t hl = header_block_length(m);
-      cf.header = repo_->blob_id(m.data(), hl);
+      const std::size_t hl = item.header_length;
+      cf.header = item.header;
       const bool new_header = add_blob(*data_, BlobType::kHeader, *cf.header, m.data(), hl);
-      if (hl < m.size()) {
-        cf.body = repo_->blob_id(m.data() + hl, m.size() - hl);
+      if (item.body) {
+        cf.body = item.body;
         add_blob(*data_, BlobType::kBody, *cf.body, m.data() + hl, m.size() - hl);
       }
       // A header never stored means a message never recorded: skip the look-up.
@@ -859,7 +1089,7 @@ class Backup {
     } else if (changing && m.size() >= cfg_.delta.min_size) {
       store_changing(sf.abs, mb, folder, e, m, cf);
     } else if (!m.empty()) {
-      cf.blob = repo_->blob_id(m.data(), m.size());
+      cf.blob = item.blob;
       add_blob(*data_, BlobType::kFile, *cf.blob, m.data(), m.size());
     }
     return true;
@@ -1007,7 +1237,7 @@ class Backup {
     std::map<Hash, Tree> loaded;
   };
   std::unique_ptr<Previous> previous_;
-  ReadBuffer buf_;
+  std::unique_ptr<ReadAhead> reader_;
   std::chrono::steady_clock::time_point last_progress_{};
   bool progress_shown_ = false;
 };

@@ -27,6 +27,37 @@ TEST(FormatVector, BlobIdsAreKeyedHmacSha256) {
             "d53db90fadc43613379d41ea261d0aaeb319e979bbfbbf2098a94362b0405757");
 }
 
+// A pack writer given back an earlier pack's buffer fills it in place (no fresh
+// pages per pack) and writes exactly the bytes a new writer would.
+TEST(FormatVector, PackWriterReusesARecycledBufferForTheSameBytes) {
+  std::string h = "Subject: hi\n\n", b = "hello\n";
+  Hash hid = hmac_sha256(key_0_to_31(), h.data(), h.size());
+  Hash bid = hmac_sha256(key_0_to_31(), b.data(), b.size());
+  PackWriter w(PackKind::kData, 4096);
+  w.add(BlobType::kFile, bid, b.data(), b.size());
+  Bytes first = w.finish();
+  ASSERT_GE(first.capacity(), 4096u);
+  const std::uint8_t* recycled = first.data();
+  Bytes stale = first;  // what the recycled buffer held before
+  w.add(BlobType::kFile, bid, b.data(), b.size());
+  w.finish(std::move(first));  // the writer now fills the first pack's buffer
+  w.add(BlobType::kHeader, hid, h.data(), h.size());
+  w.add(BlobType::kBody, bid, b.data(), b.size());
+  Bytes again = w.finish();
+  EXPECT_EQ(again.data(), recycled);
+  ASSERT_EQ(again.size(), 141u);
+  EXPECT_EQ(to_hex(sha256(again.data(), again.size())),
+            "b38decb33ad8d9ceef12a3df909231cc5a55da16daab9ffbf0e196da97d8105f");
+  EXPECT_NE(again, stale);
+  // A buffer smaller than the writer's reserve is grown to it.
+  w.finish(Bytes(3, 0x55));
+  w.add(BlobType::kBody, bid, b.data(), b.size());
+  Bytes small = w.finish();
+  EXPECT_GE(small.capacity(), 4096u);
+  EXPECT_EQ(small.size(), 8u + 6u + 49u + 16u);
+  EXPECT_EQ(std::string(small.begin() + 8, small.begin() + 14), b);
+}
+
 TEST(FormatVector, PackPlaintextAndIndexBytes) {
   std::string h = "Subject: hi\n\n", b = "hello\n";
   Hash hid = hmac_sha256(key_0_to_31(), h.data(), h.size());
@@ -232,7 +263,8 @@ TEST(FormatTreePatches, RefuseCyclesLiesAboutDepthAndRemovalsOfMissingPaths) {
   refused(patch_text(fh, 2, "", ""), "", "depth 2 on a base of depth 0");
   refused(patch_text(fh, 65, "", ""), "", "depth 65 is not 1..64");
   refused(patch_text(fh, 0, "", ""), "", "depth 0 is not 1..64");
-  refused(patch_text(fh, 1, "\"cur/9.M9P9.h:2,\"", ""), "", "removes 'cur/9.M9P9.h:2,', which its base does not hold");
+  refused(patch_text(fh, 1, "\"cur/9.M9P9.h:2,\"", ""), "",
+          "removes 'cur/9.M9P9.h:2,', which its base does not hold");
   refused(patch_text(fh, 1, "\"cur/1.M1P1.h:2,\",\"cur/0\"", ""), "", "removed paths are not sorted");
   refused(patch_text(fh, 1, "", e4 + "," + e4), "", "entries are not sorted by path and unique");
   // A self-reference.

@@ -115,7 +115,7 @@ void PackWriter::add(BlobType type, const Hash& id, const void* data, std::size_
   data_.insert(data_.end(), p, p + size);  // no zero-fill, unlike resize()
 }
 
-Bytes PackWriter::finish() {
+Bytes PackWriter::finish(Bytes next) {
   if (data_.empty()) append(data_, kPackMagic, 8);
   Bytes out = std::move(data_);
   out.reserve(out.size() + entries_.size() * kPackEntrySize + kPackFooterSize);
@@ -128,8 +128,9 @@ Bytes PackWriter::finish() {
   put_u64(out, entries_.size());
   append(out, kPackMagic, 8);
   entries_.clear();
-  data_ = Bytes();
-  data_.reserve(reserve_);
+  next.clear();
+  if (next.capacity() < reserve_) next.reserve(reserve_);
+  data_ = std::move(next);
   return out;
 }
 

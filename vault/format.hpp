@@ -58,8 +58,10 @@ class PackWriter {
   PackKind kind() const { return kind_; }
   const std::vector<PackEntry>& entries() const { return entries_; }
   /// Appends the entry table and footer; returns the plaintext. The writer is
-  /// left empty.
-  Bytes finish();
+  /// left empty and fills `next` from now on (cleared; a buffer recycled from an
+  /// earlier pack keeps its capacity, so its pages are not faulted in and zeroed
+  /// again), or a new buffer of the reserved size.
+  Bytes finish(Bytes next = {});
 
  private:
   PackKind kind_;
