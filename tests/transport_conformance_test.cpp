@@ -10,8 +10,10 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 
+#include "support/harness.hpp"
 #include "support/sshd.hpp"
 #include "vault/error.hpp"
 #include "vault/transport.hpp"
@@ -513,6 +515,32 @@ TEST(OpenTransportTest, FileUrl) {
   TempDir tmp;
   auto t = open_transport("file://" + tmp.path() + "/", TransportOptions{});
   EXPECT_EQ(t->describe(), "file://" + tmp.path());
+}
+
+// sftp:// offers AES-GCM first where the CPU has AES-NI and PCLMULQDQ (cheaper for
+// both ends than chacha20-poly1305), else OpenSSH's order; every name is one
+// OpenSSH's sshd knows (`ssh -Q cipher`).
+TEST(SshCiphersTest, AesGcmFirstOnlyWithAesNi) {
+  EXPECT_EQ(reduit::ssh_ciphers(true),
+            "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
+            "aes256-ctr,aes192-ctr,aes128-ctr");
+  EXPECT_EQ(reduit::ssh_ciphers(false),
+            "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,"
+            "aes256-ctr,aes192-ctr,aes128-ctr");
+  const bool aes_ni = __builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul");
+  EXPECT_EQ(reduit::ssh_ciphers(), reduit::ssh_ciphers(aes_ni));
+  reduit::test::RunResult q = reduit::test::run_command({"/usr/bin/ssh", "-Q", "cipher"});
+  ASSERT_EQ(q.status, 0) << q.err;
+  std::set<std::string> known;
+  std::istringstream lines(q.out);
+  for (std::string l; std::getline(lines, l);) known.insert(l);
+  std::istringstream names(reduit::ssh_ciphers(true));
+  int n = 0;
+  for (std::string c; std::getline(names, c, ',');) {
+    EXPECT_TRUE(known.count(c)) << c << " is not an OpenSSH cipher";
+    ++n;
+  }
+  EXPECT_EQ(n, 6);
 }
 
 TEST(CheckObjectNameTest, AcceptsAndRejects) {

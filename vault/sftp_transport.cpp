@@ -316,6 +316,9 @@ class SftpTransport final : public Transport {
     set_option(SSH_OPTIONS_USER, user_.c_str(), "user");
     set_option(SSH_OPTIONS_NODELAY, &nodelay, "nodelay");
     set_option(SSH_OPTIONS_TIMEOUT, &timeout, "timeout");
+    const std::string ciphers = ssh_ciphers();
+    set_option(SSH_OPTIONS_CIPHERS_C_S, ciphers.c_str(), "ciphers");
+    set_option(SSH_OPTIONS_CIPHERS_S_C, ciphers.c_str(), "ciphers");
     known_hosts_ = options.known_hosts.empty() ? "~/.ssh/known_hosts" : options.known_hosts;
     if (!options.known_hosts.empty()) {
       set_option(SSH_OPTIONS_KNOWNHOSTS, options.known_hosts.c_str(), "known_hosts");
@@ -818,6 +821,18 @@ class SftpTransport final : public Transport {
 };
 
 }  // namespace
+
+std::string ssh_ciphers(bool aes_gcm_fast) {
+  return aes_gcm_fast ? "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
+                        "aes256-ctr,aes192-ctr,aes128-ctr"
+                      : "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,"
+                        "aes256-ctr,aes192-ctr,aes128-ctr";
+}
+
+std::string ssh_ciphers() {
+  static const bool fast = __builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul");
+  return ssh_ciphers(fast);
+}
 
 std::unique_ptr<Transport> make_sftp_transport(const std::string& user, const std::string& host, int port,
                                                const std::string& path, const TransportOptions& options,
