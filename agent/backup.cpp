@@ -156,7 +156,10 @@ class PackUploader {
       Bytes sealed = seal_object(crypto, vc_, job.bytes, job.kind);
       {
         std::lock_guard<std::mutex> g(mu_);
-        if (job.kind == PackKind::kData && spare_.size() < kSpares) spare_.push_back(std::move(job.bytes));
+        // A pack grown far past its target by one large blob is freed, not kept.
+        if (job.kind == PackKind::kData && spare_.size() < kSpares &&
+            job.bytes.capacity() <= 2 * (vc_.pack_size + (1u << 20)))
+          spare_.push_back(std::move(job.bytes));
         job.bytes = std::move(sealed);
         sealed_.push_back(std::move(job));
       }
@@ -279,8 +282,10 @@ bool read_file(const std::string& path, ReadBuffer& buf, struct stat& st) {
 // and body or of a whole file), ahead of the scanning thread, which stores them in
 // the order it asked for them. Opening, reading and hashing are about half of the
 // scanning thread's work on a first backup; this overlaps them with the pack copies
-// and catalog writes. Holds at most kMaxAhead read files (kMaxAheadBytes, or one
-// file of any size); buffers are recycled, so reads touch no fresh pages.
+// and catalog writes. Holds at most kMaxAhead read files and kMaxAheadBytes,
+// counting the file the scanning thread is storing; a larger file is read only
+// when nothing else is held, so at most one large file is in memory, as before.
+// Buffers are recycled, so reads touch no fresh pages.
 class ReadAhead {
  public:
   static constexpr std::size_t kMaxAhead = 64;
@@ -290,6 +295,7 @@ class ReadAhead {
   struct Request {
     std::size_t entry = 0;        // index in the folder's entries
     std::string path;             // relative to the folder
+    std::uint64_t size = 0;       // bytes, as scanned (for the memory bound only)
     bool message = false;         // split into header and body blobs
     bool whole_blob = false;      // not a message: its blob id, unless it is a delta-managed file
     std::uint64_t delta_min = 0;  // ... of at least this many bytes (whole_blob then skipped)
@@ -326,54 +332,81 @@ class ReadAhead {
     std::unique_lock<std::mutex> g(mu_);
     requests_.clear();
     cv_.wait(g, [&] { return !busy_; });
-    while (!ready_.empty()) {
-      ready_bytes_ -= ready_.front().buf.view().size();
-      ready_.pop_front();
-    }
+    if (fatal_) std::rethrow_exception(fatal_);
+    ready_.clear();
+    ready_bytes_ = held_bytes_ = 0;
     dir_ = dir;
     for (Request& r : requests) requests_.push_back(std::move(r));
     cv_.notify_all();
   }
 
-  /// The next file, in request order; blocks until it is read.
+  /// The next file, in request order; blocks until it is read. Give it back with
+  /// recycle() once stored. Rethrows a failure of the reader thread itself.
   Item next() {
     std::unique_lock<std::mutex> g(mu_);
     if (ready_.empty()) {
       consumer_waiting_ = true;
-      cv_.wait(g, [&] { return !ready_.empty(); });
+      cv_.wait(g, [&] { return !ready_.empty() || fatal_; });
       consumer_waiting_ = false;
+      if (ready_.empty()) std::rethrow_exception(fatal_);
     }
     Item it = std::move(ready_.front());
     ready_.pop_front();
     ready_bytes_ -= it.buf.view().size();
-    // The reader sleeps when it is a full window ahead; wake it at half, not at
-    // every file (each wake-up is a futex call and a context switch).
-    if (reader_waiting_ && ready_.size() <= kMaxAhead / 2 && ready_bytes_ <= kMaxAheadBytes / 2)
-      cv_.notify_all();
+    held_bytes_ += it.buf.view().size();
+    if (reader_should_wake()) cv_.notify_all();
     return it;
   }
 
-  /// Gives an item's buffer back for the next reads.
+  /// Gives an item from next() back: it is stored, its buffer can be read into again.
   void recycle(Item&& it) {
     std::lock_guard<std::mutex> g(mu_);
+    held_bytes_ -= std::min(held_bytes_, it.buf.view().size());
+    if (reader_should_wake()) cv_.notify_all();
     if (free_bytes_ + it.buf.capacity() > kKeepBytes) return;
     free_bytes_ += it.buf.capacity();
     free_.push_back(std::move(it));
   }
 
  private:
-  bool room() const { return ready_.size() < kMaxAhead && (ready_.empty() || ready_bytes_ < kMaxAheadBytes); }
+  bool room(const Request& r) const {
+    if (ready_.size() >= kMaxAhead) return false;
+    const std::size_t held = ready_bytes_ + held_bytes_;
+    return held + r.size <= kMaxAheadBytes || (ready_.empty() && held_bytes_ == 0);
+  }
+
+  // The reader sleeps when it is a full window ahead; it is woken when the window
+  // is half empty, not at every file (each wake-up is a futex call and a context
+  // switch), or when it has nothing left to wait for (a large file next).
+  bool reader_should_wake() const {
+    if (!reader_waiting_ || requests_.empty() || !room(requests_.front())) return false;
+    return ready_.empty() ||
+           (ready_.size() <= kMaxAhead / 2 && ready_bytes_ + held_bytes_ <= kMaxAheadBytes / 2);
+  }
 
   void loop() {
+    try {
+      serve();
+    } catch (...) {
+      // Not a file's error (those travel with the file): memory, most likely.
+      std::lock_guard<std::mutex> g(mu_);
+      fatal_ = std::current_exception();
+      busy_ = false;
+      cv_.notify_all();
+    }
+  }
+
+  void serve() {
     while (true) {
       Request r;
       std::string dir;
       Item it;
       {
         std::unique_lock<std::mutex> g(mu_);
-        if (!stop_ && (requests_.empty() || !room())) {
+        auto can_read = [&] { return !requests_.empty() && room(requests_.front()); };
+        if (!stop_ && !can_read()) {
           reader_waiting_ = true;
-          cv_.wait(g, [&] { return stop_ || (!requests_.empty() && room()); });
+          cv_.wait(g, [&] { return stop_ || can_read(); });
           reader_waiting_ = false;
         }
         if (stop_) return;
@@ -450,8 +483,9 @@ class ReadAhead {
   std::deque<Item> ready_;
   std::vector<Item> free_;
   std::string dir_;
-  std::size_t ready_bytes_ = 0, free_bytes_ = 0;
+  std::size_t ready_bytes_ = 0, held_bytes_ = 0, free_bytes_ = 0;
   bool busy_ = false, stop_ = false, consumer_waiting_ = false, reader_waiting_ = false;
+  std::exception_ptr fatal_;
   std::thread thread_;  // last: started once everything above exists
 };
 
@@ -910,11 +944,13 @@ class Backup {
       out.mtime_ns = static_cast<std::int64_t>(dst.st_mtim.tv_sec) * 1000000000 + dst.st_mtim.tv_nsec;
     }
     // First the stat cache decides which files must be read, so the reader thread
-    // can start on them while the entries are stored in order below.
+    // can start on them while the entries are stored in order below. A hit's row
+    // goes to b.rows at once (its place there is kept); a file read gets its row
+    // once it is stored.
     struct Decision {
-      bool hit = false;
+      bool read = false;
       bool changing = false;
-      CachedFile cf;
+      std::size_t row = 0;  // hits: index in b.rows
     };
     std::vector<Decision> decisions(sf.entries.size());
     std::vector<ReadAhead::Request> reads;
@@ -922,7 +958,7 @@ class Backup {
       const ScannedEntry& e = sf.entries[i];
       if (e.kind == EntryKind::kDir) continue;
       Decision& d = decisions[i];
-      CachedFile& cf = d.cf;
+      CachedFile cf;
       std::optional<CachedFile> cached = catalog_->find_file(folder_key, e.key);
       bool hit = cached && cached->dev == e.dev && cached->ino == e.ino && cached->size == e.size &&
                  cached->mtime_ns == e.mtime_ns &&
@@ -953,11 +989,15 @@ class Backup {
           }
         }
       }
-      d.hit = hit;
-      if (!hit) {
+      if (hit) {
+        d.row = b.rows.size();
+        b.rows.emplace_back(e.key, std::move(cf));
+      } else {
+        d.read = true;
         ReadAhead::Request r;
         r.entry = i;
         r.path = e.path;
+        r.size = e.size;
         r.message = e.kind == EntryKind::kMessage;
         r.whole_blob = !r.message;
         r.delta_min = changing ? cfg_.delta.min_size : std::numeric_limits<std::uint64_t>::max();
@@ -978,13 +1018,15 @@ class Backup {
         tree.entries.push_back(std::move(te));
         continue;
       }
-      CachedFile& cf = decisions[i].cf;
-      if (!decisions[i].hit) {
+      const Decision& d = decisions[i];
+      CachedFile read_cf;
+      CachedFile& cf = d.read ? read_cf : b.rows[d.row].second;
+      if (d.read) {
         ReadAhead::Item item = reader_->next();
         if (item.entry != i) throw Error(ErrorCode::kInternal, "read-ahead out of order in " + sf.abs);
         bool read = false;
         try {
-          read = store_read(item, sf, m, folder, e, cf, decisions[i].changing);
+          read = store_read(item, sf, m, folder, e, cf, d.changing);
         } catch (const Error& err) {
           // One unreadable file must not cost every other mailbox its backup.
           if (err.code() != ErrorCode::kSource) throw;
@@ -1017,7 +1059,7 @@ class Backup {
       te.uid = e.uid;
       te.gid = e.gid;
       if (e.nlink > 1) te.link = link_group(e.dev, e.ino);
-      b.rows.emplace_back(e.key, cf);
+      if (d.read) b.rows.emplace_back(e.key, std::move(cf));
       if (e.kind == EntryKind::kMessage) ++out.messages;
       out.bytes += e.size;
       tree.entries.push_back(std::move(te));
