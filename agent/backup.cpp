@@ -51,7 +51,8 @@ void name_thread(const char* name) {
 // The pack pipeline: the scanning thread fills packs; kSealers threads compress and
 // encrypt them (each with its own gpg context); one thread uploads them over its own
 // vault connection and journals each pack in the catalog right after it is in the
-// vault. Bounded queues keep at most ~5 packs in memory.
+// vault. Bounded queues keep at most ~5 packs in memory, plus one sealed pack's
+// plaintext buffer kept for the writer to fill again.
 class PackUploader {
  public:
   static constexpr int kSealers = 2;

@@ -87,8 +87,8 @@ struct KeyRef {
 };
 
 // GPGME moves data between its data objects and gpg's pipes PIPE_BUF (4 KiB) at a
-// time, one poll and one read or write each: 4,600 round trips for a 16 MiB pack's
-// ciphertext alone. GPGME 1.18 takes a larger buffer (older versions answer
+// time, one poll and one read or write each: 4,096 round trips per 16 MiB each
+// way. GPGME 1.18 takes a larger buffer (older versions answer
 // GPG_ERR_UNKNOWN_NAME and keep 4 KiB). A pipe's capacity (64 KiB) and not more:
 // after every partial write to the non-blocking pipe GPGME moves the unwritten rest
 // of its buffer down, so a larger one costs copies (1 MiB made sealing a 16 MiB
