@@ -309,12 +309,12 @@ class ReadAhead {
     ReadBuffer buf;                          // the whole file
     Hash sha256{};                           // of the file
     std::size_t header_length = 0;           // messages: header block length (RFC 5322 §2.1)
-    std::optional<Hash> header, body, blob;  // blob ids (HMAC-SHA256 under the vault's id key)
+    std::optional<Hash> header, body, blob;  // blob ids (Repository::blob_id)
     std::exception_ptr failure;              // an Error(kSource) for an unreadable file, or worse
   };
 
-  explicit ReadAhead(const Hash& id_key)
-      : id_key_(id_key), thread_([this] {
+  explicit ReadAhead(const Repository& repo)
+      : repo_(repo), thread_([this] {
           name_thread("reduit-read");
           loop();
         }) {}
@@ -465,11 +465,11 @@ class ReadAhead {
       it.sha256 = sha256(m.data(), m.size());
       if (r.message) {
         it.header_length = header_block_length(m);
-        it.header = hmac_sha256(id_key_, m.data(), it.header_length);
+        it.header = repo_.blob_id(m.data(), it.header_length);
         if (it.header_length < m.size())
-          it.body = hmac_sha256(id_key_, m.data() + it.header_length, m.size() - it.header_length);
+          it.body = repo_.blob_id(m.data() + it.header_length, m.size() - it.header_length);
       } else if (r.whole_blob && !m.empty() && m.size() < r.delta_min) {
-        it.blob = hmac_sha256(id_key_, m.data(), m.size());
+        it.blob = repo_.blob_id(m.data(), m.size());
       }
     } catch (...) {
       it.found = false;
@@ -477,7 +477,7 @@ class ReadAhead {
     }
   }
 
-  const Hash id_key_;
+  const Repository& repo_;  // blob_id() only: thread-safe
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Request> requests_;
@@ -558,7 +558,7 @@ class Backup {
     uploader_ = std::make_unique<PackUploader>(cfg_, repo_->config(), cfg_.gnupghome);
     data_ = std::make_unique<PackWriter>(PackKind::kData, repo_->config().pack_size + (1 << 20));
     meta_ = std::make_unique<PackWriter>(PackKind::kMetadata);
-    reader_ = std::make_unique<ReadAhead>(repo_->config().id_key);
+    reader_ = std::make_unique<ReadAhead>(*repo_);
     catalog_->begin_staging();
 
     Snapshot snap;
