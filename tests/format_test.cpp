@@ -47,7 +47,7 @@ TEST(FormatVector, PackWriterReusesARecycledBufferForTheSameBytes) {
   EXPECT_EQ(again.data(), recycled);
   ASSERT_EQ(again.size(), 141u);
   EXPECT_EQ(to_hex(sha256(again.data(), again.size())),
-            "b38decb33ad8d9ceef12a3df909231cc5a55da16daab9ffbf0e196da97d8105f");
+            "bf9caca6d9c96312d0dffea017690dcb52ddc93fcdb0b00ed491ff7863c43709");
   EXPECT_NE(again, stale);
   // A buffer smaller than the writer's reserve is grown to it.
   w.finish(Bytes(3, 0x55));
@@ -56,6 +56,41 @@ TEST(FormatVector, PackWriterReusesARecycledBufferForTheSameBytes) {
   EXPECT_GE(small.capacity(), 4096u);
   EXPECT_EQ(small.size(), 8u + 6u + 49u + 16u);
   EXPECT_EQ(std::string(small.begin() + 8, small.begin() + 14), b);
+}
+
+// Header blobs are laid out together after the other blobs (they compress better
+// beside each other); entries() gives, before finish(), the offsets it writes.
+TEST(FormatVector, PackWriterLaysHeaderBlobsOutAfterTheOthers) {
+  std::string h1 = "Subject: one\n\n", b1 = "body one\n", f = "file", h2 = "Subject: two\n\n";
+  PackWriter w(PackKind::kData);
+  Hash ids[4];
+  for (int i = 0; i < 4; ++i) ids[i][0] = static_cast<std::uint8_t>(i + 1);
+  w.add(BlobType::kHeader, ids[0], h1.data(), h1.size());
+  w.add(BlobType::kBody, ids[1], b1.data(), b1.size());
+  w.add(BlobType::kFile, ids[2], f.data(), f.size());
+  w.add(BlobType::kHeader, ids[3], h2.data(), h2.size());
+  EXPECT_EQ(w.size(), 8 + h1.size() + b1.size() + f.size() + h2.size());
+  std::vector<PackEntry> promised = w.entries();
+  Bytes pack = w.finish();
+  EXPECT_EQ(std::string(pack.begin() + 8, pack.begin() + 8 + 41), b1 + f + h1 + h2);
+  std::vector<PackEntry> parsed = parse_pack(pack);
+  ASSERT_EQ(parsed.size(), 4u);
+  const std::uint64_t offsets[4] = {21, 8, 17, 35};
+  const std::string* blobs[4] = {&h1, &b1, &f, &h2};
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(parsed[i].id, ids[i]) << i;
+    EXPECT_EQ(parsed[i].offset, offsets[i]) << i;
+    EXPECT_EQ(promised[i].offset, offsets[i]) << i;
+    EXPECT_EQ(
+        std::string(pack.begin() + parsed[i].offset, pack.begin() + parsed[i].offset + parsed[i].length),
+        *blobs[i])
+        << i;
+  }
+  // The next pack starts empty: no header blob is carried over.
+  w.add(BlobType::kHeader, ids[0], h1.data(), h1.size());
+  Bytes next = w.finish();
+  EXPECT_EQ(next.size(), 8 + h1.size() + 49 + 16);
+  EXPECT_EQ(parse_pack(next)[0].offset, 8u);
 }
 
 TEST(FormatVector, PackPlaintextAndIndexBytes) {
@@ -69,17 +104,23 @@ TEST(FormatVector, PackPlaintextAndIndexBytes) {
   Bytes pack = w.finish();
   ASSERT_EQ(pack.size(), 141u);
   EXPECT_EQ(to_hex(pack.data(), pack.size()),
-            "52445041434b30315375626a6563743a2068690a0a68656c6c6f0a01267b6c11c72b3db6a913e0"
-            "9a541a756bf507a8297a03735090937bfbe710dc9a08000000000000000d0000000000000002d5"
-            "3db90fadc43613379d41ea261d0aaeb319e979bbfbbf2098a94362b04057571500000000000000"
+            "52445041434b303168656c6c6f0a5375626a6563743a2068690a0a01267b6c11c72b3db6a913e0"
+            "9a541a756bf507a8297a03735090937bfbe710dc9a0e000000000000000d0000000000000002d5"
+            "3db90fadc43613379d41ea261d0aaeb319e979bbfbbf2098a94362b04057570800000000000000"
             "0600000000000000020000000000000052445041434b3031");
   EXPECT_EQ(to_hex(sha256(pack.data(), pack.size())),
-            "b38decb33ad8d9ceef12a3df909231cc5a55da16daab9ffbf0e196da97d8105f");
+            "bf9caca6d9c96312d0dffea017690dcb52ddc93fcdb0b00ed491ff7863c43709");
   std::vector<PackEntry> parsed = parse_pack(pack);
   ASSERT_EQ(parsed.size(), 2u);
+  EXPECT_EQ(parsed[0].id, hid);  // entries in the order added, the header blob after the body
+  EXPECT_EQ(parsed[0].offset, 14u);
+  EXPECT_EQ(parsed[0].length, 13u);
   EXPECT_EQ(parsed[1].id, bid);
-  EXPECT_EQ(parsed[1].offset, 21u);
+  EXPECT_EQ(parsed[1].offset, 8u);
   EXPECT_EQ(parsed[1].length, 6u);
+  ASSERT_EQ(entries.size(), 2u);  // what entries() promised before finish()
+  EXPECT_EQ(entries[0].offset, 14u);
+  EXPECT_EQ(entries[1].offset, 8u);
 
   IndexPack ip;
   for (int i = 0; i < 32; ++i) ip.id[i] = static_cast<std::uint8_t>(32 + i);
@@ -89,7 +130,7 @@ TEST(FormatVector, PackPlaintextAndIndexBytes) {
   Bytes idx = encode_index({ip});
   ASSERT_EQ(idx.size(), 163u);
   EXPECT_EQ(to_hex(sha256(idx.data(), idx.size())),
-            "5d39bf1cd4b7e92e9fd6f603920c1190b4c648681bfdedc7c4d3d77abf7af18f");
+            "7f6b0992f624ecb7fd2020e40e1d0db3145665fa3247f9a347596cccf054ca03");
   std::vector<IndexPack> back = decode_index(idx);
   ASSERT_EQ(back.size(), 1u);
   EXPECT_EQ(back[0].size, 1234u);

@@ -8,6 +8,10 @@
 
 namespace reduit {
 
+namespace {
+constexpr int kWindowLog = 24;  // 16 MiB: the default pack size
+}  // namespace
+
 Bytes zstd_compress(const Bytes& data, int level) {
   // A per-thread scratch buffer and context, reused: no zero-fill and no fresh pages
   // per pack; the result is exactly the frame's size.
@@ -19,7 +23,16 @@ Bytes zstd_compress(const Bytes& data, int level) {
     scratch.reset(new std::uint8_t[bound]);
     scratch_size = bound;
   }
-  std::size_t n = ZSTD_compressCCtx(cctx.get(), scratch.get(), bound, data.data(), data.size(), level);
+  // Levels 1–19 keep a window of 0.5–8 MiB for large inputs; a 16 MiB pack then
+  // cannot match a header against those early in the pack. The window is widened
+  // to 16 MiB (zstd shrinks it again to the input's size). No cost to reduit's
+  // readers, which decode a frame in one piece (no window buffer); libzstd, and so
+  // the zstd CLI, accepts windows up to 128 MiB by default (RFC 8878 §3.1.1.1.2
+  // has the window descriptor).
+  std::size_t n = ZSTD_CCtx_reset(cctx.get(), ZSTD_reset_session_and_parameters);
+  if (!ZSTD_isError(n)) n = ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
+  if (!ZSTD_isError(n)) n = ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_windowLog, kWindowLog);
+  if (!ZSTD_isError(n)) n = ZSTD_compress2(cctx.get(), scratch.get(), bound, data.data(), data.size());
   if (ZSTD_isError(n)) {
     throw Error(ErrorCode::kInternal, std::string("zstd: ") + ZSTD_getErrorName(n));
   }

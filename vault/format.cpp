@@ -1,5 +1,6 @@
 #include "vault/format.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -110,16 +111,28 @@ const char* kind_name(EntryKind k) {
 
 void PackWriter::add(BlobType type, const Hash& id, const void* data, std::size_t size) {
   if (data_.empty()) append(data_, kPackMagic, 8);
-  entries_.push_back(PackEntry{type, id, data_.size(), size});
   const auto* p = static_cast<const std::uint8_t*>(data);
-  data_.insert(data_.end(), p, p + size);  // no zero-fill, unlike resize()
+  Bytes& area = type == BlobType::kHeader ? headers_ : data_;
+  entries_.push_back(PackEntry{type, id, area.size(), size});
+  area.insert(area.end(), p, p + size);  // no zero-fill, unlike resize()
+}
+
+std::vector<PackEntry> PackWriter::entries() const {
+  std::vector<PackEntry> out = entries_;
+  std::size_t headers_at = std::max<std::size_t>(data_.size(), 8);
+  for (PackEntry& e : out) {
+    if (e.type == BlobType::kHeader) e.offset += headers_at;
+  }
+  return out;
 }
 
 Bytes PackWriter::finish(Bytes next) {
   if (data_.empty()) append(data_, kPackMagic, 8);
+  std::vector<PackEntry> laid_out = entries();
   Bytes out = std::move(data_);
-  out.reserve(out.size() + entries_.size() * kPackEntrySize + kPackFooterSize);
-  for (const PackEntry& e : entries_) {
+  out.reserve(out.size() + headers_.size() + entries_.size() * kPackEntrySize + kPackFooterSize);
+  out.insert(out.end(), headers_.begin(), headers_.end());
+  for (const PackEntry& e : laid_out) {
     out.push_back(static_cast<std::uint8_t>(e.type));
     append(out, e.id.data(), 32);
     put_u64(out, e.offset);
@@ -128,6 +141,7 @@ Bytes PackWriter::finish(Bytes next) {
   put_u64(out, entries_.size());
   append(out, kPackMagic, 8);
   entries_.clear();
+  headers_.clear();  // keeps its capacity for the next pack
   next.clear();
   if (next.capacity() < reserve_) next.reserve(reserve_);
   data_ = std::move(next);

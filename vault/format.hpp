@@ -43,7 +43,14 @@ struct PackEntry {
   std::uint64_t length;  // bytes
 };
 
-/// Accumulates blobs into one pack plaintext (FORMAT.md §Pack).
+/// Accumulates blobs into one pack plaintext (FORMAT.md §5).
+///
+/// Header blobs are laid out together after all other blobs (entries keep the
+/// order of add()). Message headers resemble each other far more than they
+/// resemble the bodies between them, so grouped, zstd finds them within its
+/// window: 1.3% fewer stored bytes on the benchmark set (docs/PERFORMANCE.md).
+/// Readers find blobs by their entries' offsets, so the order is the writer's
+/// choice (FORMAT.md §5).
 class PackWriter {
  public:
   /// `reserve` = expected plaintext size (the pack target plus a message or so),
@@ -52,21 +59,25 @@ class PackWriter {
     data_.reserve(reserve_);
   }
   void add(BlobType type, const Hash& id, const void* data, std::size_t size);
-  std::size_t size() const { return data_.size(); }
+  /// Plaintext bytes of the blobs so far (the pack target is checked against it).
+  std::size_t size() const { return data_.size() + headers_.size(); }
   std::size_t count() const { return entries_.size(); }
   bool empty() const { return entries_.empty(); }
   PackKind kind() const { return kind_; }
-  const std::vector<PackEntry>& entries() const { return entries_; }
-  /// Appends the entry table and footer; returns the plaintext. The writer is
-  /// left empty and fills `next` from now on (cleared; a buffer recycled from an
-  /// earlier pack keeps its capacity, so its pages are not faulted in and zeroed
-  /// again), or a new buffer of the reserved size.
+  /// The entries with the offsets that finish() will give them if nothing is
+  /// added before it.
+  std::vector<PackEntry> entries() const;
+  /// Appends the header blobs, the entry table and the footer; returns the
+  /// plaintext. The writer is left empty and fills `next` from now on (cleared; a
+  /// buffer recycled from an earlier pack keeps its capacity, so its pages are not
+  /// faulted in and zeroed again), or a new buffer of the reserved size.
   Bytes finish(Bytes next = {});
 
  private:
   PackKind kind_;
   std::size_t reserve_;
-  Bytes data_;
+  Bytes data_;     // magic, then every blob but the header blobs
+  Bytes headers_;  // the header blobs, back to back (their entries' offsets count from here)
   std::vector<PackEntry> entries_;
 };
 

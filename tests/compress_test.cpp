@@ -1,0 +1,42 @@
+// zstd frames as reduit writes them (vault/compress.cpp, FORMAT.md §2).
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "support/harness.hpp"
+#include "vault/compress.hpp"
+#include "vault/error.hpp"
+
+using namespace reduit;
+
+// A 16 MiB pack is one frame whose window spans the whole pack: a blob matches
+// one 6 MiB back, beyond level 3's default window of 2 MiB.
+TEST(Compress, PackFramesMatchAcrossTheWholePack) {
+  std::mt19937_64 rng(7);
+  Bytes random(6 << 20);
+  for (auto& b : random) b = static_cast<std::uint8_t>(rng());
+  Bytes twice;
+  twice.reserve(2 * random.size());
+  for (int copy = 0; copy < 2; ++copy) twice.insert(twice.end(), random.begin(), random.end());
+  Bytes frame = zstd_compress(twice, 3);
+  // Frame header (RFC 8878 §3.1.1.1): magic, then the descriptor, whose bit 5 is
+  // Single_Segment_flag: the window is the whole 12 MiB content.
+  ASSERT_GT(frame.size(), 5u);
+  EXPECT_EQ(frame[0], 0x28);
+  EXPECT_EQ(frame[3], 0xfd);
+  EXPECT_EQ((frame[4] >> 5) & 1, 1);
+  // The second copy is stored as matches: the frame is the random half plus
+  // less than 1% (it would be 12 MiB with a 2 MiB window).
+  EXPECT_LT(frame.size(), (6u << 20) + (6u << 20) / 100);
+  EXPECT_EQ(zstd_decompress(frame), twice);
+}
+
+// A small object is one frame sized to itself, not to the 16 MiB window.
+TEST(Compress, SmallObjectsRoundTrip) {
+  std::string s = "{\"version\":1}";
+  Bytes in(s.begin(), s.end());
+  Bytes frame = zstd_compress(in, 3);
+  EXPECT_EQ((frame[4] >> 5) & 1, 1);
+  EXPECT_EQ(zstd_decompress(frame), in);
+  EXPECT_EQ(reduit::test::error_code_of([&] { zstd_decompress(frame, in.size() - 1); }), ErrorCode::kVerify);
+}
