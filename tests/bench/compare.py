@@ -300,9 +300,11 @@ class Rsync(Tool):
 TOOLS = {"reduit": Reduit, "restic": Restic, "borg": Borg, "duplicity": Duplicity, "rsync": Rsync}
 
 
-def churn(src, seed):
+def churn(src, seed, work):
     """1% new messages (copies with new unique names of random messages), 10% flag
-    changes, 2% deletions; deterministic for a seed."""
+    changes, 2% deletions; deterministic for a seed. Every step is journaled first in
+    WORK/churn-undo.json (deleted files are moved to WORK/churn-attic), so that
+    undo_churn() gives the next run in the same --workdir the same data."""
     rnd = random.Random(seed)
     msgs = []
     for d, _, files in os.walk(src):
@@ -312,13 +314,29 @@ def churn(src, seed):
     n = len(msgs)
     rnd.shuffle(msgs)
     new, flags, dels = msgs[: n // 100], msgs[n // 100: n // 100 + n // 10], msgs[n // 100 + n // 10: n // 100 + n // 10 + n // 50]
+    attic = os.path.join(work, "churn-attic")
+    os.makedirs(attic, exist_ok=True)
+    created, renamed, moved = [], [], []
+    for i, m in enumerate(new):
+        size = len(b"X-Churn: %d\n" % i) + os.path.getsize(m)
+        created.append(os.path.join(os.path.dirname(os.path.dirname(m)), "new", f"1800000000.M{i}P1.churn,S={size}"))
+    for m in flags:
+        base = os.path.basename(m)
+        d = os.path.dirname(m)
+        if os.path.basename(d) == "new":
+            renamed.append([m, os.path.join(os.path.dirname(d), "cur", base + ":2,S")])
+        else:
+            u, _, fl = base.partition(":2,")
+            renamed.append([m, os.path.join(d, u + ":2," + "".join(sorted(set(fl) ^ {"F"})))])
+    for i, m in enumerate(dels):
+        moved.append([m, os.path.join(attic, str(i))])
+    with open(os.path.join(work, "churn-undo.json"), "w") as f:
+        json.dump({"created": created, "renamed": renamed, "moved": moved}, f)
     added = 0
     concat = tempfile.NamedTemporaryFile(prefix="rdchurn.", delete=False)
     for i, m in enumerate(new):
-        cur = os.path.join(os.path.dirname(os.path.dirname(m)), "new")
         data = b"X-Churn: %d\n" % i + open(m, "rb").read()
-        name = f"1800000000.M{i}P1.churn,S={len(data)}"
-        with open(os.path.join(cur, name), "wb") as f:
+        with open(created[i], "wb") as f:
             f.write(data)
         concat.write(data)
         added += len(data)
@@ -328,20 +346,34 @@ def churn(src, seed):
     compressed = int(subprocess.run(f"zstd -q -3 -c {concat.name} | wc -c", shell=True, capture_output=True,
                                     text=True).stdout)
     os.unlink(concat.name)
-    for m in flags:
-        base = os.path.basename(m)
-        d = os.path.dirname(m)
-        if os.path.basename(d) == "new":
-            os.rename(m, os.path.join(os.path.dirname(d), "cur", base + ":2,S"))
-        else:
-            u, _, fl = base.partition(":2,")
-            fl = "".join(sorted(set(fl) ^ {"F"}))
-            os.rename(m, os.path.join(d, u + ":2," + fl))
-    for m in dels:
+    for old, to in renamed:
+        os.rename(old, to)
+    for m, to in moved:
         if os.path.exists(m):
-            os.unlink(m)
+            os.rename(m, to)
     return {"new": len(new), "new_bytes": added, "new_bytes_zstd3": compressed, "flag_changes": len(flags),
             "deleted": len(dels)}
+
+
+def undo_churn(work):
+    """Undoes what churn() journaled (also a churn that stopped half way); returns
+    whether there was anything to undo."""
+    path = os.path.join(work, "churn-undo.json")
+    if not os.path.exists(path):
+        return False
+    j = json.load(open(path))
+    for f in j["created"]:
+        if os.path.exists(f):
+            os.unlink(f)
+    for old, to in j["renamed"]:
+        if os.path.exists(to) and not os.path.exists(old):
+            os.rename(to, old)
+    for m, at in j["moved"]:
+        if os.path.exists(at) and not os.path.exists(m):
+            os.rename(at, m)
+    os.unlink(path)
+    shutil.rmtree(os.path.join(work, "churn-attic"), ignore_errors=True)
+    return True
 
 
 class Bench:
@@ -352,6 +384,8 @@ class Bench:
         self.src = os.path.join(self.work, "src")
 
     def prepare(self):
+        if undo_churn(self.work):
+            print(f"undid the churn of the last run in {self.work}", file=sys.stderr, flush=True)
         if not os.path.isdir(self.src):
             n = 1_000_000 if self.args.large else self.args.messages
             sh(f"{ROOT}/scripts/gen-maildir --out {self.src} --messages {n} --mailboxes {self.args.mailboxes} --seed 1",
@@ -388,7 +422,7 @@ class Bench:
             for t in tools:
                 print(f"[{t.name}] {scen} backup…", file=sys.stderr, flush=True)
                 results[t.name][scen] = t.backup(scen)
-        ch = churn(self.src, 7)
+        ch = churn(self.src, 7, self.work)
         for t in tools:
             print(f"[{t.name}] churn backup…", file=sys.stderr, flush=True)
             results[t.name]["churn"] = t.backup("churn")
@@ -412,6 +446,8 @@ class Bench:
             json.dump(report, open(self.args.json, "w"), indent=1)
         if not self.args.keep:
             shutil.rmtree(self.work, ignore_errors=True)
+        else:
+            undo_churn(self.work)
         return report
 
     @staticmethod
