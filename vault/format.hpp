@@ -48,7 +48,7 @@ struct PackEntry {
 /// Header blobs are laid out together after all other blobs (entries keep the
 /// order of add()). Message headers resemble each other far more than they
 /// resemble the bodies between them, so grouped, zstd finds them within its
-/// window: 1.3% fewer stored bytes on the benchmark set (docs/PERFORMANCE.md).
+/// window: the benchmark sets' vaults are 0.7% smaller (docs/PERFORMANCE.md).
 /// Readers find blobs by their entries' offsets, so the order is the writer's
 /// choice (FORMAT.md §5).
 class PackWriter {
