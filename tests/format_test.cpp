@@ -93,6 +93,30 @@ TEST(FormatVector, PackWriterLaysHeaderBlobsOutAfterTheOthers) {
   EXPECT_EQ(parse_pack(next)[0].offset, 8u);
 }
 
+// A header blob above kGroupedHeaderMax (a file without an empty line is all header
+// block) stays where it was added; one of exactly that size is grouped.
+TEST(FormatVector, PackWriterLeavesALargeHeaderBlobWhereItWasAdded) {
+  const std::size_t max = PackWriter::kGroupedHeaderMax;
+  std::string big(max + 1, 'h'), edge(max, 'e'), body = "body\n";
+  PackWriter w(PackKind::kData);
+  Hash ids[3];
+  for (int i = 0; i < 3; ++i) ids[i][0] = static_cast<std::uint8_t>(i + 1);
+  w.add(BlobType::kHeader, ids[0], edge.data(), edge.size());
+  w.add(BlobType::kHeader, ids[1], big.data(), big.size());
+  w.add(BlobType::kBody, ids[2], body.data(), body.size());
+  std::vector<PackEntry> promised = w.entries();
+  Bytes pack = w.finish();
+  std::vector<PackEntry> parsed = parse_pack(pack);
+  ASSERT_EQ(parsed.size(), 3u);
+  const std::uint64_t offsets[3] = {8 + big.size() + body.size(), 8, 8 + big.size()};
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(parsed[i].offset, offsets[i]) << i;
+    EXPECT_EQ(promised[i].offset, offsets[i]) << i;
+  }
+  EXPECT_EQ(pack.size(), 8 + big.size() + body.size() + edge.size() + 3 * 49 + 16);
+  EXPECT_EQ(pack[8 + big.size() + body.size()], 'e');
+}
+
 TEST(FormatVector, PackPlaintextAndIndexBytes) {
   std::string h = "Subject: hi\n\n", b = "hello\n";
   Hash hid = hmac_sha256(key_0_to_31(), h.data(), h.size());

@@ -112,7 +112,9 @@ const char* kind_name(EntryKind k) {
 void PackWriter::add(BlobType type, const Hash& id, const void* data, std::size_t size) {
   if (data_.empty()) append(data_, kPackMagic, 8);
   const auto* p = static_cast<const std::uint8_t*>(data);
-  Bytes& area = type == BlobType::kHeader ? headers_ : data_;
+  const bool grouped = type == BlobType::kHeader && size <= kGroupedHeaderMax;
+  Bytes& area = grouped ? headers_ : data_;
+  if (grouped) grouped_.push_back(entries_.size());
   entries_.push_back(PackEntry{type, id, area.size(), size});
   area.insert(area.end(), p, p + size);  // no zero-fill, unlike resize()
 }
@@ -120,9 +122,7 @@ void PackWriter::add(BlobType type, const Hash& id, const void* data, std::size_
 std::vector<PackEntry> PackWriter::entries() const {
   std::vector<PackEntry> out = entries_;
   std::size_t headers_at = std::max<std::size_t>(data_.size(), 8);
-  for (PackEntry& e : out) {
-    if (e.type == BlobType::kHeader) e.offset += headers_at;
-  }
+  for (std::size_t i : grouped_) out[i].offset += headers_at;
   return out;
 }
 
@@ -141,7 +141,9 @@ Bytes PackWriter::finish(Bytes next) {
   put_u64(out, entries_.size());
   append(out, kPackMagic, 8);
   entries_.clear();
-  headers_.clear();  // keeps its capacity for the next pack
+  grouped_.clear();
+  headers_.clear();  // keeps its capacity for the next pack, unless a pack of headers only grew it
+  if (headers_.capacity() > reserve_) Bytes().swap(headers_);
   next.clear();
   if (next.capacity() < reserve_) next.reserve(reserve_);
   data_ = std::move(next);

@@ -45,14 +45,19 @@ struct PackEntry {
 
 /// Accumulates blobs into one pack plaintext (FORMAT.md §5).
 ///
-/// Header blobs are laid out together after all other blobs (entries keep the
-/// order of add()). Message headers resemble each other far more than they
-/// resemble the bodies between them, so grouped, zstd finds them within its
-/// window: the benchmark sets' vaults are 0.7% smaller (docs/PERFORMANCE.md).
-/// Readers find blobs by their entries' offsets, so the order is the writer's
-/// choice (FORMAT.md §5).
+/// Header blobs (up to kGroupedHeaderMax bytes each) are laid out together after
+/// all other blobs; entries keep the order of add(). Message headers resemble each
+/// other far more than they resemble the bodies between them, so grouped, zstd
+/// finds them within its window: the benchmark sets' vaults are 0.7% smaller
+/// (docs/PERFORMANCE.md). Readers find blobs by their entries' offsets, so the
+/// order is the writer's choice (FORMAT.md §5).
 class PackWriter {
  public:
+  /// A larger header blob (a file without an empty line is all header block, e.g.
+  /// a broken 100 MB message) stays where it was added: it is held once, not
+  /// copied again at finish().
+  static constexpr std::size_t kGroupedHeaderMax = 64 * 1024;
+
   /// `reserve` = expected plaintext size (the pack target plus a message or so),
   /// allocated once so the buffer does not double past it.
   explicit PackWriter(PackKind kind, std::size_t reserve = 1 << 20) : kind_(kind), reserve_(reserve) {
@@ -77,8 +82,9 @@ class PackWriter {
   PackKind kind_;
   std::size_t reserve_;
   Bytes data_;     // magic, then every blob but the header blobs
-  Bytes headers_;  // the header blobs, back to back (their entries' offsets count from here)
+  Bytes headers_;  // the grouped header blobs, back to back (their entries' offsets count from here)
   std::vector<PackEntry> entries_;
+  std::vector<std::size_t> grouped_;  // indices into entries_ of the blobs in headers_
 };
 
 /// Parses a pack plaintext's table; every entry is bounds-checked against the
