@@ -9,7 +9,7 @@
 namespace reduit {
 
 namespace {
-constexpr int kWindowLog = 24;  // 16 MiB: the default pack size
+constexpr int kWindowLog = 24;  // 16 MiB: the default pack size (FORMAT.md §2)
 }  // namespace
 
 Bytes zstd_compress(const Bytes& data, int level) {
@@ -25,7 +25,8 @@ Bytes zstd_compress(const Bytes& data, int level) {
   }
   // Levels 1–19 keep a window of 0.5–8 MiB for large inputs; a 16 MiB pack then
   // cannot match a header against those early in the pack. The window is widened
-  // to 16 MiB (zstd shrinks it again to the input's size). No cost to reduit's
+  // to 16 MiB, the default pack target (zstd shrinks it to a smaller input's
+  // size; a larger pack still compresses, matching within 16 MiB). No cost to reduit's
   // readers, which decode a frame in one piece (no window buffer); libzstd, and so
   // the zstd CLI, accepts windows up to 128 MiB by default (RFC 8878 §3.1.1.1.2
   // has the window descriptor).

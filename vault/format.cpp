@@ -142,8 +142,10 @@ Bytes PackWriter::finish(Bytes next) {
   append(out, kPackMagic, 8);
   entries_.clear();
   grouped_.clear();
-  headers_.clear();  // keeps its capacity for the next pack, unless a pack of headers only grew it
-  if (headers_.capacity() > reserve_) Bytes().swap(headers_);
+  // Keeps its capacity for the next pack (a pack of headers only grows it to about
+  // twice the pack target, then no more); more (a caller that never flushed) is freed.
+  headers_.clear();
+  if (headers_.capacity() > 2 * reserve_) Bytes().swap(headers_);
   next.clear();
   if (next.capacity() < reserve_) next.reserve(reserve_);
   data_ = std::move(next);
