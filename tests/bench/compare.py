@@ -330,13 +330,20 @@ def churn(src, seed, work):
             renamed.append([m, os.path.join(d, u + ":2," + "".join(sorted(set(fl) ^ {"F"})))])
     for i, m in enumerate(dels):
         moved.append([m, os.path.join(attic, str(i))])
-    with open(os.path.join(work, "churn-undo.json"), "w") as f:
+    # Nothing is overwritten: every target must be free (undo deletes what churn created).
+    taken = [t for t in created + [to for _, to in renamed] + [to for _, to in moved] if os.path.lexists(t)]
+    if taken:
+        sys.exit(f"compare.py: churn target {taken[0]} already exists ({len(taken)} in all); "
+                 f"remove {src} to generate the set again")
+    journal = os.path.join(work, "churn-undo.json")
+    with open(journal + ".tmp", "w") as f:
         json.dump({"created": created, "renamed": renamed, "moved": moved}, f)
+    os.replace(journal + ".tmp", journal)
     added = 0
     concat = tempfile.NamedTemporaryFile(prefix="rdchurn.", delete=False)
     for i, m in enumerate(new):
         data = b"X-Churn: %d\n" % i + open(m, "rb").read()
-        with open(created[i], "wb") as f:
+        with open(created[i], "xb") as f:
             f.write(data)
         concat.write(data)
         added += len(data)
@@ -362,17 +369,24 @@ def undo_churn(work):
     if not os.path.exists(path):
         return False
     j = json.load(open(path))
+    # A step whose folder is gone (the set removed to be generated again) is skipped.
     for f in j["created"]:
         if os.path.exists(f):
             os.unlink(f)
     for old, to in j["renamed"]:
-        if os.path.exists(to) and not os.path.exists(old):
+        if os.path.exists(to) and not os.path.lexists(old):
             os.rename(to, old)
     for m, at in j["moved"]:
-        if os.path.exists(at) and not os.path.exists(m):
+        if os.path.exists(at) and os.path.isdir(os.path.dirname(m)) and not os.path.lexists(m):
             os.rename(at, m)
     os.unlink(path)
-    shutil.rmtree(os.path.join(work, "churn-attic"), ignore_errors=True)
+    attic = os.path.join(work, "churn-attic")
+    if os.path.isdir(attic):
+        if os.listdir(attic):
+            print(f"compare.py: {attic} still holds messages that could not go back; left there",
+                  file=sys.stderr)
+        else:
+            os.rmdir(attic)
     return True
 
 
