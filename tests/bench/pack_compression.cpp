@@ -7,6 +7,8 @@
 //   whole:  one frame per pack, blobs in the order added, zstd's default window
 //           for the level (what reduit stored before 2026-11-30's stop 15)
 //   blob:   one frame per blob (the alternative: blob-level random access)
+// Both pack modes carry the same entry table (pseudo-random 32-byte ids, as keyed
+// blob ids are); per-blob frames carry none.
 // Prints stored bytes, ratio and compression MB/s for zstd levels 1, 3 and 9.
 // Usage: pack_compression DIR…   (e.g. ../shared/corpus/maildir)
 #include <zstd.h>
@@ -18,6 +20,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -45,6 +48,11 @@ int main(int argc, char** argv) {
       raw += m.size();
     }
   }
+  std::vector<reduit::Hash> ids(blobs.size());
+  std::mt19937_64 rng(1);
+  for (auto& id : ids) {
+    for (auto& byte : id) byte = static_cast<std::uint8_t>(rng());
+  }
   std::printf("%zu blobs, %.1f MiB\n", blobs.size(), raw / 1048576.0);
   std::printf("%-6s %-6s %12s %8s %10s\n", "level", "mode", "stored", "ratio", "MB/s");
   for (int level : {1, 3, 9}) {
@@ -57,23 +65,39 @@ int main(int argc, char** argv) {
           if (!w.empty()) stored += reduit::zstd_compress(w.finish(), level).size();
         };
         for (std::size_t i = 0; i < blobs.size(); ++i) {
-          w.add(is_header[i] ? reduit::BlobType::kHeader : reduit::BlobType::kBody, reduit::Hash{},
-                blobs[i].data(), blobs[i].size());
+          w.add(is_header[i] ? reduit::BlobType::kHeader : reduit::BlobType::kBody, ids[i], blobs[i].data(),
+                blobs[i].size());
           if (w.size() >= (16u << 20)) flush();
         }
         flush();
       } else {
         bool whole = std::string(mode) == "whole";
-        std::string pack;
+        std::string pack, table;  // the former layout: magic, blobs in order, table, count, magic
+        std::uint64_t count = 0;
         std::vector<char> out;
+        auto put_u64 = [](std::string& to, std::uint64_t v) {
+          for (int k = 0; k < 8; ++k) to.push_back(static_cast<char>(v >> (8 * k)));
+        };
         auto flush = [&] {
           if (pack.empty()) return;
+          pack += table;
+          put_u64(pack, count);
+          pack += "RDPACK01";
           out.resize(ZSTD_compressBound(pack.size()));
           stored += ZSTD_compress(out.data(), out.size(), pack.data(), pack.size(), level);
           pack.clear();
+          table.clear();
+          count = 0;
         };
-        for (const auto& b : blobs) {
+        for (std::size_t i = 0; i < blobs.size(); ++i) {
+          const std::string& b = blobs[i];
           if (whole) {
+            if (pack.empty()) pack = "RDPACK01";
+            table.push_back(static_cast<char>(is_header[i] ? 1 : 2));
+            table.append(reinterpret_cast<const char*>(ids[i].data()), 32);
+            put_u64(table, pack.size());
+            put_u64(table, b.size());
+            ++count;
             pack += b;
             if (pack.size() >= (16u << 20)) flush();
           } else {
