@@ -81,7 +81,7 @@ class PackWriter {
  private:
   PackKind kind_;
   std::size_t reserve_;
-  Bytes data_;     // magic, then every blob but the header blobs
+  Bytes data_;     // magic, then every blob but the grouped header blobs
   Bytes headers_;  // the grouped header blobs, back to back (their entries' offsets count from here)
   std::vector<PackEntry> entries_;
   std::vector<std::size_t> grouped_;  // indices into entries_ of the blobs in headers_
