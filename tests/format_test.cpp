@@ -17,6 +17,17 @@ Hash key_0_to_31() {
 Bytes bytes(const std::string& s) {
   return Bytes(s.begin(), s.end());
 }
+// The id whose first byte is n, the rest zero.
+Hash numbered(int n) {
+  Hash id{};
+  id[0] = static_cast<std::uint8_t>(n);
+  return id;
+}
+// Adds the blobs to `w` in order, under the ids numbered(1), numbered(2), ...
+void add_numbered(PackWriter& w, std::initializer_list<std::pair<BlobType, const std::string*>> blobs) {
+  int n = 0;
+  for (const auto& [type, b] : blobs) w.add(type, numbered(++n), b->data(), b->size());
+}
 }  // namespace
 
 TEST(FormatVector, BlobIdsAreKeyedHmacSha256) {
@@ -63,12 +74,8 @@ TEST(FormatVector, PackWriterReusesARecycledBufferForTheSameBytes) {
 TEST(FormatVector, PackWriterLaysHeaderBlobsOutAfterTheOthers) {
   std::string h1 = "Subject: one\n\n", b1 = "body one\n", f = "file", h2 = "Subject: two\n\n";
   PackWriter w(PackKind::kData);
-  Hash ids[4];
-  for (int i = 0; i < 4; ++i) ids[i][0] = static_cast<std::uint8_t>(i + 1);
-  w.add(BlobType::kHeader, ids[0], h1.data(), h1.size());
-  w.add(BlobType::kBody, ids[1], b1.data(), b1.size());
-  w.add(BlobType::kFile, ids[2], f.data(), f.size());
-  w.add(BlobType::kHeader, ids[3], h2.data(), h2.size());
+  add_numbered(
+      w, {{BlobType::kHeader, &h1}, {BlobType::kBody, &b1}, {BlobType::kFile, &f}, {BlobType::kHeader, &h2}});
   EXPECT_EQ(w.size(), 8 + h1.size() + b1.size() + f.size() + h2.size());
   std::vector<PackEntry> promised = w.entries();
   Bytes pack = w.finish();
@@ -78,7 +85,7 @@ TEST(FormatVector, PackWriterLaysHeaderBlobsOutAfterTheOthers) {
   const std::uint64_t offsets[4] = {21, 8, 17, 35};
   const std::string* blobs[4] = {&h1, &b1, &f, &h2};
   for (int i = 0; i < 4; ++i) {
-    EXPECT_EQ(parsed[i].id, ids[i]) << i;
+    EXPECT_EQ(parsed[i].id, numbered(i + 1)) << i;
     EXPECT_EQ(parsed[i].offset, offsets[i]) << i;
     EXPECT_EQ(promised[i].offset, offsets[i]) << i;
     EXPECT_EQ(
@@ -87,7 +94,7 @@ TEST(FormatVector, PackWriterLaysHeaderBlobsOutAfterTheOthers) {
         << i;
   }
   // The next pack starts empty: no header blob is carried over.
-  w.add(BlobType::kHeader, ids[0], h1.data(), h1.size());
+  add_numbered(w, {{BlobType::kHeader, &h1}});
   Bytes next = w.finish();
   EXPECT_EQ(next.size(), 8 + h1.size() + 49 + 16);
   EXPECT_EQ(parse_pack(next)[0].offset, 8u);
@@ -99,11 +106,7 @@ TEST(FormatVector, PackWriterLeavesALargeHeaderBlobWhereItWasAdded) {
   const std::size_t max = PackWriter::kGroupedHeaderMax;
   std::string big(max + 1, 'h'), edge(max, 'e'), body = "body\n";
   PackWriter w(PackKind::kData);
-  Hash ids[3];
-  for (int i = 0; i < 3; ++i) ids[i][0] = static_cast<std::uint8_t>(i + 1);
-  w.add(BlobType::kHeader, ids[0], edge.data(), edge.size());
-  w.add(BlobType::kHeader, ids[1], big.data(), big.size());
-  w.add(BlobType::kBody, ids[2], body.data(), body.size());
+  add_numbered(w, {{BlobType::kHeader, &edge}, {BlobType::kHeader, &big}, {BlobType::kBody, &body}});
   std::vector<PackEntry> promised = w.entries();
   Bytes pack = w.finish();
   std::vector<PackEntry> parsed = parse_pack(pack);
