@@ -38,6 +38,7 @@ Repository::Repository(std::unique_ptr<Transport> transport, const std::string& 
                        const std::string& pinned_agent_key)
     : transport_(std::move(transport)),
       crypto_(std::make_unique<Crypto>(gnupghome)),
+      gnupghome_(gnupghome),
       pinned_agent_key_(pinned_agent_key) {}
 
 Repository::~Repository() = default;
@@ -114,10 +115,10 @@ Bytes Repository::seal(const Bytes& plaintext, PackKind kind) {
   return seal_object(*crypto_, config(), plaintext, kind);
 }
 
-Bytes Repository::open(const Bytes& stored, const std::string& what) {
+Bytes open_object(Crypto& crypto, const VaultConfig& c, const Bytes& stored, const std::string& what) {
   DecryptResult r;
   try {
-    r = crypto_->decrypt_verify(stored, config().agent_key);
+    r = crypto.decrypt_verify(stored, c.agent_key);
   } catch (const Error& e) {
     throw Error(e.code(), what + ": " + e.what());
   }
@@ -126,6 +127,10 @@ Bytes Repository::open(const Bytes& stored, const std::string& what) {
   } catch (const Error& e) {
     throw Error(e.code(), what + ": " + e.what());
   }
+}
+
+Bytes Repository::open(const Bytes& stored, const std::string& what) {
+  return open_object(*crypto_, config(), stored, what);
 }
 
 Hash Repository::put_object(const std::string& prefix, const Bytes& plaintext) {
@@ -177,18 +182,25 @@ std::vector<IndexPack> Repository::load_indexes(std::vector<Hash>* index_ids) {
   return all;
 }
 
-LoadedPack Repository::load_pack(const Hash& id) {
-  std::string name = pack_name(id);
-  Bytes stored = transport_->get(name);
+Bytes Repository::fetch_pack(const Hash& id) {
+  Bytes stored = transport_->get(pack_name(id));
   if (sha256(stored.data(), stored.size()) != id) {
     throw Error(ErrorCode::kVerify,
                 "pack " + to_hex(id) + " is corrupt: its bytes do not match its SHA-256 name");
   }
+  return stored;
+}
+
+LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, const Bytes& stored) {
   LoadedPack p;
   p.id = id;
-  p.plaintext = open(stored, "pack " + to_hex(id));
+  p.plaintext = open_object(crypto, config, stored, "pack " + to_hex(id));
   p.entries = parse_pack(p.plaintext);
   return p;
+}
+
+LoadedPack Repository::load_pack(const Hash& id) {
+  return open_pack(*crypto_, config(), id, fetch_pack(id));
 }
 
 std::string_view Repository::blob_bytes(const LoadedPack& pack, const PackEntry& e) const {

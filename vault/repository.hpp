@@ -88,6 +88,12 @@ class Repository {
 
   /// Fetches a pack, verifies its hash and signature, decrypts and parses it.
   LoadedPack load_pack(const Hash& id);
+  /// Fetches a pack's stored bytes and checks them against its SHA-256 name
+  /// (kVerify "corrupt"); open_pack() does the rest, on any thread with a Crypto.
+  Bytes fetch_pack(const Hash& id);
+  /// The GnuPG home given to the constructor ("" = GPGME's default), for threads
+  /// that make a Crypto of their own.
+  const std::string& gnupghome() const { return gnupghome_; }
   /// The bytes of `entry` in `pack`, checked against the entry's HMAC id.
   std::string_view blob_bytes(const LoadedPack& pack, const PackEntry& entry) const;
 
@@ -96,6 +102,7 @@ class Repository {
  private:
   std::unique_ptr<Transport> transport_;
   std::unique_ptr<Crypto> crypto_;
+  std::string gnupghome_;
   std::string pinned_agent_key_;
   VaultConfig config_;
   bool have_config_ = false;
@@ -130,6 +137,15 @@ class Lease {
 /// data packs to the archive keys, metadata also to the agent key; signed by the
 /// agent key.
 Bytes seal_object(Crypto& crypto, const VaultConfig& config, const Bytes& plaintext, PackKind kind);
+
+/// Verifies the signature (the config's agent key), decrypts and decompresses
+/// `stored` as Repository::open does, for threads that own a Crypto. `what` names
+/// the object in errors (kKey, kVerify).
+Bytes open_object(Crypto& crypto, const VaultConfig& config, const Bytes& stored, const std::string& what);
+
+/// Opens and parses the stored bytes of pack `id` (already checked against its
+/// name: Repository::fetch_pack) as Repository::load_pack does, with `crypto`.
+LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, const Bytes& stored);
 
 std::int64_t now_ns();
 std::string local_hostname();
