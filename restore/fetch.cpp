@@ -4,6 +4,7 @@
 #include <map>
 #include <string>
 
+#include "restore/prefetch.hpp"
 #include "vault/error.hpp"
 
 namespace reduit {
@@ -70,31 +71,26 @@ void fetch_entries(Repository& repo, const BlobIndex& index, const std::vector<c
   // A blob may be indexed in several packs (re-uploaded after one went missing):
   // take one that is still in the vault.
   std::map<Hash, std::uint64_t> present = repo.list_packs();
-  std::vector<Hash> pack_order;
-  std::map<Hash, std::vector<Hash>> by_pack;
+  std::vector<PackRequest> plan;  // in the order the entries first need them
+  std::map<Hash, std::size_t> plan_of;
   for (const Hash& id : blob_order) {
     const Hash& pack = index.locate(id, &present).pack;
-    auto [it, fresh] = by_pack.try_emplace(pack);
-    if (fresh) pack_order.push_back(pack);
-    it->second.push_back(id);
+    auto [it, fresh] = plan_of.try_emplace(pack, plan.size());
+    if (fresh) plan.push_back({pack, {}});
+    plan[it->second].blobs.push_back(id);
   }
   std::size_t packs_done = 0;
-  for (const Hash& pack_id : pack_order) {
-    LoadedPack pack = repo.load_pack(pack_id);
+  PackPrefetcher prefetch(repo, plan);  // loads and checks ahead while `done` writes
+  for (const PackRequest& wanted : plan) {
+    const FetchedPack fetched = prefetch.next();
     if (stats) {
       ++stats->packs_fetched;
-      if (auto it = index.packs().find(pack_id); it != index.packs().end())
+      if (auto it = index.packs().find(wanted.pack); it != index.packs().end())
         stats->bytes_fetched += it->second.size;
     }
-    std::map<Hash, const PackEntry*> in_pack;
-    for (const PackEntry& e : pack.entries) in_pack[e.id] = &e;
-    for (const Hash& id : by_pack[pack_id]) {
-      auto it = in_pack.find(id);
-      if (it == in_pack.end()) {
-        throw Error(ErrorCode::kVerify,
-                    "pack " + to_hex(pack_id) + " does not hold blob " + to_hex(id) + " named by the index");
-      }
-      std::string_view bytes = repo.blob_bytes(pack, *it->second);
+    for (std::size_t b = 0; b < wanted.blobs.size(); ++b) {
+      const Hash& id = wanted.blobs[b];
+      std::string_view bytes = fetched.blobs[b];
       for (const Part& part : need[id]) {
         Pending& p = pending[part.entry];
         std::uint64_t end = part.offset + bytes.size();
@@ -107,7 +103,7 @@ void fetch_entries(Repository& repo, const BlobIndex& index, const std::vector<c
       }
     }
     ++packs_done;
-    if (progress) progress(packs_done, pack_order.size());
+    if (progress) progress(packs_done, plan.size());
   }
   for (std::size_t i = 0; i < entries.size(); ++i) {
     if (pending[i].parts_left != 0)

@@ -3,7 +3,8 @@
 // mailbox, which do not write the vault's file names).
 //
 // Packs are fetched once each, in the order the entries first need them (so
-// entries come out roughly in the order given); every pack is checked as
+// entries come out roughly in the order given), up to two ahead of `done` on a
+// thread of their own (restore/prefetch.hpp); every pack is checked as
 // Repository::load_pack does, every blob against its HMAC id, and every assembled
 // file against the manifest's size and SHA-256 before it is handed out. A file
 // whose header and body sit in different packs is held in memory until both have

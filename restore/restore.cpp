@@ -18,6 +18,7 @@
 #include <set>
 
 #include "restore/blobs.hpp"
+#include "restore/prefetch.hpp"
 #include "restore/snapshots.hpp"
 #include "vault/error.hpp"
 
@@ -91,8 +92,12 @@ struct PendingFile {
   std::string temp_path;   // absolute
   const TreeEntry* entry;
   int parts_left = 0;
-  bool created = false;
   bool chained = false;  // a delta chain, rebuilt after the plain blobs are written
+  bool on_disk = false;  // some of its parts are in temp_path already
+  // Parts that came with the pack being written out (views into it, with their
+  // offsets in the file): a file whose parts all sit in one pack is written once,
+  // from memory, and hashed without reading it back.
+  std::vector<std::pair<std::uint64_t, std::string_view>> held;
 };
 
 // Who owns what is restored (RestoreRequest::owner).
@@ -348,6 +353,32 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
     std::map<std::string, LinkFirst> link_first;  // link group → its first file (earlier batches too)
     std::uint64_t tmp_counter = 0;
 
+    // Owner, mode and mtime of a complete temp file, then its final name. Closes fd.
+    auto install = [&](int fd, PendingFile& pf) {
+      const TreeEntry& e = *pf.entry;
+      if (auto o = owner.of(e.uid, e.gid); o && fchown(fd, o->first, o->second) != 0) {
+        int err = errno;
+        ::close(fd);
+        throw_errno("set owner of " + pf.temp_path, err);
+      }
+      fchmod(fd, e.mode & 07777);
+      timespec times[2];
+      times[0].tv_sec = times[1].tv_sec = e.mtime_ns / 1000000000;
+      times[0].tv_nsec = times[1].tv_nsec = e.mtime_ns % 1000000000;
+      if (futimens(fd, times) != 0) {
+        int err = errno;
+        ::close(fd);
+        throw_errno("set mtime of " + pf.temp_path, err);
+      }
+      ::close(fd);
+      if (rename(pf.temp_path.c_str(), pf.final_path.c_str()) != 0)
+        throw_errno("rename to " + pf.final_path, errno);
+    };
+    auto mismatch = [](const PendingFile& pf) {
+      return Error(ErrorCode::kVerify,
+                   "restored " + pf.final_path + " does not match the manifest's SHA-256");
+    };
+    // A file whose parts are all on disk (temp_path): read back, checked, installed.
     auto finalize = [&](PendingFile& pf) {
       const TreeEntry& e = *pf.entry;
       int fd = ::open(pf.temp_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -371,42 +402,81 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
       if (total != e.size || h.finish() != e.sha256) {
         ::close(fd);
         unlink(pf.temp_path.c_str());
-        throw Error(ErrorCode::kVerify,
-                    "restored " + pf.final_path + " does not match the manifest's SHA-256");
+        throw mismatch(pf);
       }
-      if (auto o = owner.of(e.uid, e.gid); o && fchown(fd, o->first, o->second) != 0) {
-        int err = errno;
-        ::close(fd);
-        throw_errno("set owner of " + pf.temp_path, err);
+      install(fd, pf);
+    };
+    // A file whose parts are all held in memory: checked, written once, installed.
+    auto finalize_held = [&](PendingFile& pf) {
+      const TreeEntry& e = *pf.entry;
+      std::sort(pf.held.begin(), pf.held.end());
+      Sha256Stream h;
+      std::uint64_t total = 0;
+      for (const auto& [offset, bytes] : pf.held) {
+        if (offset != total) throw mismatch(pf);  // a gap or an overlap: blobs that do not fit together
+        h.update(bytes.data(), bytes.size());
+        total += bytes.size();
       }
-      fchmod(fd, e.mode & 07777);
-      timespec times[2];
-      times[0].tv_sec = times[1].tv_sec = e.mtime_ns / 1000000000;
-      times[0].tv_nsec = times[1].tv_nsec = e.mtime_ns % 1000000000;
-      if (futimens(fd, times) != 0) {
-        int err = errno;
+      if (total != e.size || h.finish() != e.sha256) throw mismatch(pf);
+      int fd = ::open(pf.temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+      if (fd < 0) throw_errno("create " + pf.temp_path, errno);
+      try {
+        for (const auto& [offset, bytes] : pf.held)
+          write_all(fd, bytes.data(), bytes.size(), offset, pf.temp_path);
+      } catch (...) {
         ::close(fd);
-        throw_errno("set mtime of " + pf.temp_path, err);
+        throw;
+      }
+      pf.held.clear();
+      install(fd, pf);
+    };
+    auto complete = [&](PendingFile& pf) { pf.on_disk ? finalize(pf) : finalize_held(pf); };
+    // Writes the parts a file holds in memory to its temp file (before their pack goes).
+    auto spill = [&](PendingFile& pf) {
+      if (pf.held.empty()) return;
+      int fd = ::open(pf.temp_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+      if (fd < 0) throw_errno("create " + pf.temp_path, errno);
+      try {
+        for (const auto& [offset, bytes] : pf.held)
+          write_all(fd, bytes.data(), bytes.size(), offset, pf.temp_path);
+      } catch (...) {
+        ::close(fd);
+        throw;
       }
       ::close(fd);
-      if (rename(pf.temp_path.c_str(), pf.final_path.c_str()) != 0)
-        throw_errno("rename to " + pf.final_path, errno);
+      pf.held.clear();
+      pf.on_disk = true;
     };
 
     // A blob may be indexed in several packs (re-uploaded after a pack went missing):
     // take a pack that is still in the vault.
     const std::map<Hash, std::uint64_t> present = repo.list_packs();
     BlobFetcher chains(repo, index, &present);
-    // Writes a blob into the parts of pending files that take it; completes them.
-    auto write_parts = [&](std::vector<PendingFile>& files, const std::vector<Part>& parts, const char* data,
-                           std::size_t size) {
+    std::vector<std::size_t> holding;  // files holding parts of the current pack
+    // Gives a blob to the parts of pending files that take it; completes them.
+    // `bytes` outlives the call when `from_pack` (the current pack): the parts are
+    // then held in memory until their file is complete or the pack is done.
+    auto write_parts = [&](std::vector<PendingFile>& files, const std::vector<Part>& parts,
+                           std::string_view bytes, bool from_pack) {
       for (const Part& part : parts) {
         PendingFile& pf = files[part.file];
-        int fd = ::open(pf.temp_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0) throw_errno("create " + pf.temp_path, errno);
-        write_all(fd, data, size, part.offset, pf.temp_path);
-        ::close(fd);
-        if (--pf.parts_left == 0) finalize(pf);
+        if (from_pack && !pf.on_disk) {
+          if (pf.held.empty()) holding.push_back(part.file);
+          pf.held.emplace_back(part.offset, bytes);
+        } else {
+          spill(pf);
+          int fd = ::open(pf.temp_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+          if (fd < 0) throw_errno("create " + pf.temp_path, errno);
+          try {
+            write_all(fd, bytes.data(), bytes.size(), part.offset, pf.temp_path);
+          } catch (...) {
+            ::close(fd);
+            throw;
+          }
+          ::close(fd);
+          pf.on_disk = true;
+        }
+        if (--pf.parts_left == 0) complete(pf);
       }
     };
     // Blobs of a fetched pack that a later batch needs (inside the destination, gone
@@ -500,7 +570,7 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
 
       // Files with no content (empty) are complete already.
       for (PendingFile& pf : files) {
-        if (pf.parts_left == 0 && !pf.chained) finalize(pf);
+        if (pf.parts_left == 0 && !pf.chained) finalize_held(pf);
       }
       // Blobs an earlier batch's packs held: from the stash.
       for (auto it = need.begin(); it != need.end();) {
@@ -510,7 +580,7 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
         }
         const std::string path = stash_path(it->first);
         std::string data = read_stash(path);
-        write_parts(files, it->second, data.data(), data.size());
+        write_parts(files, it->second, data, /*from_pack=*/false);
         if (last_batch_of(it->first) == b) {
           unlink(path.c_str());
           stashed.erase(it->first);
@@ -518,18 +588,24 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
         it = need.erase(it);
       }
 
-      std::map<Hash, std::vector<Hash>> by_pack;  // pack → blobs wanted from it
-      for (const auto& [id, parts] : need) by_pack[index.locate(id, &present).pack].push_back(id);
+      std::vector<PackRequest> plan;  // pack → blobs wanted from it
+      {
+        std::map<Hash, std::vector<Hash>> by_pack;
+        for (const auto& [id, parts] : need) by_pack[index.locate(id, &present).pack].push_back(id);
+        for (auto& [pack_id, wanted] : by_pack) plan.push_back({pack_id, std::move(wanted)});
+      }
 
       std::uint64_t packs_done = 0;
-      for (auto& [pack_id, wanted] : by_pack) {
-        LoadedPack pack = repo.load_pack(pack_id);
+      // Fetched, decrypted and checked on another thread while this one writes files;
+      // the repository is its alone until the end of this loop (restore/prefetch.hpp).
+      PackPrefetcher prefetch(repo, plan);
+      for (const PackRequest& wanted : plan) {
+        const FetchedPack fetched = prefetch.next();
+        const LoadedPack& pack = fetched.pack;
         ++stats.packs_fetched;
-        if (auto it = index.packs().find(pack_id); it != index.packs().end())
+        if (auto it = index.packs().find(wanted.pack); it != index.packs().end())
           stats.bytes_fetched += it->second.size;
-        std::map<Hash, const PackEntry*> entries;
         for (const PackEntry& e : pack.entries) {
-          entries[e.id] = &e;
           // Needed by a later batch: kept, so that batch does not fetch this pack again.
           auto last = last_batch_of(e.id);
           if (!last || *last <= b || stashed.count(e.id)) continue;
@@ -547,23 +623,19 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
           stashed.insert(e.id);
           ++stats.stashed_blobs;
         }
-        for (const Hash& id : wanted) {
-          auto it = entries.find(id);
-          if (it == entries.end()) {
-            throw Error(ErrorCode::kVerify, "pack " + to_hex(pack_id) + " does not hold blob " + to_hex(id) +
-                                                " named by the index");
-          }
-          std::string_view bytes = repo.blob_bytes(pack, *it->second);
-          write_parts(files, need[id], bytes.data(), bytes.size());
-        }
+        for (std::size_t i = 0; i < wanted.blobs.size(); ++i)
+          write_parts(files, need[wanted.blobs[i]], fetched.blobs[i], /*from_pack=*/true);
+        // Files still waiting for a part from another pack keep what they have on disk.
+        for (std::size_t i : holding) spill(files[i]);
+        holding.clear();
         ++packs_done;
         if (req.progress) {
           if (batches.size() > 1)
             fprintf(stderr, "\r\033[Krestoring: batch %zu/%zu, %llu/%zu packs", b + 1, batches.size(),
-                    static_cast<unsigned long long>(packs_done), by_pack.size());
+                    static_cast<unsigned long long>(packs_done), plan.size());
           else
             fprintf(stderr, "\r\033[Krestoring: %llu/%zu packs", static_cast<unsigned long long>(packs_done),
-                    by_pack.size());
+                    plan.size());
         }
       }
       // Files stored as delta chains: patched link by link through scratch files

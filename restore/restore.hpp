@@ -7,7 +7,10 @@
 // names (info flags included), folder structure, modes and mtimes (to the
 // nanosecond), owners (or one mapped owner) and hard links (entries of one link
 // group become links to one inode). Messages are written into their folder's tmp/ and renamed into
-// cur/ or new/; other files through a temporary name beside them.
+// cur/ or new/; other files through a temporary name beside them. Packs are fetched
+// and decrypted on a thread of their own, up to two ahead of the files being
+// written (restore/prefetch.hpp); a file whose blobs sit in one pack is written
+// once, from memory.
 //
 // Safety: every folder name and entry path of the selection is checked before
 // anything is written (check_relative_path); the destination must not exist or be
