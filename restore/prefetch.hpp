@@ -53,7 +53,7 @@ struct FetchedPack {
 class PackPrefetcher {
  public:
   /// Starts loading the packs of `order`, in that order (one load per request).
-  PackPrefetcher(Repository& repo, std::vector<PackRequest> order, std::size_t ahead = 3);
+  PackPrefetcher(Repository& repo, std::vector<PackRequest> order, std::size_t ahead = 2);
   ~PackPrefetcher();
   PackPrefetcher(const PackPrefetcher&) = delete;
   PackPrefetcher& operator=(const PackPrefetcher&) = delete;
