@@ -13,8 +13,19 @@ namespace reduit {
 PackPrefetcher::PackPrefetcher(Repository& repo, std::vector<PackRequest> order, std::size_t ahead)
     : repo_(repo), order_(std::move(order)), ahead_(std::max<std::size_t>(ahead, 1)) {
   if (order_.empty()) return;
-  threads_.emplace_back([this] { fetch(); });
-  for (int i = 0; i < kOpeners; ++i) threads_.emplace_back([this] { open(); });
+  threads_.reserve(1 + kOpeners);
+  try {
+    threads_.emplace_back([this] { fetch(); });
+    for (int i = 0; i < kOpeners; ++i) threads_.emplace_back([this] { open(); });
+  } catch (...) {  // e.g. no thread left under RLIMIT_NPROC: stop the ones started
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (std::thread& t : threads_) t.join();
+    throw;
+  }
 }
 
 PackPrefetcher::~PackPrefetcher() {
@@ -73,7 +84,7 @@ void PackPrefetcher::open() {
     const PackRequest& req = order_[job.first];
     try {
       if (!crypto) crypto = std::make_unique<Crypto>(repo_.gnupghome());
-      FetchedPack f{open_pack(*crypto, repo_.config(), req.pack, job.second), {}};
+      FetchedPack f(open_pack(*crypto, repo_.config(), req.pack, job.second));
       Bytes().swap(job.second);
       std::vector<const PackEntry*> by_id;
       by_id.reserve(f.pack.entries.size());

@@ -31,6 +31,7 @@
 #include <mutex>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "vault/repository.hpp"
@@ -46,6 +47,12 @@ struct PackRequest {
 /// A loaded pack; `blobs[i]` are the bytes of the request's blobs[i] (a view into
 /// pack.plaintext, which moving the FetchedPack keeps valid), checked against its id.
 struct FetchedPack {
+  explicit FetchedPack(LoadedPack p) : pack(std::move(p)) {}
+  FetchedPack(FetchedPack&&) = default;
+  FetchedPack& operator=(FetchedPack&&) = default;
+  FetchedPack(const FetchedPack&) = delete;  // a copy's views would point into the original
+  FetchedPack& operator=(const FetchedPack&) = delete;
+
   LoadedPack pack;
   std::vector<std::string_view> blobs;
 };

@@ -596,48 +596,50 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
       }
 
       std::uint64_t packs_done = 0;
-      // Fetched, decrypted and checked on another thread while this one writes files;
-      // the repository is its alone until the end of this loop (restore/prefetch.hpp).
-      PackPrefetcher prefetch(repo, plan);
-      for (const PackRequest& wanted : plan) {
-        const FetchedPack fetched = prefetch.next();
-        const LoadedPack& pack = fetched.pack;
-        ++stats.packs_fetched;
-        if (auto it = index.packs().find(wanted.pack); it != index.packs().end())
-          stats.bytes_fetched += it->second.size;
-        for (const PackEntry& e : pack.entries) {
-          // Needed by a later batch: kept, so that batch does not fetch this pack again.
-          auto last = last_batch_of(e.id);
-          if (!last || *last <= b || stashed.count(e.id)) continue;
-          if (stash_dir.empty()) {
-            std::string tmpl = root + "/.reduit-restore-stash.XXXXXX";
-            if (!mkdtemp(tmpl.data())) throw_errno("create a stash directory in " + root, errno);
-            stash_dir = tmpl;
+      {
+        // Fetched, decrypted and checked on other threads while this one writes files;
+        // the repository is theirs until the end of this block (restore/prefetch.hpp).
+        PackPrefetcher prefetch(repo, plan);
+        for (const PackRequest& wanted : plan) {
+          const FetchedPack fetched = prefetch.next();
+          const LoadedPack& pack = fetched.pack;
+          ++stats.packs_fetched;
+          if (auto it = index.packs().find(wanted.pack); it != index.packs().end())
+            stats.bytes_fetched += it->second.size;
+          for (const PackEntry& e : pack.entries) {
+            // Needed by a later batch: kept, so that batch does not fetch this pack again.
+            auto last = last_batch_of(e.id);
+            if (!last || *last <= b || stashed.count(e.id)) continue;
+            if (stash_dir.empty()) {
+              std::string tmpl = root + "/.reduit-restore-stash.XXXXXX";
+              if (!mkdtemp(tmpl.data())) throw_errno("create a stash directory in " + root, errno);
+              stash_dir = tmpl;
+            }
+            std::string_view bytes = repo.blob_bytes(pack, e);
+            const std::string path = stash_path(e.id);
+            int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+            if (fd < 0) throw_errno("create " + path, errno);
+            write_all(fd, bytes.data(), bytes.size(), 0, path);
+            ::close(fd);
+            stashed.insert(e.id);
+            ++stats.stashed_blobs;
           }
-          std::string_view bytes = repo.blob_bytes(pack, e);
-          const std::string path = stash_path(e.id);
-          int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-          if (fd < 0) throw_errno("create " + path, errno);
-          write_all(fd, bytes.data(), bytes.size(), 0, path);
-          ::close(fd);
-          stashed.insert(e.id);
-          ++stats.stashed_blobs;
+          for (std::size_t i = 0; i < wanted.blobs.size(); ++i)
+            write_parts(files, need[wanted.blobs[i]], fetched.blobs[i], /*from_pack=*/true);
+          // Files still waiting for a part from another pack keep what they have on disk.
+          for (std::size_t i : holding) spill(files[i]);
+          holding.clear();
+          ++packs_done;
+          if (req.progress) {
+            if (batches.size() > 1)
+              fprintf(stderr, "\r\033[Krestoring: batch %zu/%zu, %llu/%zu packs", b + 1, batches.size(),
+                      static_cast<unsigned long long>(packs_done), plan.size());
+            else
+              fprintf(stderr, "\r\033[Krestoring: %llu/%zu packs",
+                      static_cast<unsigned long long>(packs_done), plan.size());
+          }
         }
-        for (std::size_t i = 0; i < wanted.blobs.size(); ++i)
-          write_parts(files, need[wanted.blobs[i]], fetched.blobs[i], /*from_pack=*/true);
-        // Files still waiting for a part from another pack keep what they have on disk.
-        for (std::size_t i : holding) spill(files[i]);
-        holding.clear();
-        ++packs_done;
-        if (req.progress) {
-          if (batches.size() > 1)
-            fprintf(stderr, "\r\033[Krestoring: batch %zu/%zu, %llu/%zu packs", b + 1, batches.size(),
-                    static_cast<unsigned long long>(packs_done), plan.size());
-          else
-            fprintf(stderr, "\r\033[Krestoring: %llu/%zu packs", static_cast<unsigned long long>(packs_done),
-                    plan.size());
-        }
-      }
+      }  // the prefetcher's threads are joined: the repository is this thread's again
       // Files stored as delta chains: patched link by link through scratch files
       // beside them (inside the destination), each link's result checked.
       for (PendingFile& pf : files) {
