@@ -155,10 +155,7 @@ CheckReport check_vault(Repository& repo, bool read_data, bool progress, Catalog
       }
       const std::size_t problems_before = r.problems.size();
       try {
-        LoadedPack p;
-        p.id = id;
-        p.plaintext = repo.open(stored, "pack " + to_hex(id));
-        p.entries = parse_pack(p.plaintext);
+        LoadedPack p = open_pack(repo.crypto(), repo.config(), id, stored);
         for (const auto& e : p.entries) {
           std::string_view bytes = repo.blob_bytes(p, e);
           check_links(e, bytes, index);
