@@ -431,7 +431,8 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
       install(fd, pf);
     };
     auto complete = [&](PendingFile& pf) { pf.on_disk ? finalize(pf) : finalize_held(pf); };
-    // Writes the parts a file holds in memory to its temp file (before their pack goes).
+    // Writes the parts a file holds in memory to its temp file (before the bytes they
+    // view go: the pack, or a blob read from the stash).
     auto spill = [&](PendingFile& pf) {
       if (pf.held.empty()) return;
       int fd = ::open(pf.temp_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -463,18 +464,9 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
         if (from_pack && !pf.on_disk) {
           if (pf.held.empty()) holding.push_back(part.file);
           pf.held.emplace_back(part.offset, bytes);
-        } else {
+        } else {  // `bytes` goes away after the call: to the temp file now
+          pf.held.emplace_back(part.offset, bytes);
           spill(pf);
-          int fd = ::open(pf.temp_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-          if (fd < 0) throw_errno("create " + pf.temp_path, errno);
-          try {
-            write_all(fd, bytes.data(), bytes.size(), part.offset, pf.temp_path);
-          } catch (...) {
-            ::close(fd);
-            throw;
-          }
-          ::close(fd);
-          pf.on_disk = true;
         }
         if (--pf.parts_left == 0) complete(pf);
       }
