@@ -52,11 +52,13 @@ void name_thread(const char* name) {
 // encrypt them (each with its own gpg context); one thread uploads them over its own
 // vault connection and journals each pack in the catalog right after it is in the
 // vault. Bounded queues keep at most ~5 packs in memory, plus one sealed pack's
-// plaintext buffer kept for the writer to fill again.
+// plaintext buffer kept for the writer to fill again and one uploaded pack's buffer
+// for a sealer to write the next OpenPGP message into.
 class PackUploader {
  public:
   static constexpr int kSealers = 2;
-  static constexpr std::size_t kSpares = 1;  // plaintext buffers kept for reuse
+  static constexpr std::size_t kSpares = 1;        // plaintext buffers kept for reuse
+  static constexpr std::size_t kSealedSpares = 1;  // uploaded buffers kept for reuse
 
   PackUploader(const Config& cfg, const VaultConfig& vc, const std::string& gnupghome)
       : cfg_(cfg), vc_(vc), home_(gnupghome) {
@@ -136,10 +138,14 @@ class PackUploader {
     cv_.notify_all();
   }
 
+  // A pack grown far past its target by one large blob is freed, not kept.
+  bool keep(const Bytes& b) const { return b.capacity() <= 2 * (vc_.pack_size + (1u << 20)); }
+
   void seal_loop() {
     Crypto crypto(home_);
     while (true) {
       Job job;
+      Bytes reuse;
       {
         std::unique_lock<std::mutex> g(mu_);
         cv_.wait(g, [&] {
@@ -152,14 +158,16 @@ class PackUploader {
         }
         job = std::move(plain_.front());
         plain_.pop_front();
+        if (!sealed_spare_.empty()) {
+          reuse = std::move(sealed_spare_.back());
+          sealed_spare_.pop_back();
+        }
       }
       cv_.notify_all();
-      Bytes sealed = seal_object(crypto, vc_, job.bytes, job.kind);
+      Bytes sealed = seal_object(crypto, vc_, job.bytes, job.kind, std::move(reuse));
       {
         std::lock_guard<std::mutex> g(mu_);
-        // A pack grown far past its target by one large blob is freed, not kept.
-        if (job.kind == PackKind::kData && spare_.size() < kSpares &&
-            job.bytes.capacity() <= 2 * (vc_.pack_size + (1u << 20)))
+        if (job.kind == PackKind::kData && spare_.size() < kSpares && keep(job.bytes))
           spare_.push_back(std::move(job.bytes));
         job.bytes = std::move(sealed);
         sealed_.push_back(std::move(job));
@@ -193,6 +201,8 @@ class PackUploader {
         std::lock_guard<std::mutex> g(mu_);
         done_.push_back(std::move(p));
         --in_flight_;
+        if (sealed_spare_.size() < kSealedSpares && keep(job.bytes))
+          sealed_spare_.push_back(std::move(job.bytes));
       }
       cv_.notify_all();
     }
@@ -204,7 +214,7 @@ class PackUploader {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> plain_, sealed_;
-  std::vector<Bytes> spare_;
+  std::vector<Bytes> spare_, sealed_spare_;
   std::vector<IndexPack> done_;
   int in_flight_ = 0, sealers_done_ = 0;
   bool closing_ = false;

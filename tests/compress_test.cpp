@@ -53,3 +53,22 @@ TEST(Compress, SmallObjectsRoundTrip) {
   EXPECT_EQ(zstd_decompress(frame), in);
   EXPECT_EQ(reduit::test::error_code_of([&] { zstd_decompress(frame, in.size() - 1); }), ErrorCode::kVerify);
 }
+
+// zstd_compress_view writes into this thread's scratch buffer: the same bytes as
+// zstd_compress, at the same address on the next call (nothing allocated per
+// pack), and the view of an earlier call is overwritten by the next.
+TEST(Compress, TheViewIsTheSameFrameInAReusedBuffer) {
+  Bytes a(6u << 20), b(6u << 20);
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    a[i] = static_cast<std::uint8_t>(i % 251);
+    b[i] = static_cast<std::uint8_t>(i % 241);
+  }
+  Bytes frame_a = zstd_compress(a, 3);
+  std::span<const std::uint8_t> va = zstd_compress_view(a, 3);
+  EXPECT_EQ(Bytes(va.begin(), va.end()), frame_a);
+  const std::uint8_t* at = va.data();
+  std::span<const std::uint8_t> vb = zstd_compress_view(b, 3);
+  EXPECT_EQ(vb.data(), at);
+  EXPECT_EQ(zstd_decompress(Bytes(vb.begin(), vb.end())), b);
+  EXPECT_EQ(Bytes(vb.begin(), vb.end()), zstd_compress(b, 3));
+}

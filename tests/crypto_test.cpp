@@ -399,5 +399,22 @@ TEST_F(CryptoTest, PooledContextsAndKeysStayWithTheirHome) {
   EXPECT_EQ(reader.encrypt_sign(to_bytes("x"), {agent_fpr_}, agent_fpr_).empty(), false);
 }
 
+// A reused output buffer is cleared first and written in place: the message opens
+// to the plaintext alone (none of the buffer's old bytes), in the buffer's own
+// storage when its capacity sufficed.
+TEST_F(CryptoTest, EncryptIntoAReusedBufferWritesOnlyTheMessage) {
+  Crypto agent(agent_home_->path());
+  Bytes reuse(plaintext_->size() * 2, 0xee);
+  const std::uint8_t* storage = reuse.data();
+  Bytes out = agent.encrypt_sign(std::span<const std::uint8_t>(*plaintext_), {archive_fpr_}, agent_fpr_,
+                                 std::move(reuse));
+  EXPECT_EQ(out.data(), storage);
+  EXPECT_LT(out.size(), plaintext_->size() + 16 * 1024);
+  Crypto archive(archive_home_->path());
+  DecryptResult r = archive.decrypt_verify(out, agent_fpr_);
+  EXPECT_TRUE(r.plaintext == *plaintext_);
+  EXPECT_EQ(r.signer_fingerprint, agent_fpr_);
+}
+
 }  // namespace
 }  // namespace reduit

@@ -12,16 +12,17 @@ namespace {
 constexpr int kWindowLog = 24;  // 16 MiB: the default pack size (FORMAT.md §2)
 }  // namespace
 
-Bytes zstd_compress(const Bytes& data, int level) {
-  // A per-thread scratch buffer and context, reused: no zero-fill and no fresh pages
-  // per pack; the result is exactly the frame's size.
-  thread_local std::unique_ptr<std::uint8_t[]> scratch;
-  thread_local std::size_t scratch_size = 0;
+std::span<const std::uint8_t> zstd_compress_view(std::span<const std::uint8_t> data, int level) {
+  // A per-thread scratch buffer and context, reused: no fresh pages per pack, and a
+  // large one is kept out of gpg's forks (vault/bytes.hpp). It grows with an eighth
+  // to spare, since packs end a message past their target, and is zero-filled only
+  // then.
+  thread_local Bytes scratch;
   thread_local std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx(ZSTD_createCCtx(), &ZSTD_freeCCtx);
   std::size_t bound = ZSTD_compressBound(data.size());
-  if (bound > scratch_size) {
-    scratch.reset(new std::uint8_t[bound]);
-    scratch_size = bound;
+  if (bound > scratch.size()) {
+    Bytes().swap(scratch);  // no copy of the old contents
+    scratch.resize(bound + bound / 8);
   }
   // Levels 1–19 keep a window of 0.5–8 MiB for large inputs; a 16 MiB pack then
   // cannot match a header against those early in the pack. The window is widened
@@ -33,11 +34,16 @@ Bytes zstd_compress(const Bytes& data, int level) {
   std::size_t n = ZSTD_CCtx_reset(cctx.get(), ZSTD_reset_session_and_parameters);
   if (!ZSTD_isError(n)) n = ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
   if (!ZSTD_isError(n)) n = ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_windowLog, kWindowLog);
-  if (!ZSTD_isError(n)) n = ZSTD_compress2(cctx.get(), scratch.get(), bound, data.data(), data.size());
+  if (!ZSTD_isError(n)) n = ZSTD_compress2(cctx.get(), scratch.data(), bound, data.data(), data.size());
   if (ZSTD_isError(n)) {
     throw Error(ErrorCode::kInternal, std::string("zstd: ") + ZSTD_getErrorName(n));
   }
-  return Bytes(scratch.get(), scratch.get() + n);
+  return {scratch.data(), n};
+}
+
+Bytes zstd_compress(const Bytes& data, int level) {
+  std::span<const std::uint8_t> frame = zstd_compress_view(data, level);
+  return Bytes(frame.begin(), frame.end());
 }
 
 Bytes zstd_decompress(const Bytes& frame, std::size_t max_size) {

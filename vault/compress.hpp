@@ -1,6 +1,9 @@
 // vault/compress.hpp — zstd (RFC 8878) frames for packs and metadata objects.
 #pragma once
 
+#include <cstdint>
+#include <span>
+
 #include "vault/transport.hpp"  // Bytes
 
 namespace reduit {
@@ -8,6 +11,11 @@ namespace reduit {
 /// One zstd frame holding `data`, content size recorded in the frame header.
 /// `level` 1..19 (reduit default 3; PLATFORM.md has ratios and speeds on mail).
 Bytes zstd_compress(const Bytes& data, int level);
+
+/// The same frame, in this thread's scratch buffer: the view is valid until this
+/// thread's next zstd_compress or zstd_compress_view (no allocation and no copy
+/// for a frame that goes straight to gpg, as a pack's does).
+std::span<const std::uint8_t> zstd_compress_view(std::span<const std::uint8_t> data, int level);
 
 /// Decompresses one frame. `max_size` bounds the output (defends against a
 /// hostile frame claiming terabytes). Throws Error(kVerify) on a corrupt frame.

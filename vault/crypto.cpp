@@ -404,6 +404,11 @@ bool Crypto::has_secret_key(const std::string& fingerprint) {
 
 Bytes Crypto::encrypt_sign(const Bytes& plaintext, const std::vector<std::string>& recipients,
                            const std::string& signer) {
+  return encrypt_sign(std::span<const std::uint8_t>(plaintext), recipients, signer, Bytes());
+}
+
+Bytes Crypto::encrypt_sign(std::span<const std::uint8_t> plaintext,
+                           const std::vector<std::string>& recipients, const std::string& signer, Bytes out) {
   Impl& im = *impl_;
   if (recipients.empty()) throw Error(ErrorCode::kInternal, "encrypt_sign: no recipients");
   std::vector<KeyRef> refs;
@@ -424,7 +429,7 @@ Bytes Crypto::encrypt_sign(const Bytes& plaintext, const std::vector<std::string
   KeyRef sk = im.use_signer(signer);
   gpgme_error_t err = 0;
 
-  Bytes out;
+  out.clear();
   // Binary OpenPGP without compression is the input plus a few hundred bytes of
   // headers, keys and signature plus ~1 length byte per 8 KiB partial-body chunk.
   out.reserve(plaintext.size() + plaintext.size() / 4096 + 4096);

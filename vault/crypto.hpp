@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -69,6 +70,11 @@ class Crypto {
   /// key must be present) — one OpenPGP message (RFC 4880 §11.3).
   Bytes encrypt_sign(const Bytes& plaintext, const std::vector<std::string>& recipients,
                      const std::string& signer);
+
+  /// The same, writing the message into `out` (cleared first; a buffer reused from
+  /// an earlier message keeps its pages, so none are faulted in afresh).
+  Bytes encrypt_sign(std::span<const std::uint8_t> plaintext, const std::vector<std::string>& recipients,
+                     const std::string& signer, Bytes out);
 
   /// Decrypts and verifies. When `expected_signer` (a primary fingerprint) is
   /// non-empty, the message must carry a valid signature by that key or one of its

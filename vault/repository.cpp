@@ -105,10 +105,11 @@ const VaultConfig& Repository::load_config() {
   return config_;
 }
 
-Bytes seal_object(Crypto& crypto, const VaultConfig& c, const Bytes& plaintext, PackKind kind) {
+Bytes seal_object(Crypto& crypto, const VaultConfig& c, const Bytes& plaintext, PackKind kind, Bytes reuse) {
   std::vector<std::string> recipients = c.archive_keys;
   if (kind == PackKind::kMetadata) recipients.push_back(c.agent_key);
-  return crypto.encrypt_sign(zstd_compress(plaintext, c.zstd_level), recipients, c.agent_key);
+  return crypto.encrypt_sign(zstd_compress_view(plaintext, c.zstd_level), recipients, c.agent_key,
+                             std::move(reuse));
 }
 
 Bytes Repository::seal(const Bytes& plaintext, PackKind kind) {

@@ -135,8 +135,11 @@ class Lease {
 
 /// zstd + encrypt + sign as Repository::seal does, for threads that own a Crypto:
 /// data packs to the archive keys, metadata also to the agent key; signed by the
-/// agent key.
-Bytes seal_object(Crypto& crypto, const VaultConfig& config, const Bytes& plaintext, PackKind kind);
+/// agent key. The zstd frame goes to gpg from this thread's scratch buffer; the
+/// OpenPGP message is written into `reuse` (a sealed pack done with, so its pages
+/// are not faulted in again; empty: a new buffer).
+Bytes seal_object(Crypto& crypto, const VaultConfig& config, const Bytes& plaintext, PackKind kind,
+                  Bytes reuse = {});
 
 /// Verifies the signature (the config's agent key), decrypts and decompresses
 /// `stored` as Repository::open does, for threads that own a Crypto. `what` names

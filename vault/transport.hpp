@@ -23,9 +23,9 @@
 #include <string>
 #include <vector>
 
-namespace reduit {
+#include "vault/bytes.hpp"
 
-using Bytes = std::vector<std::uint8_t>;
+namespace reduit {
 
 struct TransportStats {
   std::uint64_t bytes_written = 0;  // payload bytes of successful put/put_exclusive

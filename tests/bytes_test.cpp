@@ -1,0 +1,71 @@
+// Bytes' allocator (vault/bytes.hpp): large buffers are mappings of their own that a
+// forked child does not get; small ones come from the heap as before.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+
+#include "vault/bytes.hpp"
+
+using namespace reduit;
+
+namespace {
+
+// How a child that reads `p` ends: its exit status, or 128 + the signal that ended it.
+int child_reading(const volatile std::uint8_t* p) {
+  pid_t pid = fork();
+  if (pid == 0) _exit(*p == 0x5a ? 0 : 1);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+// The VmFlags line of the mapping in /proc/self/smaps that holds `p` ("" if none).
+std::string vm_flags_of(const void* p) {
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
+  std::ifstream smaps("/proc/self/smaps");
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    std::uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > line.find(' ')) {
+      inside = lo <= at && at < hi;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+// A buffer of kLargeBuffer bytes is marked "dc" (do not copy on fork, MADV_DONTFORK):
+// a forked child that reads it dies of SIGSEGV, which is why no child in reduit
+// does anything but exec. A small buffer is the child's to read.
+TEST(Bytes, LargeBuffersAreKeptOutOfForkedChildren) {
+  Bytes large(kLargeBuffer, 0x5a);
+  Bytes small(4096, 0x5a);
+  EXPECT_NE(vm_flags_of(large.data()).find(" dc"), std::string::npos) << vm_flags_of(large.data());
+  EXPECT_EQ(vm_flags_of(small.data()).find(" dc"), std::string::npos) << vm_flags_of(small.data());
+  EXPECT_EQ(child_reading(large.data()), 128 + SIGSEGV);
+  EXPECT_EQ(child_reading(small.data()), 0);
+  EXPECT_EQ(child_reading(large.data() + large.size() - 1), 128 + SIGSEGV);
+}
+
+// One byte under the threshold comes from the heap; growing past it moves the
+// contents into a mapping of their own, byte for byte.
+TEST(Bytes, GrowingPastTheThresholdKeepsTheContents) {
+  Bytes b(kLargeBuffer - 1);
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = static_cast<std::uint8_t>(i % 251);
+  EXPECT_EQ(vm_flags_of(b.data()).find(" dc"), std::string::npos);
+  b.push_back(0xff);
+  EXPECT_NE(vm_flags_of(b.data()).find(" dc"), std::string::npos);
+  ASSERT_EQ(b.size(), kLargeBuffer);
+  for (std::size_t i = 0; i + 1 < b.size(); ++i) ASSERT_EQ(b[i], i % 251) << "at " << i;
+  EXPECT_EQ(b.back(), 0xff);
+  Bytes moved = std::move(b);
+  EXPECT_EQ(moved.size(), kLargeBuffer);
+  EXPECT_EQ(moved[kLargeBuffer - 2], (kLargeBuffer - 2) % 251);
+}
