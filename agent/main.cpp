@@ -43,6 +43,8 @@ int main(int argc, char** argv) {
   // different threads. Served by mmap they go back to the system when freed; from
   // per-thread heaps they stayed resident (first backup of 100,000 messages: peak
   // RSS 266 MiB before, 139 MiB after, same wall time; docs/PERFORMANCE.md).
+  // Bytes of that size are mappings of their own anyway (vault/bytes.hpp); this
+  // covers the other buffers (a large message's read buffer, strings).
   mallopt(M_MMAP_THRESHOLD, 4 << 20);
   mallopt(M_ARENA_MAX, 2);
   CLI::App app{"reduit — encrypted, deduplicated backups of Maildir mail to offsite vaults", "reduit"};
