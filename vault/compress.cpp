@@ -10,20 +10,36 @@ namespace reduit {
 
 namespace {
 constexpr int kWindowLog = 24;  // 16 MiB: the default pack size (FORMAT.md §2)
+
+// Storage from Bytes' allocator, not value-initialised (a vector's resize() would
+// write every page of it).
+struct Scratch {
+  std::uint8_t* data = nullptr;
+  std::size_t size = 0;
+  void grow(std::size_t n) {
+    std::uint8_t* p = LargeBufferAllocator<std::uint8_t>().allocate(n);
+    release();
+    data = p;
+    size = n;
+  }
+  void release() {
+    if (data) LargeBufferAllocator<std::uint8_t>().deallocate(data, size);
+    data = nullptr;
+    size = 0;
+  }
+  ~Scratch() { release(); }
+};
 }  // namespace
 
 std::span<const std::uint8_t> zstd_compress_view(std::span<const std::uint8_t> data, int level) {
   // A per-thread scratch buffer and context, reused: no fresh pages per pack, and a
-  // large one is kept out of gpg's forks (vault/bytes.hpp). It grows with an eighth
-  // to spare, since packs end a message past their target, and is zero-filled only
-  // then.
-  thread_local Bytes scratch;
+  // large buffer is kept out of gpg's forks (vault/bytes.hpp). The buffer is never
+  // zero-filled: only the pages zstd writes are ever resident. It grows with an
+  // eighth to spare, since packs end a message past their target.
+  thread_local Scratch scratch;
   thread_local std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx(ZSTD_createCCtx(), &ZSTD_freeCCtx);
   std::size_t bound = ZSTD_compressBound(data.size());
-  if (bound > scratch.size()) {
-    Bytes().swap(scratch);  // no copy of the old contents
-    scratch.resize(bound + bound / 8);
-  }
+  if (bound > scratch.size) scratch.grow(bound + bound / 8);
   // Levels 1–19 keep a window of 0.5–8 MiB for large inputs; a 16 MiB pack then
   // cannot match a header against those early in the pack. The window is widened
   // to 16 MiB, the default pack target (zstd shrinks it to a smaller input's
@@ -34,11 +50,11 @@ std::span<const std::uint8_t> zstd_compress_view(std::span<const std::uint8_t> d
   std::size_t n = ZSTD_CCtx_reset(cctx.get(), ZSTD_reset_session_and_parameters);
   if (!ZSTD_isError(n)) n = ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
   if (!ZSTD_isError(n)) n = ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_windowLog, kWindowLog);
-  if (!ZSTD_isError(n)) n = ZSTD_compress2(cctx.get(), scratch.data(), bound, data.data(), data.size());
+  if (!ZSTD_isError(n)) n = ZSTD_compress2(cctx.get(), scratch.data, bound, data.data(), data.size());
   if (ZSTD_isError(n)) {
     throw Error(ErrorCode::kInternal, std::string("zstd: ") + ZSTD_getErrorName(n));
   }
-  return {scratch.data(), n};
+  return {scratch.data, n};
 }
 
 Bytes zstd_compress(const Bytes& data, int level) {
