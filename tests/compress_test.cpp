@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <thread>
 
 #include "support/harness.hpp"
 #include "vault/compress.hpp"
@@ -56,19 +57,25 @@ TEST(Compress, SmallObjectsRoundTrip) {
 
 // zstd_compress_view writes into this thread's scratch buffer: the same bytes as
 // zstd_compress, at the same address on the next call (nothing allocated per
-// pack), and the view of an earlier call is overwritten by the next.
+// pack), and the view of an earlier call is overwritten by the next. Run on a
+// thread of its own, so the scratch buffer starts empty.
 TEST(Compress, TheViewIsTheSameFrameInAReusedBuffer) {
-  Bytes a(6u << 20), b(6u << 20);
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    a[i] = static_cast<std::uint8_t>(i % 251);
-    b[i] = static_cast<std::uint8_t>(i % 241);
-  }
-  Bytes frame_a = zstd_compress(a, 3);
-  std::span<const std::uint8_t> va = zstd_compress_view(a, 3);
-  EXPECT_EQ(Bytes(va.begin(), va.end()), frame_a);
-  const std::uint8_t* at = va.data();
-  std::span<const std::uint8_t> vb = zstd_compress_view(b, 3);
-  EXPECT_EQ(vb.data(), at);
-  EXPECT_EQ(zstd_decompress(Bytes(vb.begin(), vb.end())), b);
-  EXPECT_EQ(Bytes(vb.begin(), vb.end()), zstd_compress(b, 3));
+  std::thread([] {
+    Bytes a(6u << 20), b(6u << 20);
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      a[i] = static_cast<std::uint8_t>(i % 251);
+      b[i] = static_cast<std::uint8_t>(i % 241);
+    }
+    Bytes frame_a = zstd_compress(a, 3);
+    Bytes frame_b = zstd_compress(b, 3);
+    ASSERT_NE(frame_a, frame_b);
+    std::span<const std::uint8_t> va = zstd_compress_view(a, 3);
+    EXPECT_EQ(Bytes(va.begin(), va.end()), frame_a);
+    std::span<const std::uint8_t> vb = zstd_compress_view(b, 3);
+    EXPECT_EQ(vb.data(), va.data());
+    EXPECT_EQ(Bytes(vb.begin(), vb.end()), frame_b);
+    // The earlier view now shows the second frame's bytes.
+    EXPECT_EQ(Bytes(va.begin(), va.begin() + static_cast<std::ptrdiff_t>(vb.size())), frame_b);
+    EXPECT_EQ(zstd_decompress(frame_b), b);
+  }).join();
 }

@@ -414,6 +414,14 @@ TEST_F(CryptoTest, EncryptIntoAReusedBufferWritesOnlyTheMessage) {
   DecryptResult r = archive.decrypt_verify(out, agent_fpr_);
   EXPECT_TRUE(r.plaintext == *plaintext_);
   EXPECT_EQ(r.signer_fingerprint, agent_fpr_);
+
+  // A buffer that holds the plaintext cannot take the message: it is refused before
+  // gpg starts.
+  Bytes both(*plaintext_);
+  std::span<const std::uint8_t> inside(both.data() + 10, 1000);
+  EXPECT_EQ(
+      expect_error([&] { agent.encrypt_sign(inside, {archive_fpr_}, agent_fpr_, std::move(both)); }).what(),
+      std::string("encrypt_sign: the output buffer holds the plaintext"));
 }
 
 }  // namespace

@@ -10,9 +10,11 @@
 // faults in a first backup of 100,000 messages, docs/PERFORMANCE.md). A page kept
 // out of the child is neither copied nor write-protected.
 //
-// The child of every fork in reduit (GPGME's, the daemon's, the tests') only calls
-// exec, so no child reads these buffers. A child that did would get SIGSEGV.
-// Smaller buffers come from malloc as before.
+// The child of every fork in reduit (GPGME's, the daemon's, the restore drills',
+// the tests') only calls exec, or exits when exec fails (libssh's ProxyCommand
+// child calls exit(), which runs static destructors; none of them reads a Bytes),
+// so no child reads these buffers. A child that did would get SIGSEGV. Smaller
+// buffers come from malloc as before.
 #pragma once
 
 #include <sys/mman.h>

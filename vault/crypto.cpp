@@ -27,6 +27,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 
@@ -410,6 +411,10 @@ Bytes Crypto::encrypt_sign(const Bytes& plaintext, const std::vector<std::string
 Bytes Crypto::encrypt_sign(std::span<const std::uint8_t> plaintext,
                            const std::vector<std::string>& recipients, const std::string& signer, Bytes out) {
   Impl& im = *impl_;
+  const std::uint8_t* in_at = plaintext.data();
+  if (!plaintext.empty() && out.capacity() > 0 && std::less_equal<>()(out.data(), in_at) &&
+      std::less<>()(in_at, out.data() + out.capacity()))
+    throw Error(ErrorCode::kInternal, "encrypt_sign: the output buffer holds the plaintext");
   if (recipients.empty()) throw Error(ErrorCode::kInternal, "encrypt_sign: no recipients");
   std::vector<KeyRef> refs;
   std::vector<gpgme_key_t> keys;

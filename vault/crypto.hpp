@@ -72,7 +72,9 @@ class Crypto {
                      const std::string& signer);
 
   /// The same, writing the message into `out` (cleared first; a buffer reused from
-  /// an earlier message keeps its pages, so none are faulted in afresh).
+  /// an earlier message keeps its pages, so none are faulted in afresh). `out` must
+  /// not hold `plaintext`: clearing it would overwrite the input while gpg reads it
+  /// (Error kInternal).
   Bytes encrypt_sign(std::span<const std::uint8_t> plaintext, const std::vector<std::string>& recipients,
                      const std::string& signer, Bytes out);
 
