@@ -11,6 +11,7 @@
 
 #include "vault/compress.hpp"
 #include "vault/error.hpp"
+#include "vault/pack_filter.hpp"
 
 namespace reduit {
 
@@ -105,14 +106,20 @@ const VaultConfig& Repository::load_config() {
   return config_;
 }
 
-Bytes seal_object(Crypto& crypto, const VaultConfig& c, const Bytes& plaintext, PackKind kind, Bytes reuse) {
+Bytes seal_object(Crypto& crypto, const VaultConfig& c, Bytes& plaintext, PackKind kind, Bytes reuse) {
   std::vector<std::string> recipients = c.archive_keys;
-  if (kind == PackKind::kMetadata) recipients.push_back(c.agent_key);
+  if (kind == PackKind::kMetadata) {
+    recipients.push_back(c.agent_key);
+  } else {
+    // The decoded base64 goes through `reuse` on its way behind the text: its
+    // pages are resident already, and gpg overwrites them only after zstd is done.
+    filter_pack(plaintext, reuse);
+  }
   return crypto.encrypt_sign(zstd_compress_view(plaintext, c.zstd_level), recipients, c.agent_key,
                              std::move(reuse));
 }
 
-Bytes Repository::seal(const Bytes& plaintext, PackKind kind) {
+Bytes Repository::seal(Bytes plaintext, PackKind kind) {
   return seal_object(*crypto_, config(), plaintext, kind);
 }
 
@@ -196,6 +203,13 @@ LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, 
   LoadedPack p;
   p.id = id;
   p.plaintext = open_object(crypto, config, stored, "pack " + to_hex(id));
+  if (is_filtered_pack(p.plaintext)) {
+    try {
+      p.plaintext = unfilter_pack(p.plaintext);
+    } catch (const Error& e) {
+      throw Error(e.code(), "pack " + to_hex(id) + ": " + e.what());
+    }
+  }
   p.entries = parse_pack(p.plaintext);
   return p;
 }

@@ -66,8 +66,9 @@ class Repository {
   Transport& transport() { return *transport_; }
   Crypto& crypto() { return *crypto_; }
 
-  /// zstd + encrypt + sign. `kind` selects the recipients.
-  Bytes seal(const Bytes& plaintext, PackKind kind);
+  /// zstd + encrypt + sign. `kind` selects the recipients; a data pack is
+  /// filtered first (FORMAT.md §5.1).
+  Bytes seal(Bytes plaintext, PackKind kind);
   /// Verifies signature (agent key), decrypts, decompresses.
   Bytes open(const Bytes& stored, const std::string& what);
 
@@ -135,10 +136,13 @@ class Lease {
 
 /// zstd + encrypt + sign as Repository::seal does, for threads that own a Crypto:
 /// data packs to the archive keys, metadata also to the agent key; signed by the
-/// agent key. The zstd frame goes to gpg from this thread's scratch buffer; the
-/// OpenPGP message is written into `reuse` (a sealed pack done with, so its pages
-/// are not faulted in again; empty: a new buffer).
-Bytes seal_object(Crypto& crypto, const VaultConfig& config, const Bytes& plaintext, PackKind kind,
+/// agent key. A data pack's `plaintext` is first rewritten in place into its
+/// filtered form when it holds base64 runs (FORMAT.md §5.1; its capacity is kept,
+/// its contents are then that form). The zstd frame goes to gpg from this thread's
+/// scratch buffer; the OpenPGP message is written into `reuse` (a sealed pack done
+/// with, so its pages are not faulted in again; empty: a new buffer), which also
+/// holds the decoded base64 until zstd has read it.
+Bytes seal_object(Crypto& crypto, const VaultConfig& config, Bytes& plaintext, PackKind kind,
                   Bytes reuse = {});
 
 /// Verifies the signature (the config's agent key), decrypts and decompresses
@@ -147,7 +151,9 @@ Bytes seal_object(Crypto& crypto, const VaultConfig& config, const Bytes& plaint
 Bytes open_object(Crypto& crypto, const VaultConfig& config, const Bytes& stored, const std::string& what);
 
 /// Opens and parses the stored bytes of pack `id` (already checked against its
-/// name: Repository::fetch_pack) as Repository::load_pack does, with `crypto`.
+/// name: Repository::fetch_pack) as Repository::load_pack does, with `crypto`; a
+/// filtered pack (FORMAT.md §5.1) is restored to its plaintext first (kVerify when
+/// its table is malformed).
 LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, const Bytes& stored);
 
 std::int64_t now_ns();

@@ -1,0 +1,286 @@
+#include "vault/pack_filter.hpp"
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "vault/error.hpp"
+
+namespace reduit {
+
+namespace {
+
+constexpr char kPackMagic[] = "RDPACK01";
+constexpr std::size_t kMagicSize = 8;
+constexpr std::size_t kRunEntrySize = 19;  // offset u64, decoded bytes u64, line u16, line end u8
+constexpr std::size_t kTrailerSize = 16;   // runs u64, plaintext bytes u64
+constexpr std::size_t kMinLine = 16;       // the shortest full line that starts a run
+// RFC 5322 §2.1.1: at most 998 characters before CR LF; full lines are whole groups of 4.
+constexpr std::size_t kMaxLine = 996;
+
+constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// Character → 6-bit value; 0xff for anything outside the alphabet ('=' included).
+struct DecodeTable {
+  std::uint8_t v[256];
+  constexpr DecodeTable() : v() {
+    for (std::uint8_t& x : v) x = 0xff;
+    for (int i = 0; i < 64; ++i) v[static_cast<unsigned char>(kAlphabet[i])] = static_cast<std::uint8_t>(i);
+  }
+};
+constexpr DecodeTable kDecode;
+
+struct Run {
+  std::uint64_t offset;   // in the pack plaintext
+  std::uint64_t decoded;  // bytes
+  std::uint16_t line;     // characters per full line
+  std::uint8_t eol;       // 1 LF, 2 CR LF
+};
+
+void put_le(std::uint8_t* p, std::uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+std::uint64_t get_le(const std::uint8_t* p, int bytes) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v |= std::uint64_t{p[i]} << (8 * i);
+  return v;
+}
+
+[[noreturn]] void malformed(const std::string& what) {
+  throw Error(ErrorCode::kVerify, "filtered pack: " + what + " (corrupt or forged)");
+}
+
+// Decodes `n` characters (a multiple of 4, no padding) into 3n/4 bytes at `out`;
+// false when one is outside the alphabet (`out` then holds garbage).
+bool decode_groups(const std::uint8_t* s, std::size_t n, std::uint8_t* out) {
+  std::uint32_t bad = 0;
+  for (std::size_t i = 0; i < n; i += 4, out += 3) {
+    std::uint32_t a = kDecode.v[s[i]], b = kDecode.v[s[i + 1]], c = kDecode.v[s[i + 2]],
+                  d = kDecode.v[s[i + 3]];
+    bad |= a | b | c | d;
+    std::uint32_t w = a << 18 | b << 12 | c << 6 | d;
+    out[0] = static_cast<std::uint8_t>(w >> 16);
+    out[1] = static_cast<std::uint8_t>(w >> 8);
+    out[2] = static_cast<std::uint8_t>(w);
+  }
+  return bad < 64;
+}
+
+// The last line of a run (`n` characters, a multiple of 4): its final group may end
+// in "=" or "==", with the unused bits zero (RFC 4648 §3.5: canonical, so that
+// writing the bytes again gives these characters). Returns the bytes decoded, or -1.
+long decode_last(const std::uint8_t* s, std::size_t n, std::uint8_t* out) {
+  if (n < 4) return -1;
+  std::size_t pad = s[n - 1] != '=' ? 0 : s[n - 2] != '=' ? 1 : 2;
+  if (pad == 0) return decode_groups(s, n, out) ? static_cast<long>(n / 4 * 3) : -1;
+  if (!decode_groups(s, n - 4, out)) return -1;
+  const std::uint8_t* g = s + n - 4;
+  std::uint32_t a = kDecode.v[g[0]], b = kDecode.v[g[1]];
+  if ((a | b) > 63) return -1;
+  std::uint8_t* o = out + (n - 4) / 4 * 3;
+  if (pad == 2) {
+    if (b & 0x0f) return -1;
+    o[0] = static_cast<std::uint8_t>(a << 2 | b >> 4);
+  } else {
+    std::uint32_t c = kDecode.v[g[2]];
+    if (c > 63 || (c & 0x03)) return -1;
+    o[0] = static_cast<std::uint8_t>(a << 2 | b >> 4);
+    o[1] = static_cast<std::uint8_t>((b & 0x0f) << 4 | c >> 2);
+  }
+  return static_cast<long>((n - 4) / 4 * 3 + 3 - pad);
+}
+
+// Bytes of a run of `n` decoded bytes written in lines of `line` characters, each
+// line (the last too) ended by `eol` bytes.
+std::uint64_t encoded_length(std::uint64_t n, std::uint64_t line, std::uint64_t eol) {
+  std::uint64_t chars = (n + 2) / 3 * 4;
+  return chars + (chars + line - 1) / line * eol;
+}
+
+std::uint8_t* encode_run(const std::uint8_t* d, std::uint64_t n, std::size_t line, std::size_t eol,
+                         std::uint8_t* o) {
+  auto end_line = [&] {
+    if (eol == 2) *o++ = '\r';
+    *o++ = '\n';
+  };
+  std::size_t col = 0;
+  for (std::uint64_t groups = n / 3; groups > 0; --groups, d += 3) {
+    std::uint32_t w = std::uint32_t{d[0]} << 16 | std::uint32_t{d[1]} << 8 | d[2];
+    o[0] = kAlphabet[w >> 18];
+    o[1] = kAlphabet[(w >> 12) & 63];
+    o[2] = kAlphabet[(w >> 6) & 63];
+    o[3] = kAlphabet[w & 63];
+    o += 4;
+    if ((col += 4) == line) {
+      end_line();
+      col = 0;
+    }
+  }
+  if (std::uint64_t rem = n % 3) {
+    std::uint32_t w = std::uint32_t{d[0]} << 16 | (rem == 2 ? std::uint32_t{d[1]} << 8 : 0);
+    o[0] = kAlphabet[w >> 18];
+    o[1] = kAlphabet[(w >> 12) & 63];
+    o[2] = rem == 2 ? kAlphabet[(w >> 6) & 63] : '=';
+    o[3] = '=';
+    o += 4;
+    col += 4;
+  }
+  if (col) end_line();
+  return o;
+}
+
+}  // namespace
+
+std::size_t filter_pack(Bytes& pack, Bytes& scratch) {
+  const std::size_t size = pack.size();
+  if (size < kMagicSize || std::memcmp(pack.data(), kPackMagic, kMagicSize) != 0) return 0;
+  // Every 4 characters decode to 3 bytes, so the decoded bytes never pass 3/4 of
+  // the pack. Reserved, not resized: only the pages written become resident (a
+  // sealer's scratch is the buffer gpg writes the sealed pack into next).
+  scratch.clear();
+  scratch.reserve(size / 4 * 3);
+  std::uint8_t* const base = pack.data();
+  std::vector<Run> runs;
+  std::size_t pos = kMagicSize;        // start of the line looked at
+  std::size_t text_from = kMagicSize;  // text not yet moved down
+  std::size_t w = kMagicSize;          // where the text is moved to
+  std::uint8_t line_bytes[kMaxLine / 4 * 3];
+
+  // The line at `at`: its characters (line end excluded) and the line end's bytes;
+  // false when no LF follows.
+  auto line_at = [&](std::size_t at, std::size_t& chars, std::size_t& eol) {
+    const void* nl = std::memchr(base + at, '\n', size - at);
+    if (!nl) return false;
+    chars = static_cast<std::size_t>(static_cast<const std::uint8_t*>(nl) - (base + at));
+    eol = chars > 0 && base[at + chars - 1] == '\r' ? 2 : 1;
+    chars -= eol - 1;
+    return true;
+  };
+  auto keep = [&](std::size_t n) { scratch.insert(scratch.end(), line_bytes, line_bytes + n); };
+
+  while (pos < size) {
+    std::size_t len = 0, eol = 0;
+    if (!line_at(pos, len, eol)) break;
+    const std::size_t next = pos + len + eol;
+    if (len < kMinLine || len > kMaxLine || len % 4 != 0 || !decode_groups(base + pos, len, line_bytes)) {
+      pos = next;
+      continue;
+    }
+    // A run: full lines of `len` characters ended alike, then perhaps one shorter
+    // or padded last line.
+    const std::size_t run_from = scratch.size();
+    keep(len / 4 * 3);
+    std::size_t run_end = next;
+    while (run_end < size) {
+      std::size_t m = 0, e = 0;
+      if (!line_at(run_end, m, e) || e != eol) break;
+      if (m == len && decode_groups(base + run_end, m, line_bytes)) {
+        keep(m / 4 * 3);
+        run_end += m + e;
+        continue;
+      }
+      if (m <= len && m % 4 == 0) {
+        long k = decode_last(base + run_end, m, line_bytes);
+        if (k >= 0) {
+          keep(static_cast<std::size_t>(k));
+          run_end += m + e;
+        }
+      }
+      break;
+    }
+    if (run_end - pos >= kMinBase64Run) {
+      std::memmove(base + w, base + text_from, pos - text_from);
+      w += pos - text_from;
+      runs.push_back(Run{pos, scratch.size() - run_from, static_cast<std::uint16_t>(len),
+                         static_cast<std::uint8_t>(eol)});
+      text_from = run_end;
+    } else {
+      scratch.resize(run_from);  // text after all
+    }
+    pos = run_end;  // a line that ended the run may start the next one
+  }
+  if (runs.empty()) return 0;
+
+  std::memmove(base + w, base + text_from, size - text_from);
+  w += size - text_from;
+  // Each run of 256 or more characters decodes to at most 3/4 of them: 64 bytes or
+  // more saved against its 19-byte entry, so all of it fits in the pack's buffer.
+  const std::size_t d = scratch.size();
+  if (w + d + runs.size() * kRunEntrySize + kTrailerSize > size) {
+    throw Error(ErrorCode::kInternal, "filter_pack: the filtered form would not be shorter");
+  }
+  std::memcpy(base + w, scratch.data(), d);
+  w += d;
+  for (const Run& r : runs) {
+    put_le(base + w, r.offset, 8);
+    put_le(base + w + 8, r.decoded, 8);
+    put_le(base + w + 16, r.line, 2);
+    base[w + 18] = r.eol;
+    w += kRunEntrySize;
+  }
+  put_le(base + w, runs.size(), 8);
+  put_le(base + w + 8, size, 8);
+  w += kTrailerSize;
+  std::memcpy(base, kFilteredPackMagic, kMagicSize);
+  pack.resize(w);
+  return runs.size();
+}
+
+bool is_filtered_pack(const Bytes& plaintext) {
+  return plaintext.size() >= kMagicSize && std::memcmp(plaintext.data(), kFilteredPackMagic, kMagicSize) == 0;
+}
+
+Bytes unfilter_pack(const Bytes& f) {
+  if (f.size() < kMagicSize + kTrailerSize || !is_filtered_pack(f)) malformed("bad magic or truncated");
+  const std::uint8_t* const end = f.data() + f.size();
+  const std::uint64_t count = get_le(end - kTrailerSize, 8);
+  const std::uint64_t plain = get_le(end - 8, 8);
+  if (count == 0 || count > (f.size() - kMagicSize - kTrailerSize) / kRunEntrySize) {
+    malformed("run count " + std::to_string(count) + " does not fit its " + std::to_string(f.size()) +
+              " bytes");
+  }
+  const std::uint64_t table = f.size() - kTrailerSize - count * kRunEntrySize;
+  std::vector<Run> runs(count);
+  std::uint64_t prev_end = kMagicSize, encoded = 0, decoded = 0;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    const std::uint8_t* p = f.data() + table + i * kRunEntrySize;
+    Run r{get_le(p, 8), get_le(p + 8, 8), static_cast<std::uint16_t>(get_le(p + 16, 2)), p[18]};
+    const std::string which = "run " + std::to_string(i);
+    if (r.line < 4 || r.line > kMaxLine || r.line % 4 != 0) {
+      malformed(which + " has lines of " + std::to_string(r.line) + " characters");
+    }
+    if (r.eol != 1 && r.eol != 2) malformed(which + " has line end code " + std::to_string(r.eol));
+    if (r.decoded == 0 || r.decoded > table)
+      malformed(which + " claims " + std::to_string(r.decoded) + " bytes");
+    const std::uint64_t len = encoded_length(r.decoded, r.line, r.eol);
+    if (r.offset < prev_end || r.offset > plain || len > plain - r.offset) {
+      malformed(which + " overlaps the one before it or lies outside the plaintext");
+    }
+    prev_end = r.offset + len;
+    encoded += len;
+    decoded += r.decoded;
+    runs[i] = r;
+  }
+  // The text is the plaintext but its magic and runs; the decoded bytes follow it.
+  const std::uint64_t text = plain - kMagicSize - encoded;
+  if (decoded > table - kMagicSize || text != table - kMagicSize - decoded) {
+    malformed("its text, decoded bytes and table do not add up to its size");
+  }
+  Bytes out(plain);
+  std::uint8_t* o = out.data();
+  std::memcpy(o, kPackMagic, kMagicSize);
+  const std::uint8_t* t = f.data() + kMagicSize;
+  const std::uint8_t* dd = t + text;
+  std::uint64_t at = kMagicSize;
+  for (const Run& r : runs) {
+    std::memcpy(o + at, t, r.offset - at);
+    t += r.offset - at;
+    std::uint8_t* e = encode_run(dd, r.decoded, r.line, r.eol, o + r.offset);
+    dd += r.decoded;
+    at = static_cast<std::uint64_t>(e - o);
+  }
+  std::memcpy(o + at, t, plain - at);
+  return out;
+}
+
+}  // namespace reduit
