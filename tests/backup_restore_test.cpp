@@ -2,6 +2,7 @@
 // vaults (file:// and sftp:// on OpenSSH's sshd on loopback) and real mail: the
 // "must show" list of the main-job issue, one test each.
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -22,6 +23,8 @@
 #include "support/harness.hpp"
 #include "support/site.hpp"
 #include "support/sshd.hpp"
+#include "vault/compress.hpp"
+#include "vault/pack_filter.hpp"
 #include "vault/repository.hpp"
 
 namespace fs = std::filesystem;
@@ -96,6 +99,12 @@ RunResult restore_all_on_fresh_host(const Site& site, const std::string& dir, co
       reduit::test::reduit_binary(), "--config", cfg, "--json", "restore", "--all", "--to", to};
   args.insert(args.end(), extra.begin(), extra.end());
   return reduit::test::run_command(args);
+}
+
+std::uint64_t get_u64_le(const std::uint8_t* p) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= std::uint64_t{p[i]} << (8 * i);
+  return v;
 }
 
 // A Maildir++ mailbox built by hand: root/<domain>/<user>/{cur,new,tmp}.
@@ -539,6 +548,79 @@ TEST(MainJob, FlippedByteIsFoundByCheckAndOtherMailboxesStillRestore) {
     }
   }
   EXPECT_GT(restored_ok, 0) << "every mailbox was in the damaged pack; the test proves nothing";
+}
+
+// 9a. A message's base64 attachment is stored decoded (FORMAT.md §5.1) and comes back
+//     byte for byte; a filtered pack whose run table was forged with the agent key
+//     (what a compromised agent could write) fails the restore with exit 6, naming
+//     the table, and the message is not written.
+TEST(MainJob, AttachmentsAreStoredDecodedAndAForgedRunTableIsRefused) {
+  TempDir mail;
+  std::string m = make_mailbox(mail.path(), "example.ch", "eve");
+  // 3,420 bytes: 4,560 characters of base64 (OpenSSL's encoder), 60 lines of 76.
+  std::string attachment(3420, '\0');
+  for (std::size_t i = 0; i < attachment.size(); ++i)
+    attachment[i] = static_cast<char>((i * 37 + i / 7) % 251);
+  std::string flat(4560 + 1, '\0');
+  ASSERT_EQ(EVP_EncodeBlock(reinterpret_cast<unsigned char*>(flat.data()),
+                            reinterpret_cast<const unsigned char*>(attachment.data()), 3420),
+            4560);
+  flat.resize(4560);
+  std::string b64;
+  for (std::size_t at = 0; at < flat.size(); at += 76) b64 += flat.substr(at, 76) + "\r\n";
+  std::string msg =
+      "From: a@example.ch\r\nTo: eve@example.ch\r\nSubject: scan\r\nMIME-Version: 1.0\r\n"
+      "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\n"
+      "see attached\r\n--b1\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+      b64 + "--b1--\r\n";
+  reduit::test::write_file(m + "/cur/1700000000.M1P1.host,S=" + std::to_string(msg.size()) + ":2,S", msg);
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  ASSERT_EQ(site.backup()["messages"], 1);
+
+  // The one data pack is filtered: its run is the attachment's 60 lines.
+  reduit::Repository repo(reduit::open_transport(site.url(), {}), site.keys().archive_home->path());
+  const reduit::VaultConfig& vc = repo.load_config();
+  std::vector<std::pair<reduit::Hash, reduit::Bytes>> filtered;
+  for (const auto& [id, size] : repo.list_packs()) {
+    reduit::Bytes stored = repo.fetch_pack(id);
+    reduit::Bytes plain =
+        reduit::zstd_decompress(repo.crypto().decrypt_verify(stored, vc.agent_key).plaintext);
+    if (reduit::is_filtered_pack(plain)) filtered.emplace_back(id, plain);
+  }
+  ASSERT_EQ(filtered.size(), 1u);
+  const reduit::Bytes& f = filtered[0].second;
+  ASSERT_GE(f.size(), 35u);
+  EXPECT_EQ(get_u64_le(f.data() + f.size() - 16), 1u);                     // runs
+  EXPECT_EQ(get_u64_le(f.data() + f.size() - 35 + 8), attachment.size());  // its decoded bytes
+  reduit::LoadedPack pack = repo.load_pack(filtered[0].first);
+  ASSERT_EQ(pack.entries.size(), 2u);  // header and body
+  EXPECT_NE(
+      std::string_view(reinterpret_cast<const char*>(pack.plaintext.data()), pack.plaintext.size()).find(b64),
+      std::string_view::npos);
+  expect_restores_as(site, "eve@example.ch", "r", m);
+
+  // Forged: run 0 claims lines of 74 characters. Sealed and signed with the agent
+  // key, named by a new index; the genuine pack is removed.
+  reduit::Bytes forged = f;
+  forged[forged.size() - 35 + 16] = 74;
+  reduit::Repository agent(reduit::open_transport(site.url(), {}), site.keys().agent_home->path());
+  const reduit::VaultConfig& ac = agent.load_config();
+  reduit::Bytes sealed =
+      agent.crypto().encrypt_sign(reduit::zstd_compress(forged, 3), ac.archive_keys, ac.agent_key);
+  reduit::IndexPack p{reduit::sha256(sealed.data(), sealed.size()), sealed.size(), reduit::PackKind::kData,
+                      pack.entries};
+  agent.transport().put(reduit::pack_name(p.id), sealed);
+  agent.put_object("index", reduit::encode_index({p}));
+  agent.transport().remove(reduit::pack_name(filtered[0].first));
+  std::string to = site.path("forged");
+  RunResult r = site.restore("eve@example.ch", to);
+  EXPECT_EQ(r.status, 6) << r.err;
+  EXPECT_NE(r.err.find("pack " + reduit::to_hex(p.id) +
+                       ": filtered pack: run 0 has lines of 74 characters (corrupt or forged)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(to + "/cur/1700000000.M1P1.host,S=" + std::to_string(msg.size()) + ":2,S"));
 }
 
 // 9. A hostile manifest (../x, absolute path) is refused; nothing is written outside
