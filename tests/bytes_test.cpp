@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -70,4 +71,32 @@ TEST(Bytes, GrowingPastTheThresholdKeepsTheContents) {
   Bytes moved = std::move(b);
   EXPECT_EQ(moved.size(), kLargeBuffer);
   EXPECT_EQ(moved[kLargeBuffer - 2], (kLargeBuffer - 2) % 251);
+}
+
+// append_bytes: the bytes in order, capacity doubled as insert() would (at least
+// what is needed), and a buffer grown past kLargeBuffer is a mapping kept out of
+// forks with every byte kept.
+TEST(Bytes, AppendKeepsEveryByteAndDoublesTheCapacity) {
+  Bytes b;
+  const std::uint8_t abc[] = {'a', 'b', 'c'}, de[] = {'d', 'e'};
+  append_bytes(b, abc, 3);
+  EXPECT_EQ(b.capacity(), 3u);
+  append_bytes(b, de, 2);
+  EXPECT_EQ(b.capacity(), 6u);
+  append_bytes(b, de, 0);
+  EXPECT_EQ(std::string(b.begin(), b.end()), "abcde");
+  append_bytes(b, abc, 1);
+  EXPECT_EQ(b.capacity(), 6u);  // it fitted: no new buffer
+  EXPECT_EQ(std::string(b.begin(), b.end()), "abcdea");
+
+  std::string chunk(1 << 20, '\0');
+  for (std::size_t i = 0; i < chunk.size(); ++i) chunk[i] = static_cast<char>(i * 7 + i / 4096);
+  for (int i = 0; i < 5; ++i) append_bytes(b, chunk.data(), chunk.size());
+  ASSERT_EQ(b.size(), 6 + 5 * chunk.size());
+  EXPECT_EQ(std::string(b.begin(), b.begin() + 6), "abcdea");
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(std::memcmp(b.data() + 6 + i * chunk.size(), chunk.data(), chunk.size()), 0) << "chunk " << i;
+  }
+  EXPECT_GE(b.capacity(), kLargeBuffer);
+  EXPECT_NE(vm_flags_of(b.data()).find(" dc"), std::string::npos);
 }

@@ -120,8 +120,7 @@ ssize_t sink_read(void*, void*, size_t) {
 ssize_t sink_write(void* handle, const void* buf, size_t n) {
   auto* s = static_cast<Sink*>(handle);
   try {
-    const auto* b = static_cast<const std::uint8_t*>(buf);
-    s->out->insert(s->out->end(), b, b + n);
+    append_bytes(*s->out, buf, n);
   } catch (const std::bad_alloc&) {
     errno = ENOMEM;
     return -1;

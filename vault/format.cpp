@@ -20,9 +20,7 @@ constexpr std::size_t kPackFooterSize = 8 + 8;  // entry count (u64 LE) + magic
 
 // resize+memcpy rather than insert(): GCC 12 warns (falsely) on insert of a fixed array.
 void append(Bytes& b, const void* p, std::size_t n) {
-  std::size_t old = b.size();
-  b.resize(old + n);
-  std::memcpy(b.data() + old, p, n);
+  append_bytes(b, p, n);
 }
 void put_u64(Bytes& b, std::uint64_t v) {
   std::uint8_t le[8];
@@ -120,7 +118,7 @@ void PackWriter::add(BlobType type, const Hash& id, const void* data, std::size_
   Bytes& area = grouped ? headers_ : data_;
   if (grouped) grouped_.push_back(entries_.size());
   entries_.push_back(PackEntry{type, id, area.size(), size});
-  area.insert(area.end(), p, p + size);  // no zero-fill, unlike resize()
+  append_bytes(area, p, size);
 }
 
 std::vector<PackEntry> PackWriter::entries() const {
@@ -135,7 +133,7 @@ Bytes PackWriter::finish(Bytes next) {
   std::vector<PackEntry> laid_out = entries();
   Bytes out = std::move(data_);
   out.reserve(out.size() + headers_.size() + entries_.size() * kPackEntrySize + kPackFooterSize);
-  out.insert(out.end(), headers_.begin(), headers_.end());
+  append_bytes(out, headers_.data(), headers_.size());
   for (const PackEntry& e : laid_out) {
     out.push_back(static_cast<std::uint8_t>(e.type));
     append(out, e.id.data(), 32);
