@@ -97,25 +97,42 @@ std::uint64_t encoded_length(std::uint64_t n, std::uint64_t line, std::uint64_t 
   return chars + (chars + line - 1) / line * eol;
 }
 
+// 12 bits → their two characters: two look-ups per 3 bytes instead of four.
+struct PairTable {
+  char v[4096][2];
+  constexpr PairTable() : v() {
+    for (int i = 0; i < 4096; ++i) {
+      v[i][0] = kAlphabet[i >> 6];
+      v[i][1] = kAlphabet[i & 63];
+    }
+  }
+};
+constexpr PairTable kPairs;
+
+// Writes `groups` whole groups (3 bytes → 4 characters) from `d` to `o`.
+std::uint8_t* encode_groups(const std::uint8_t* d, std::size_t groups, std::uint8_t* o) {
+  for (; groups > 0; --groups, d += 3, o += 4) {
+    std::uint32_t w = std::uint32_t{d[0]} << 16 | std::uint32_t{d[1]} << 8 | d[2];
+    std::memcpy(o, kPairs.v[w >> 12], 2);
+    std::memcpy(o + 2, kPairs.v[w & 4095], 2);
+  }
+  return o;
+}
+
 std::uint8_t* encode_run(const std::uint8_t* d, std::uint64_t n, std::size_t line, std::size_t eol,
                          std::uint8_t* o) {
   auto end_line = [&] {
     if (eol == 2) *o++ = '\r';
     *o++ = '\n';
   };
-  std::size_t col = 0;
-  for (std::uint64_t groups = n / 3; groups > 0; --groups, d += 3) {
-    std::uint32_t w = std::uint32_t{d[0]} << 16 | std::uint32_t{d[1]} << 8 | d[2];
-    o[0] = kAlphabet[w >> 18];
-    o[1] = kAlphabet[(w >> 12) & 63];
-    o[2] = kAlphabet[(w >> 6) & 63];
-    o[3] = kAlphabet[w & 63];
-    o += 4;
-    if ((col += 4) == line) {
-      end_line();
-      col = 0;
-    }
+  const std::size_t per_line = line / 4 * 3;  // bytes per full line
+  for (; n >= per_line; n -= per_line, d += per_line) {
+    o = encode_groups(d, line / 4, o);
+    end_line();
   }
+  if (n == 0) return o;
+  o = encode_groups(d, n / 3, o);
+  d += n / 3 * 3;
   if (std::uint64_t rem = n % 3) {
     std::uint32_t w = std::uint32_t{d[0]} << 16 | (rem == 2 ? std::uint32_t{d[1]} << 8 : 0);
     o[0] = kAlphabet[w >> 18];
@@ -123,9 +140,8 @@ std::uint8_t* encode_run(const std::uint8_t* d, std::uint64_t n, std::size_t lin
     o[2] = rem == 2 ? kAlphabet[(w >> 6) & 63] : '=';
     o[3] = '=';
     o += 4;
-    col += 4;
   }
-  if (col) end_line();
+  end_line();
   return o;
 }
 
@@ -144,7 +160,14 @@ std::size_t filter_pack(Bytes& pack, Bytes& scratch) {
   std::size_t pos = kMagicSize;        // start of the line looked at
   std::size_t text_from = kMagicSize;  // text not yet moved down
   std::size_t w = kMagicSize;          // where the text is moved to
-  std::uint8_t line_bytes[kMaxLine / 4 * 3];
+  // Decoded lines are gathered here and appended to `scratch` a batch at a time.
+  constexpr std::size_t kBatch = 32 * 1024;
+  std::uint8_t batch[kBatch];
+  std::size_t held = 0;
+  auto flush = [&] {
+    append_bytes(scratch, batch, held);
+    held = 0;
+  };
 
   // The line at `at`: its characters (line end excluded) and the line end's bytes;
   // false when no LF follows.
@@ -156,33 +179,38 @@ std::size_t filter_pack(Bytes& pack, Bytes& scratch) {
     chars -= eol - 1;
     return true;
   };
-  auto keep = [&](std::size_t n) { scratch.insert(scratch.end(), line_bytes, line_bytes + n); };
+  // Room in `batch` for one more line; the line decodes there and is kept by
+  // advancing `held`.
+  auto room = [&] {
+    if (held > kBatch - kMaxLine / 4 * 3) flush();
+    return batch + held;
+  };
 
   while (pos < size) {
     std::size_t len = 0, eol = 0;
     if (!line_at(pos, len, eol)) break;
     const std::size_t next = pos + len + eol;
-    if (len < kMinLine || len > kMaxLine || len % 4 != 0 || !decode_groups(base + pos, len, line_bytes)) {
+    if (len < kMinLine || len > kMaxLine || len % 4 != 0 || !decode_groups(base + pos, len, room())) {
       pos = next;
       continue;
     }
     // A run: full lines of `len` characters ended alike, then perhaps one shorter
     // or padded last line.
-    const std::size_t run_from = scratch.size();
-    keep(len / 4 * 3);
+    const std::size_t run_from = scratch.size() + held;
+    held += len / 4 * 3;
     std::size_t run_end = next;
     while (run_end < size) {
       std::size_t m = 0, e = 0;
       if (!line_at(run_end, m, e) || e != eol) break;
-      if (m == len && decode_groups(base + run_end, m, line_bytes)) {
-        keep(m / 4 * 3);
+      if (m == len && decode_groups(base + run_end, m, room())) {
+        held += m / 4 * 3;
         run_end += m + e;
         continue;
       }
       if (m <= len && m % 4 == 0) {
-        long k = decode_last(base + run_end, m, line_bytes);
+        long k = decode_last(base + run_end, m, room());
         if (k >= 0) {
-          keep(static_cast<std::size_t>(k));
+          held += static_cast<std::size_t>(k);
           run_end += m + e;
         }
       }
@@ -191,15 +219,19 @@ std::size_t filter_pack(Bytes& pack, Bytes& scratch) {
     if (run_end - pos >= kMinBase64Run) {
       std::memmove(base + w, base + text_from, pos - text_from);
       w += pos - text_from;
-      runs.push_back(Run{pos, scratch.size() - run_from, static_cast<std::uint16_t>(len),
+      runs.push_back(Run{pos, scratch.size() + held - run_from, static_cast<std::uint16_t>(len),
                          static_cast<std::uint8_t>(eol)});
       text_from = run_end;
+    } else if (run_from >= scratch.size()) {  // text after all
+      held = run_from - scratch.size();
     } else {
-      scratch.resize(run_from);  // text after all
+      scratch.resize(run_from);
+      held = 0;
     }
     pos = run_end;  // a line that ended the run may start the next one
   }
   if (runs.empty()) return 0;
+  flush();
 
   std::memmove(base + w, base + text_from, size - text_from);
   w += size - text_from;
