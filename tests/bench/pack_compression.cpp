@@ -3,9 +3,12 @@
 // Reads every file under the given directories, splits messages into header and
 // body blobs exactly as the backup does, fills 16 MiB packs, and compares:
 //   reduit: what reduit stores: PackWriter's layout (header blobs together after
-//           the others) and vault/compress.cpp's frame (window = the pack)
+//           the others), the base64 filter (vault/pack_filter.hpp, FORMAT.md §5.1)
+//           and vault/compress.cpp's frame (window = the pack)
+//   grouped: the same without the filter (what reduit stored from 2026-11-30's
+//           stop 15 to 2026-12-01's stop 18)
 //   whole:  one frame per pack, blobs in the order added, zstd's default window
-//           for the level (what reduit stored before 2026-11-30's stop 15)
+//           for the level (what reduit stored before stop 15)
 //   blob:   one frame per blob (the alternative: blob-level random access)
 // Both pack modes carry the same entry table (pseudo-random 32-byte ids, as keyed
 // blob ids are); per-blob frames carry none.
@@ -15,6 +18,7 @@
 
 #include "vault/compress.hpp"
 #include "vault/format.hpp"
+#include "vault/pack_filter.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -54,15 +58,20 @@ int main(int argc, char** argv) {
     for (auto& byte : id) byte = static_cast<std::uint8_t>(rng());
   }
   std::printf("%zu blobs, %.1f MiB\n", blobs.size(), raw / 1048576.0);
-  std::printf("%-6s %-6s %12s %8s %10s\n", "level", "mode", "stored", "ratio", "MB/s");
+  std::printf("%-6s %-8s %12s %8s %10s\n", "level", "mode", "stored", "ratio", "MB/s");
   for (int level : {1, 3, 9}) {
-    for (const char* mode : {"reduit", "whole", "blob"}) {
+    for (const char* mode : {"reduit", "grouped", "whole", "blob"}) {
       std::size_t stored = 0;
       auto t0 = std::chrono::steady_clock::now();
-      if (std::string(mode) == "reduit") {
+      if (std::string(mode) == "reduit" || std::string(mode) == "grouped") {
+        const bool filtered = std::string(mode) == "reduit";
         reduit::PackWriter w(reduit::PackKind::kData, (16u << 20) + (1u << 20));
+        reduit::Bytes scratch;
         auto flush = [&] {
-          if (!w.empty()) stored += reduit::zstd_compress(w.finish(), level).size();
+          if (w.empty()) return;
+          reduit::Bytes pack = w.finish();
+          if (filtered) reduit::filter_pack(pack, scratch);
+          stored += reduit::zstd_compress_view(pack, level).size();
         };
         for (std::size_t i = 0; i < blobs.size(); ++i) {
           w.add(is_header[i] ? reduit::BlobType::kHeader : reduit::BlobType::kBody, ids[i], blobs[i].data(),
@@ -108,7 +117,7 @@ int main(int argc, char** argv) {
         flush();
       }
       double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::printf("%-6d %-6s %12zu %8.3f %10.0f\n", level, mode, stored, double(raw) / double(stored),
+      std::printf("%-6d %-8s %12zu %8.3f %10.0f\n", level, mode, stored, double(raw) / double(stored),
                   raw / 1e6 / s);
     }
   }
