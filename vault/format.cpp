@@ -18,7 +18,7 @@ constexpr char kIndexMagic[8] = {'R', 'D', 'I', 'N', 'D', 'X', '0', '1'};
 constexpr std::size_t kPackEntrySize = 1 + 32 + 8 + 8;
 constexpr std::size_t kPackFooterSize = 8 + 8;  // entry count (u64 LE) + magic
 
-// resize+memcpy rather than insert(): GCC 12 warns (falsely) on insert of a fixed array.
+// append_bytes (vault/bytes.hpp), not insert(): a memcpy, not a byte loop.
 void append(Bytes& b, const void* p, std::size_t n) {
   append_bytes(b, p, n);
 }
