@@ -156,6 +156,16 @@ TEST(PackFilter, OnlyRunsWrittenAgainByteForByteAreTaken) {
   EXPECT_EQ(t.bytes.size(), 8 + 76 + (570 + 9 * 57) + 19 + 16);
   EXPECT_EQ(unfilter_pack(t.bytes), open_end);
 
+  // A longer line (80 characters) before a block of 76: the two lines make a run
+  // too short to take, and the block's own 10 lines are then a run (found by a
+  // second reader, helper-16).
+  std::string block = base64_lines(random_bytes(rng, 570), 76, "\n");
+  Bytes longer_first = pack_of(std::string(80, 'A') + "\n" + block);
+  Filtered l = filter(longer_first);
+  ASSERT_EQ(l.runs, 1u);
+  EXPECT_EQ(l.bytes.size(), 8 + 81 + 570 + 19 + 16);
+  EXPECT_EQ(unfilter_pack(l.bytes), longer_first);
+
   // Not a pack plaintext: left alone.
   std::string json = "{\"v\":1}\n" + a;
   Bytes meta(json.begin(), json.end());

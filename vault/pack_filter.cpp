@@ -222,13 +222,18 @@ std::size_t filter_pack(Bytes& pack, Bytes& scratch) {
       runs.push_back(Run{pos, scratch.size() + held - run_from, static_cast<std::uint16_t>(len),
                          static_cast<std::uint8_t>(eol)});
       text_from = run_end;
-    } else if (run_from >= scratch.size()) {  // text after all
+      pos = run_end;  // the line that ended the run may start the next one
+      continue;
+    }
+    // Too short: text after all. Its second line may still start a run (a longer
+    // first line, then a block of shorter ones); each trial spans under 256 bytes.
+    if (run_from >= scratch.size()) {
       held = run_from - scratch.size();
     } else {
       scratch.resize(run_from);
       held = 0;
     }
-    pos = run_end;  // a line that ended the run may start the next one
+    pos = next;
   }
   if (runs.empty()) return 0;
   flush();
