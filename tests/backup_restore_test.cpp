@@ -101,12 +101,6 @@ RunResult restore_all_on_fresh_host(const Site& site, const std::string& dir, co
   return reduit::test::run_command(args);
 }
 
-std::uint64_t get_u64_le(const std::uint8_t* p) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= std::uint64_t{p[i]} << (8 * i);
-  return v;
-}
-
 // A Maildir++ mailbox built by hand: root/<domain>/<user>/{cur,new,tmp}.
 std::string make_mailbox(const std::string& root, const std::string& domain, const std::string& user) {
   std::string m = root + "/" + domain + "/" + user;
@@ -591,8 +585,8 @@ TEST(MainJob, AttachmentsAreStoredDecodedAndAForgedRunTableIsRefused) {
   ASSERT_EQ(filtered.size(), 1u);
   const reduit::Bytes& f = filtered[0].second;
   ASSERT_GE(f.size(), 35u);
-  EXPECT_EQ(get_u64_le(f.data() + f.size() - 16), 1u);                     // runs
-  EXPECT_EQ(get_u64_le(f.data() + f.size() - 35 + 8), attachment.size());  // its decoded bytes
+  EXPECT_EQ(reduit::load_le(f.data() + f.size() - 16, 8), 1u);                     // runs
+  EXPECT_EQ(reduit::load_le(f.data() + f.size() - 35 + 8, 8), attachment.size());  // its decoded bytes
   reduit::LoadedPack pack = repo.load_pack(filtered[0].first);
   ASSERT_EQ(pack.entries.size(), 2u);  // header and body
   EXPECT_NE(

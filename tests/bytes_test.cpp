@@ -100,3 +100,22 @@ TEST(Bytes, AppendKeepsEveryByteAndDoublesTheCapacity) {
   EXPECT_GE(b.capacity(), kLargeBuffer);
   EXPECT_NE(vm_flags_of(b.data()).find(" dc"), std::string::npos);
 }
+
+// store_le / load_le: least significant byte first, only the `n` bytes asked for.
+TEST(Bytes, LittleEndianIntegersKeepTheirByteOrderAndWidth) {
+  std::uint8_t b[9];
+  std::memset(b, 0xEE, sizeof b);
+  store_le(b, 0x0102030405060708ULL, 8);
+  const std::uint8_t want[9] = {0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0xEE};
+  EXPECT_EQ(std::memcmp(b, want, 9), 0);
+  EXPECT_EQ(load_le(b, 8), 0x0102030405060708ULL);
+  EXPECT_EQ(load_le(b, 2), 0x0708u);
+  EXPECT_EQ(load_le(b + 7, 1), 0x01u);
+
+  std::memset(b, 0xEE, sizeof b);
+  store_le(b, 0xFFFF'FFFF'0000'ABCDULL, 2);  // only the low two bytes are written
+  EXPECT_EQ(b[0], 0xCD);
+  EXPECT_EQ(b[1], 0xAB);
+  EXPECT_EQ(b[2], 0xEE);
+  EXPECT_EQ(load_le(b, 2), 0xABCDu);
+}

@@ -90,4 +90,19 @@ inline void append_bytes(Bytes& b, const void* p, std::size_t n) {
   std::memcpy(b.data() + old, p, n);
 }
 
+/// Writes the low `n` bytes (1 to 8) of `v` to `p`, least significant first: the
+/// byte order of every integer in the vault format (docs/FORMAT.md).
+inline void store_le(void* p, std::uint64_t v, int n) {
+  auto* out = static_cast<std::uint8_t*>(p);
+  for (int i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+
+/// Reads an `n`-byte (1 to 8) little-endian unsigned integer at `p`.
+inline std::uint64_t load_le(const void* p, int n) {
+  const auto* in = static_cast<const std::uint8_t*>(p);
+  std::uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v |= std::uint64_t{in[i]} << (8 * i);
+  return v;
+}
+
 }  // namespace reduit

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <vector>
 
+#include "vault/bytes.hpp"
 #include "vault/error.hpp"
 
 namespace reduit {
@@ -24,19 +25,19 @@ constexpr std::size_t kChunk = 1 << 16;
   throw Error(ErrorCode::kVerify, "malformed " + what);
 }
 
+void put_le(std::string& b, std::uint64_t v, int n) {
+  char le[8];
+  store_le(le, v, n);
+  b.append(le, n);
+}
 void put_u64(std::string& b, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) b.push_back(static_cast<char>(v >> (8 * i)));
+  put_le(b, v, 8);
 }
 void put_u32(std::string& b, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) b.push_back(static_cast<char>(v >> (8 * i)));
+  put_le(b, v, 4);
 }
 void put_hash(std::string& b, const Hash& h) {
   b.append(reinterpret_cast<const char*>(h.data()), h.size());
-}
-std::uint64_t get_le(const char* p, int n) {
-  std::uint64_t v = 0;
-  for (int i = n - 1; i >= 0; --i) v = v << 8 | static_cast<std::uint8_t>(p[i]);
-  return v;
 }
 Hash get_hash(const char* p) {
   Hash h;
@@ -164,10 +165,10 @@ DeltaHeader decode_delta_blob(std::string_view blob, std::string_view* rs_delta)
   DeltaHeader h;
   h.basis = get_hash(p);
   h.basis_sha256 = get_hash(p + 32);
-  h.basis_size = get_le(p + 64, 8);
+  h.basis_size = load_le(p + 64, 8);
   h.target_sha256 = get_hash(p + 72);
-  h.target_size = get_le(p + 104, 8);
-  h.depth = static_cast<std::uint32_t>(get_le(p + 112, 4));
+  h.target_size = load_le(p + 104, 8);
+  h.depth = static_cast<std::uint32_t>(load_le(p + 112, 4));
   if (h.depth == 0 || h.depth > kMaxDeltaDepth) {
     malformed("delta blob: depth " + std::to_string(h.depth) + " outside 1.." +
               std::to_string(kMaxDeltaDepth));
@@ -194,7 +195,7 @@ SignatureHeader decode_signature_blob(std::string_view blob, std::string_view* r
   SignatureHeader h;
   h.file = get_hash(p);
   h.sha256 = get_hash(p + 32);
-  h.size = get_le(p + 64, 8);
+  h.size = load_le(p + 64, 8);
   std::string_view sig = blob.substr(kSignatureHeaderSize);
   // librsync writes its magic big-endian (network order).
   std::uint32_t magic = 0;

@@ -24,13 +24,11 @@ void append(Bytes& b, const void* p, std::size_t n) {
 }
 void put_u64(Bytes& b, std::uint64_t v) {
   std::uint8_t le[8];
-  for (int i = 0; i < 8; ++i) le[i] = static_cast<std::uint8_t>(v >> (8 * i));
+  store_le(le, v, 8);
   append(b, le, 8);
 }
 std::uint64_t get_u64(const std::uint8_t* p) {
-  std::uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = v << 8 | p[i];
-  return v;
+  return load_le(p, 8);
 }
 
 [[noreturn]] void malformed(const std::string& what) {

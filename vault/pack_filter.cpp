@@ -37,15 +37,6 @@ struct Run {
   std::uint8_t eol;       // 1 LF, 2 CR LF
 };
 
-void put_le(std::uint8_t* p, std::uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
-}
-std::uint64_t get_le(const std::uint8_t* p, int bytes) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= std::uint64_t{p[i]} << (8 * i);
-  return v;
-}
-
 [[noreturn]] void malformed(const std::string& what) {
   throw Error(ErrorCode::kVerify, "filtered pack: " + what + " (corrupt or forged)");
 }
@@ -249,14 +240,14 @@ std::size_t filter_pack(Bytes& pack, Bytes& scratch) {
   std::memcpy(base + w, scratch.data(), d);
   w += d;
   for (const Run& r : runs) {
-    put_le(base + w, r.offset, 8);
-    put_le(base + w + 8, r.decoded, 8);
-    put_le(base + w + 16, r.line, 2);
+    store_le(base + w, r.offset, 8);
+    store_le(base + w + 8, r.decoded, 8);
+    store_le(base + w + 16, r.line, 2);
     base[w + 18] = r.eol;
     w += kRunEntrySize;
   }
-  put_le(base + w, runs.size(), 8);
-  put_le(base + w + 8, size, 8);
+  store_le(base + w, runs.size(), 8);
+  store_le(base + w + 8, size, 8);
   w += kTrailerSize;
   std::memcpy(base, kFilteredPackMagic, kMagicSize);
   pack.resize(w);
@@ -270,8 +261,8 @@ bool is_filtered_pack(const Bytes& plaintext) {
 Bytes unfilter_pack(const Bytes& f) {
   if (f.size() < kMagicSize + kTrailerSize || !is_filtered_pack(f)) malformed("bad magic or truncated");
   const std::uint8_t* const end = f.data() + f.size();
-  const std::uint64_t count = get_le(end - kTrailerSize, 8);
-  const std::uint64_t plain = get_le(end - 8, 8);
+  const std::uint64_t count = load_le(end - kTrailerSize, 8);
+  const std::uint64_t plain = load_le(end - 8, 8);
   if (count == 0 || count > (f.size() - kMagicSize - kTrailerSize) / kRunEntrySize) {
     malformed("run count " + std::to_string(count) + " does not fit its " + std::to_string(f.size()) +
               " bytes");
@@ -281,7 +272,7 @@ Bytes unfilter_pack(const Bytes& f) {
   std::uint64_t prev_end = kMagicSize, encoded = 0, decoded = 0;
   for (std::uint64_t i = 0; i < count; ++i) {
     const std::uint8_t* p = f.data() + table + i * kRunEntrySize;
-    Run r{get_le(p, 8), get_le(p + 8, 8), static_cast<std::uint16_t>(get_le(p + 16, 2)), p[18]};
+    Run r{load_le(p, 8), load_le(p + 8, 8), static_cast<std::uint16_t>(load_le(p + 16, 2)), p[18]};
     const std::string which = "run " + std::to_string(i);
     if (r.line < 4 || r.line > kMaxLine || r.line % 4 != 0) {
       malformed(which + " has lines of " + std::to_string(r.line) + " characters");
