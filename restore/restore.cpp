@@ -203,7 +203,8 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
   // Load and check the whole selection before writing a byte. Trees are kept for the
   // first batch's entries only; the others are loaded again when their
   // batch comes, so restoring a million messages holds one batch's plan at a time.
-  BlobIndex index(repo.load_indexes());
+  BlobIndex index = req.catalog && catalog_matches_vault(*req.catalog, repo) ? BlobIndex(*req.catalog, repo)
+                                                                             : BlobIndex(repo.load_indexes());
   TreeLoader trees(repo, index);
   struct LoadedFolder {
     std::string rel;  // folder directory relative to the destination
@@ -689,6 +690,7 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
   }
   stats.packs_fetched += trees.packs_fetched();
   stats.bytes_fetched += trees.bytes_fetched();
+  stats.locations = index.from_catalog() ? "catalog" : "vault";
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return stats;
 }

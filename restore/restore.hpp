@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "vault/catalog.hpp"
 #include "vault/repository.hpp"
 
 namespace reduit {
@@ -51,6 +52,11 @@ struct RestoreRequest {
   /// Each pack is still fetched once: its blobs that a later batch needs are kept in
   /// a stash directory inside `dest` (disk: up to what is not yet restored) until then.
   std::size_t batch_entries = 50000;
+  /// The backup host's catalog, or null. When it names exactly the vault's index
+  /// objects (catalog_matches_vault), blob locations are read from it instead of
+  /// from every index object in the vault (restore/snapshots.hpp BlobIndex). Drills
+  /// leave it null: they prove what a fresh host could restore.
+  Catalog* catalog = nullptr;
 };
 
 struct RestoreStats {
@@ -61,6 +67,9 @@ struct RestoreStats {
   std::uint64_t packs_fetched = 0, bytes_fetched = 0;
   std::uint64_t batches = 0;        // batches planned and written (RestoreRequest::batch_entries)
   std::uint64_t stashed_blobs = 0;  // blobs kept for a later batch instead of fetching their pack again
+  /// Where the blob locations came from: "catalog" (RestoreRequest::catalog, every
+  /// lookup answered) or "vault" (its index objects).
+  std::string locations = "vault";
   double seconds = 0;
   std::vector<std::string> warnings;  // e.g. damaged snapshots that were skipped
 };

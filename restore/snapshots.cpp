@@ -93,7 +93,31 @@ BlobIndex::BlobIndex(std::vector<IndexPack> packs) {
             [](const IndexedBlob& a, const IndexedBlob& b) { return a.id < b.id; });
 }
 
+BlobIndex::BlobIndex(Catalog& catalog, Repository& repo) : catalog_(&catalog), repo_(&repo) {
+  for (IndexPack& p : catalog.indexed_packs()) packs_[p.id] = std::move(p);
+}
+
+void BlobIndex::load_vault_indexes() const {
+  BlobIndex vault(repo_->load_indexes());
+  blobs_ = std::move(vault.blobs_);
+  packs_ = std::move(vault.packs_);
+  catalog_ = nullptr;
+}
+
 std::span<const IndexedBlob> BlobIndex::find(const Hash& id) const {
+  if (catalog_) {
+    auto it = looked_up_.find(id);
+    if (it == looked_up_.end()) {
+      std::optional<std::pair<Hash, PackEntry>> loc = catalog_->find_indexed_blob(id);
+      if (!loc) {
+        load_vault_indexes();
+        return find(id);
+      }
+      const PackEntry& e = loc->second;
+      it = looked_up_.emplace(id, IndexedBlob{id, loc->first, e.type, e.offset, e.length}).first;
+    }
+    return {&it->second, 1};
+  }
   auto lo = std::lower_bound(blobs_.begin(), blobs_.end(), id,
                              [](const IndexedBlob& b, const Hash& h) { return b.id < h; });
   auto hi = lo;
@@ -103,6 +127,10 @@ std::span<const IndexedBlob> BlobIndex::find(const Hash& id) const {
 
 const IndexedBlob& BlobIndex::locate(const Hash& id, const std::map<Hash, std::uint64_t>* present) const {
   std::span<const IndexedBlob> locs = find(id);
+  if (catalog_ && present && !present->count(locs.front().pack)) {
+    load_vault_indexes();  // the catalog's pack is gone: the vault may name another
+    locs = find(id);
+  }
   if (locs.empty())
     throw Error(ErrorCode::kVerify, "blob " + to_hex(id) + " is not in any index of the vault");
   if (present) {
@@ -110,6 +138,15 @@ const IndexedBlob& BlobIndex::locate(const Hash& id, const std::map<Hash, std::u
       if (present->count(l.pack)) return l;
   }
   return locs.front();
+}
+
+bool catalog_matches_vault(Catalog& catalog, Repository& repo) {
+  std::optional<std::string> vault_id = catalog.get_meta("vault_id");
+  if (!vault_id || *vault_id != repo.config().vault_id) return false;
+  std::vector<Hash> known = catalog.index_ids(), held = repo.list_objects("index");
+  std::sort(known.begin(), known.end());
+  std::sort(held.begin(), held.end());
+  return !held.empty() && known == held;
 }
 
 Tree TreeLoader::load(const Hash& tree_id) {

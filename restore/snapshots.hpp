@@ -36,10 +36,26 @@ SnapshotRef find_snapshot(const std::vector<SnapshotRef>& all, const std::string
 /// Finds a mailbox by exact name; kNotFound lists the names that exist.
 const SnapshotMailbox& find_mailbox(const SnapshotRef& s, const std::string& name);
 
-/// Every blob location named by the vault's index objects, sorted by blob id.
+/// Blob locations, sorted by blob id: every one the vault's index objects name, or,
+/// on the host that made the backups, the catalog's copy of them.
+///
+/// The catalog (vault/catalog.hpp) records every pack and blob it uploads and the
+/// index objects naming them; when its index objects are exactly the vault's
+/// (catalog_matches_vault), its `blobs` table holds the locations those objects
+/// hold, and a restore reads them with one SQLite lookup per blob instead of
+/// downloading, decrypting and sorting every index object (7.5 MB and 220,000
+/// locations for 100,000 messages, docs/PERFORMANCE.md). Such an index falls back
+/// to the vault's index objects, loaded once, at the first lookup the catalog
+/// cannot answer (a blob it does not know, or whose pack is not in `present`).
+/// Every blob read is still checked against its HMAC id, so a wrong location is a
+/// kVerify error, never wrong mail. Lookups from the catalog fill a cache: such an
+/// index must be used by one thread at a time.
 class BlobIndex {
  public:
   explicit BlobIndex(std::vector<IndexPack> packs);
+  /// Locations from `catalog`; `repo` loads the vault's index objects if the
+  /// catalog cannot answer. Both must outlive the index.
+  BlobIndex(Catalog& catalog, Repository& repo);
   /// All known locations of `id` (several after a re-upload), possibly none.
   std::span<const IndexedBlob> find(const Hash& id) const;
   /// The location to read `id` from: the first whose pack is in `present` (packs in
@@ -47,11 +63,23 @@ class BlobIndex {
   /// the first. Throws kVerify when no index names `id`.
   const IndexedBlob& locate(const Hash& id, const std::map<Hash, std::uint64_t>* present) const;
   const std::map<Hash, IndexPack>& packs() const { return packs_; }
+  /// True while every lookup so far was answered by the catalog.
+  bool from_catalog() const { return catalog_ != nullptr; }
 
  private:
-  std::vector<IndexedBlob> blobs_;
-  std::map<Hash, IndexPack> packs_;  // blobs vectors emptied (kept in blobs_)
+  void load_vault_indexes() const;  // catalog -> vault; keeps looked_up_ (spans into it stay valid)
+
+  mutable std::vector<IndexedBlob> blobs_;
+  mutable std::map<Hash, IndexPack> packs_;  // blobs vectors emptied (kept in blobs_)
+  mutable Catalog* catalog_ = nullptr;
+  Repository* repo_ = nullptr;
+  mutable std::map<Hash, IndexedBlob> looked_up_;  // answers from the catalog
 };
+
+/// True when `catalog` describes this vault (the vault id it recorded) and names
+/// exactly the index objects the vault holds: then its blob locations are the
+/// vault's (BlobIndex). One listing of index/ and one catalog query.
+bool catalog_matches_vault(Catalog& catalog, Repository& repo);
 
 /// Loads trees through their metadata packs, keeping the last few packs decrypted.
 class TreeLoader {

@@ -498,6 +498,71 @@ TEST(MainJob, CatalogRebuildAndRestoreOnAFreshHost) {
   expect_same_tree(mail.path() + "/example.ch/alice", fresh.path() + "/out");
 }
 
+// On the backup host a restore reads blob locations from the catalog when it names
+// exactly the vault's index objects. When it names another index object, when a
+// lookup misses, or when its locations fail the restore's checks, the locations come
+// from the vault's index objects, and the mail restored is the same.
+TEST(MainJob, RestoreOnTheBackupHostTakesBlobLocationsFromTheCatalogOrElseTheVault) {
+  TempDir mail;
+  reduit::test::generate_maildir(mail.path(), 300, 3, 9);
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  site.backup();
+  int n = 0;
+  auto restore = [&](const std::string& why, int status = 0) {
+    const std::string to = site.path("out" + std::to_string(n++));
+    RunResult r = site.restore("alice@example.ch", to);
+    EXPECT_EQ(r.status, status) << why << ": " << r.err;
+    if (r.status != status) return nlohmann::json::object();
+    expect_same_tree(mail.path() + "/example.ch/alice", to);
+    return r.json();
+  };
+  nlohmann::json r = restore("as the backup left it");
+  EXPECT_EQ(r["locations"], "catalog");
+  EXPECT_EQ(r["warnings"], nlohmann::json::array());
+
+  SQLite::Database db(site.path("state/catalog.sqlite"), SQLite::OPEN_READWRITE);
+  ASSERT_EQ(db.execAndGet("SELECT count(*) FROM indexes").getInt(), 1);
+  // An index object the vault does not hold: the catalog is not the vault's copy.
+  db.exec("INSERT INTO indexes VALUES(zeroblob(32))");
+  r = restore("an extra index object");
+  EXPECT_EQ(r["locations"], "vault");
+  EXPECT_EQ(r["warnings"], nlohmann::json::array());
+  db.exec("DELETE FROM indexes WHERE id = zeroblob(32)");
+
+  // Header lengths one byte long: the restore fails its checks, then runs again
+  // from the vault's index objects into the same (emptied) directory, and exits 1
+  // (done, with a warning: docs/CLI.md).
+  db.exec("UPDATE blobs SET length = length + 1 WHERE type = 1");
+  r = restore("wrong header lengths", 1);
+  EXPECT_EQ(r["locations"], "vault");
+  ASSERT_EQ(r["warnings"].size(), 1u);
+  EXPECT_EQ(
+      r["warnings"][0].get<std::string>().rfind("restoring with the catalog's blob locations failed (", 0),
+      0u)
+      << r["warnings"][0];
+  db.exec("UPDATE blobs SET length = length - 1 WHERE type = 1");
+
+  // Bodies in a pack the vault does not hold: the vault's index objects are asked.
+  db.exec("CREATE TEMP TABLE saved AS SELECT id, pack FROM blobs WHERE type = 2");
+  db.exec("INSERT INTO packs VALUES(zeroblob(32), 1000, 1, 1)");
+  db.exec("UPDATE blobs SET pack = zeroblob(32) WHERE type = 2");
+  r = restore("a pack gone from the vault");
+  EXPECT_EQ(r["locations"], "vault");
+  EXPECT_EQ(r["warnings"], nlohmann::json::array());
+  db.exec("UPDATE blobs SET pack = (SELECT pack FROM saved WHERE saved.id = blobs.id) WHERE type = 2");
+  db.exec("DELETE FROM packs WHERE id = zeroblob(32)");
+  r = restore("mended again");
+  EXPECT_EQ(r["locations"], "catalog");
+
+  // Body blobs the catalog does not know: the first lookup that misses loads the
+  // vault's index objects, once.
+  db.exec("DELETE FROM blobs WHERE type = 2");
+  r = restore("no body rows");
+  EXPECT_EQ(r["locations"], "vault");
+  EXPECT_EQ(r["warnings"], nlohmann::json::array());
+}
+
 // 8. One flipped byte in a pack: check --read-data names it and the mailboxes it
 //    affects; a mailbox not in that pack still restores.
 TEST(MainJob, FlippedByteIsFoundByCheckAndOtherMailboxesStillRestore) {

@@ -188,6 +188,43 @@ bool Catalog::has_blob(const Hash& id) {
   });
 }
 
+std::optional<std::pair<Hash, PackEntry>> Catalog::find_indexed_blob(const Hash& id) {
+  return guarded(path_, __func__, [&]() -> std::optional<std::pair<Hash, PackEntry>> {
+    if (!q_find_indexed_blob_) {
+      q_find_indexed_blob_ = std::make_unique<SQLite::Statement>(
+          *db_,
+          "SELECT b.pack, b.type, b.offset, b.length FROM blobs b JOIN packs p ON p.id = b.pack "
+          "WHERE b.id=? AND p.indexed=1");
+    }
+    SQLite::Statement& q = *q_find_indexed_blob_;
+    q.reset();
+    bind_hash(q, 1, id);
+    std::optional<std::pair<Hash, PackEntry>> out;
+    if (q.executeStep()) {
+      out.emplace(col_hash(q.getColumn(0)), PackEntry{static_cast<BlobType>(q.getColumn(1).getInt()), id,
+                                                      static_cast<std::uint64_t>(q.getColumn(2).getInt64()),
+                                                      static_cast<std::uint64_t>(q.getColumn(3).getInt64())});
+    }
+    q.reset();  // an active statement would pin a read snapshot
+    return out;
+  });
+}
+
+std::vector<IndexPack> Catalog::indexed_packs() {
+  return guarded(path_, __func__, [&] {
+    std::vector<IndexPack> out;
+    SQLite::Statement q(*db_, "SELECT id, size, kind FROM packs WHERE indexed=1");
+    while (q.executeStep()) {
+      IndexPack p;
+      p.id = col_hash(q.getColumn(0));
+      p.size = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
+      p.kind = static_cast<PackKind>(q.getColumn(2).getInt());
+      out.push_back(std::move(p));
+    }
+    return out;
+  });
+}
+
 void Catalog::add_pack(const IndexPack& pack, bool indexed) {
   guarded(path_, __func__, [&] {
     SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
@@ -304,7 +341,8 @@ std::size_t Catalog::forget_packs(const std::vector<Hash>& packs) {
       qp.exec();
     }
     db_->exec(
-        "DELETE FROM main.files; DELETE FROM main.folders; DELETE FROM main.deltas; DELETE FROM main.folder_bases;");
+        "DELETE FROM main.files; DELETE FROM main.folders; DELETE FROM main.deltas; DELETE FROM "
+        "main.folder_bases;");
     txn.commit();
     return packs.size();
   });
@@ -486,7 +524,14 @@ namespace {
 // present ids (header, body, blob, delta, signature), uid and gid u32, then path,
 // link (u32 length + bytes) and chain (u32 count + ids); little-endian, then zstd-1.
 // JSON would cost a parse of every entry of every changed folder on each run.
-enum : std::uint8_t { kHasHeader = 1, kHasBody = 2, kHasBlob = 4, kHasDelta = 8, kHasSignature = 16, kHasOwner = 32 };
+enum : std::uint8_t {
+  kHasHeader = 1,
+  kHasBody = 2,
+  kHasBlob = 4,
+  kHasDelta = 8,
+  kHasSignature = 16,
+  kHasOwner = 32
+};
 
 template <typename T>
 void put(std::string& out, T v) {
@@ -553,9 +598,11 @@ std::optional<std::vector<TreeEntry>> decode_entries(const Bytes& frame) {
         !take(&e.mode, 4) || !take(&e.mtime_ns, 8) || !take(&e.size, 8) || !take(e.sha256.data(), 32))
       return std::nullopt;
     e.kind = static_cast<EntryKind>(kind);
-    const std::pair<std::uint8_t, std::optional<Hash>*> ids[] = {
-        {kHasHeader, &e.header}, {kHasBody, &e.body}, {kHasBlob, &e.blob}, {kHasDelta, &e.delta},
-        {kHasSignature, &e.signature}};
+    const std::pair<std::uint8_t, std::optional<Hash>*> ids[] = {{kHasHeader, &e.header},
+                                                                 {kHasBody, &e.body},
+                                                                 {kHasBlob, &e.blob},
+                                                                 {kHasDelta, &e.delta},
+                                                                 {kHasSignature, &e.signature}};
     for (const auto& [bit, h] : ids) {
       if (!(flags & bit)) continue;
       Hash v;

@@ -115,6 +115,13 @@ class Catalog {
   /// transaction around it (a stale read snapshot cannot write).
   std::size_t merge_blobs();
   std::vector<Hash> pack_ids();
+  /// Where blob `id` is, if a pack that an index object names (packs.indexed = 1)
+  /// holds it: (pack id, its entry). nullopt for a blob the catalog does not know,
+  /// or knows only in a pack not yet indexed. One point lookup (restore's blob
+  /// locations on the backup host, restore/snapshots.hpp BlobIndex).
+  std::optional<std::pair<Hash, PackEntry>> find_indexed_blob(const Hash& id);
+  /// Every pack an index object names: id, stored size and kind (`blobs` empty).
+  std::vector<IndexPack> indexed_packs();
   /// Up to `limit` packs uploaded but not yet named by an index object, with their
   /// blobs (bounded so that a million-message first run never holds them all).
   /// Merges pending blobs first.
@@ -146,9 +153,9 @@ class Catalog {
   void carry_folder(const std::string& folder_key);
   /// A folder's last tree, as the base of its next tree patch.
   struct FolderTree {
-    Hash tree{};                    // the id in the vault (a full tree or a patch)
-    std::uint32_t depth = 0;        // patches from a full tree (FORMAT.md §7.1)
-    std::uint64_t chain_bytes = 0;  // plaintext bytes of those patches
+    Hash tree{};                     // the id in the vault (a full tree or a patch)
+    std::uint32_t depth = 0;         // patches from a full tree (FORMAT.md §7.1)
+    std::uint64_t chain_bytes = 0;   // plaintext bytes of those patches
     std::vector<TreeEntry> entries;  // of the resolved tree, sorted by path
   };
   /// nullopt when there is no row, or when it does not decode (then the next tree
@@ -243,6 +250,7 @@ class Catalog {
  private:
   std::string path_;
   std::unique_ptr<SQLite::Database> db_;
+  std::unique_ptr<SQLite::Statement> q_find_indexed_blob_;  // prepared on first use
   std::unique_ptr<SQLite::Statement> q_has_blob_, q_find_file_, q_stage_file_, q_has_message_, q_add_message_,
       q_stage_tree_message_;
   std::unique_ptr<SQLite::Transaction> staging_;
