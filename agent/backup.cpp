@@ -730,7 +730,7 @@ class Backup {
       stats_.content_bytes_new += size;
     }
     stats_.bytes_new += size;
-    if (w.size() >= repo_->config().pack_size) flush_pack(w);
+    if (w.size() >= pack_target(repo_->config(), w.kind())) flush_pack(w);
     return true;
   }
 

@@ -325,7 +325,7 @@ PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, co
           throw Error(ErrorCode::kVerify, "pack " + to_hex(id) + " lacks indexed blob " + to_hex(e.id));
         std::string_view v = (p->kind == PackKind::kData ? *reader : repo).blob_bytes(lp, *found);
         w.add(found->type, found->id, v.data(), v.size());
-        if (w.size() >= repo.config().pack_size) new_packs.push_back(upload_pack(repo, w));
+        if (w.size() >= pack_target(repo.config(), w.kind())) new_packs.push_back(upload_pack(repo, w));
       }
       record({"repack-pack", to_hex(id), "", "live share below repack-below or expired blobs",
               static_cast<std::int64_t>(in_vault[id]),

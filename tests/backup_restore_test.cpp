@@ -563,6 +563,56 @@ TEST(MainJob, RestoreOnTheBackupHostTakesBlobLocationsFromTheCatalogOrElseTheVau
   EXPECT_EQ(r["warnings"], nlohmann::json::array());
 }
 
+// Metadata packs close at 2 MiB of plaintext (FORMAT.md §5; data packs at the
+// vault's pack_size, 16 MiB), so a restore of one mailbox opens only the packs that
+// hold its trees: each pack closes at the first tree that takes it to 2 MiB, and only
+// the one closed at the end of the run holds less. 12 mailboxes of 1,000 messages
+// make 12 trees of about 350 kB.
+TEST(MainJob, MetadataPacksCloseAtTwoMiB) {
+  TempDir mail;
+  for (int u = 0; u < 12; ++u) {
+    std::string m = make_mailbox(mail.path(), "example.ch", "user" + std::to_string(u));
+    for (int i = 0; i < 1000; ++i) {
+      std::string body = "Subject: " + std::to_string(i) + "\r\n\r\nuser " + std::to_string(u) + "\r\n";
+      reduit::test::write_file(m + "/cur/17000" + std::to_string(10000 + i) + ".M" + std::to_string(i) +
+                                   "P7.mail.example.ch,S=" + std::to_string(body.size()) + ":2,S",
+                               body);
+    }
+  }
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  nlohmann::json b = site.backup();
+  ASSERT_EQ(b["messages"], 12000);
+  EXPECT_EQ(reduit::pack_target(reduit::VaultConfig{}, reduit::PackKind::kMetadata), 2u << 20);
+  EXPECT_EQ(reduit::pack_target(reduit::VaultConfig{}, reduit::PackKind::kData), 16u << 20);
+  reduit::VaultConfig small;
+  small.pack_size = 1u << 20;
+  EXPECT_EQ(reduit::pack_target(small, reduit::PackKind::kMetadata), 1u << 20);
+
+  reduit::Repository repo(reduit::open_transport(site.url(), {}), site.keys().archive_home->path());
+  repo.load_config();
+  std::uint64_t metadata = 0, below_target = 0, trees = 0;
+  for (const auto& [id, size] : repo.list_packs()) {
+    reduit::LoadedPack p = repo.load_pack(id);
+    ASSERT_FALSE(p.entries.empty());
+    if (p.entries.front().type != reduit::BlobType::kTree) continue;
+    ++metadata;
+    const reduit::PackEntry* last = &p.entries.front();
+    for (const reduit::PackEntry& e : p.entries) {
+      EXPECT_EQ(e.type, reduit::BlobType::kTree);
+      if (e.offset > last->offset) last = &e;
+      ++trees;
+    }
+    const std::uint64_t filled = last->offset + last->length;  // magic + blobs: PackWriter::size()
+    EXPECT_LT(filled - last->length, 2u << 20) << "pack " << reduit::to_hex(id) << " went on past 2 MiB";
+    if (filled < (2u << 20)) ++below_target;
+  }
+  EXPECT_EQ(trees, 12u);
+  EXPECT_EQ(metadata, b["metadata_packs"].get<std::uint64_t>());
+  EXPECT_EQ(metadata, 2u);  // 6 trees of ~350 kB reach 2 MiB (one pack of 16 MiB before)
+  EXPECT_EQ(below_target, 0u);
+}
+
 // 8. One flipped byte in a pack: check --read-data names it and the mailboxes it
 //    affects; a mailbox not in that pack still restores.
 TEST(MainJob, FlippedByteIsFoundByCheckAndOtherMailboxesStillRestore) {

@@ -10,6 +10,7 @@
 // trusts a length or offset it read.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -211,6 +212,17 @@ struct VaultConfig {
 
 std::string encode_config(const VaultConfig& c);
 VaultConfig decode_config(const Bytes& data);
+
+/// Metadata packs (trees, signatures) close at this many plaintext bytes, or at
+/// `pack_size` when that is smaller (FORMAT.md §5). A mailbox's trees lie together,
+/// so a restore of one mailbox opens the one or two metadata packs holding them:
+/// about 1 MB stored each, not the 7 MB of a 16 MiB pack (docs/PERFORMANCE.md).
+inline constexpr std::uint64_t kMetadataPackSize = std::uint64_t{2} << 20;
+
+/// The plaintext bytes at which a writer closes a pack of `kind` (FORMAT.md §5).
+inline std::uint64_t pack_target(const VaultConfig& c, PackKind kind) {
+  return kind == PackKind::kData ? c.pack_size : std::min(c.pack_size, kMetadataPackSize);
+}
 
 // ---- messages --------------------------------------------------------------
 
