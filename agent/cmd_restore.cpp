@@ -151,7 +151,7 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
         catalog_problem = std::string("the catalog could not be opened (") + e.what() +
                           "); blob locations were read from the vault's index objects";
       }
-      o->req.catalog = catalog.get();
+      if (!o->req.all) o->req.catalog = catalog.get();  // --all loads the index objects
       RestoreStats s;
       try {
         s = restore_mailbox(*repo, o->req);

@@ -203,8 +203,11 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
   // Load and check the whole selection before writing a byte. Trees are kept for the
   // first batch's entries only; the others are loaded again when their
   // batch comes, so restoring a million messages holds one batch's plan at a time.
-  BlobIndex index = req.catalog && catalog_matches_vault(*req.catalog, repo) ? BlobIndex(*req.catalog, repo)
-                                                                             : BlobIndex(repo.load_indexes());
+  // --all needs nearly every location: the index objects are cheaper than a lookup
+  // for each of them.
+  BlobIndex index = req.catalog && !req.all && catalog_matches_vault(*req.catalog, repo)
+                        ? BlobIndex(*req.catalog, repo)
+                        : BlobIndex(repo.load_indexes());
   TreeLoader trees(repo, index);
   struct LoadedFolder {
     std::string rel;  // folder directory relative to the destination

@@ -53,9 +53,11 @@ struct RestoreRequest {
   /// a stash directory inside `dest` (disk: up to what is not yet restored) until then.
   std::size_t batch_entries = 50000;
   /// The backup host's catalog, or null. When it names exactly the vault's index
-  /// objects (catalog_matches_vault), blob locations are read from it instead of
-  /// from every index object in the vault (restore/snapshots.hpp BlobIndex). Drills
-  /// leave it null: they prove what a fresh host could restore.
+  /// objects (catalog_matches_vault), a restore of one mailbox reads its blob
+  /// locations from it instead of from every index object in the vault
+  /// (restore/snapshots.hpp BlobIndex); `all` needs nearly every location and
+  /// loads the index objects. Drills leave it null: they prove what a fresh host
+  /// could restore.
   Catalog* catalog = nullptr;
 };
 

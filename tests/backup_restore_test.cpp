@@ -498,10 +498,11 @@ TEST(MainJob, CatalogRebuildAndRestoreOnAFreshHost) {
   expect_same_tree(mail.path() + "/example.ch/alice", fresh.path() + "/out");
 }
 
-// On the backup host a restore reads blob locations from the catalog when it names
-// exactly the vault's index objects. When it names another index object, when a
-// lookup misses, or when its locations fail the restore's checks, the locations come
-// from the vault's index objects, and the mail restored is the same.
+// On the backup host a restore of a mailbox reads blob locations from the catalog
+// when it names exactly the vault's index objects. When it names another index
+// object, when a lookup misses, or when its locations fail the restore's checks,
+// the locations come from the vault's index objects, and the mail restored is the
+// same. `restore --all` always loads the index objects.
 TEST(MainJob, RestoreOnTheBackupHostTakesBlobLocationsFromTheCatalogOrElseTheVault) {
   TempDir mail;
   reduit::test::generate_maildir(mail.path(), 300, 3, 9);
@@ -520,6 +521,12 @@ TEST(MainJob, RestoreOnTheBackupHostTakesBlobLocationsFromTheCatalogOrElseTheVau
   nlohmann::json r = restore("as the backup left it");
   EXPECT_EQ(r["locations"], "catalog");
   EXPECT_EQ(r["warnings"], nlohmann::json::array());
+  // --all needs nearly every location: it loads the index objects.
+  RunResult all = site.reduit(
+      {"restore", "--all", "--to", site.path("all"), "--gnupghome", site.keys().archive_home->path()});
+  ASSERT_EQ(all.status, 0) << all.err;
+  EXPECT_EQ(all.json()["locations"], "vault");
+  EXPECT_EQ(all.json()["messages"], 300);
 
   SQLite::Database db(site.path("state/catalog.sqlite"), SQLite::OPEN_READWRITE);
   ASSERT_EQ(db.execAndGet("SELECT count(*) FROM indexes").getInt(), 1);
