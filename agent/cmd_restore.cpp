@@ -141,30 +141,21 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
       o->req.select = pick.pred;
       o->req.select_what = pick.what;
       // Blob locations from this host's catalog when it names the vault's index
-      // objects (restore/snapshots.hpp BlobIndex); a catalog that cannot be opened or
-      // whose locations do not check out is not needed: the vault's index objects are.
+      // objects (restore/snapshots.hpp BlobIndex). Not needed: a host that never ran
+      // a backup, or whose catalog cannot be opened, reads the vault's index objects,
+      // and so does --all (it needs nearly every location).
       std::unique_ptr<Catalog> catalog;
-      std::string catalog_problem;
-      try {
-        catalog = std::make_unique<Catalog>(cfg.state_dir);
-      } catch (const std::exception& e) {
-        catalog_problem = std::string("the catalog could not be opened (") + e.what() +
-                          "); blob locations were read from the vault's index objects";
+      if (!o->req.all && std::filesystem::exists(std::filesystem::path(cfg.state_dir) / "catalog.sqlite")) {
+        try {
+          catalog = std::make_unique<Catalog>(cfg.state_dir);
+        } catch (const std::exception& e) {
+          if (!g.quiet)
+            std::fprintf(stderr, "reduit: note: the catalog could not be opened (%s); reading the vault's index objects\n",
+                         e.what());
+        }
       }
-      if (!o->req.all) o->req.catalog = catalog.get();  // --all loads the index objects
-      RestoreStats s;
-      try {
-        s = restore_mailbox(*repo, o->req);
-      } catch (const Error& e) {
-        if (!o->req.catalog || e.code() != ErrorCode::kVerify) throw;
-        // A restore that fails leaves --to as it found it: again, from the vault alone.
-        catalog_problem = std::string("restoring with the catalog's blob locations failed (") + e.what() +
-                          "); restored with the vault's index objects instead ('reduit catalog rebuild' "
-                          "recreates the catalog from the vault)";
-        o->req.catalog = nullptr;
-        s = restore_mailbox(*repo, o->req);
-      }
-      if (!catalog_problem.empty()) s.warnings.insert(s.warnings.begin(), catalog_problem);
+      o->req.catalog = catalog.get();
+      RestoreStats s = restore_mailbox(*repo, o->req);
       std::error_code ec;
       std::filesystem::path target = std::filesystem::absolute(o->req.dest, ec);
       audit_record_best_effort(cfg, repo.get(), "restore",

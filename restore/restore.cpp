@@ -156,9 +156,22 @@ OwnerPolicy parse_owner(const std::string& spec) {
   return p;
 }
 
-}  // namespace
+// The catalog's locations for one mailbox when it is the vault's copy, else the
+// vault's index objects. A catalog that cannot be read is not needed.
+BlobIndex open_blob_index(Repository& repo, const RestoreRequest& req) {
+  if (req.catalog && !req.all) {
+    try {
+      if (catalog_matches_vault(*req.catalog, repo)) return BlobIndex(*req.catalog, repo);
+    } catch (const Error&) {
+      // kIo from a damaged catalog file: read the vault's index objects below.
+    }
+  }
+  return BlobIndex(repo.load_indexes());
+}
 
-RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
+// One restore; `*used_catalog` says, also when it throws, whether any blob location
+// came from the catalog.
+RestoreStats restore_once(Repository& repo, const RestoreRequest& req, bool* used_catalog) {
   auto t0 = std::chrono::steady_clock::now();
   RestoreStats stats;
   if (req.dest.empty()) throw Error(ErrorCode::kUsage, "restore needs --to DIR");
@@ -205,9 +218,12 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
   // batch comes, so restoring a million messages holds one batch's plan at a time.
   // --all needs nearly every location: the index objects are cheaper than a lookup
   // for each of them.
-  BlobIndex index = req.catalog && !req.all && catalog_matches_vault(*req.catalog, repo)
-                        ? BlobIndex(*req.catalog, repo)
-                        : BlobIndex(repo.load_indexes());
+  BlobIndex index = open_blob_index(repo, req);
+  struct NoteCatalogUse {
+    const BlobIndex& index;
+    bool* out;
+    ~NoteCatalogUse() { *out = index.used_catalog(); }
+  } note_catalog_use{index, used_catalog};
   TreeLoader trees(repo, index);
   struct LoadedFolder {
     std::string rel;  // folder directory relative to the destination
@@ -696,6 +712,28 @@ RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
   stats.locations = index.from_catalog() ? "catalog" : "vault";
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return stats;
+}
+
+}  // namespace
+
+RestoreStats restore_mailbox(Repository& repo, const RestoreRequest& req) {
+  bool used_catalog = false;
+  try {
+    return restore_once(repo, req, &used_catalog);
+  } catch (const Error& e) {
+    if (!used_catalog || e.code() != ErrorCode::kVerify) throw;
+    // Wrong locations in the catalog (blob ids and file hashes are checked, so
+    // never wrong mail). The failed restore left `dest` as it found it: again, with
+    // the vault's index objects alone.
+    RestoreRequest again = req;
+    again.catalog = nullptr;
+    RestoreStats stats = restore_once(repo, again, &used_catalog);
+    stats.warnings.insert(stats.warnings.begin(),
+                          std::string("restoring with the catalog's blob locations failed (") + e.what() +
+                              "); restored with the vault's index objects instead ('reduit catalog "
+                              "rebuild' recreates the catalog from the vault)");
+    return stats;
+  }
 }
 
 }  // namespace reduit

@@ -56,8 +56,11 @@ struct RestoreRequest {
   /// objects (catalog_matches_vault), a restore of one mailbox reads its blob
   /// locations from it instead of from every index object in the vault
   /// (restore/snapshots.hpp BlobIndex); `all` needs nearly every location and
-  /// loads the index objects. Drills leave it null: they prove what a fresh host
-  /// could restore.
+  /// loads the index objects. A catalog that cannot be read is not used; when a
+  /// restore with its locations fails a check (kVerify: wrong offsets or lengths;
+  /// the mail is still checked against its blob ids and SHA-256), the restore runs
+  /// again from the index objects alone and says so in its first warning. Drills
+  /// leave it null: they prove what a fresh host could restore.
   Catalog* catalog = nullptr;
 };
 

@@ -97,6 +97,12 @@ BlobIndex::BlobIndex(Catalog& catalog, Repository& repo) : catalog_(&catalog), r
   for (IndexPack& p : catalog.indexed_packs()) packs_[p.id] = std::move(p);
 }
 
+bool BlobIndex::fall_back_to_vault() const {
+  if (!catalog_) return false;
+  load_vault_indexes();
+  return true;
+}
+
 void BlobIndex::load_vault_indexes() const {
   BlobIndex vault(repo_->load_indexes());
   blobs_ = std::move(vault.blobs_);
@@ -108,7 +114,12 @@ std::span<const IndexedBlob> BlobIndex::find(const Hash& id) const {
   if (catalog_) {
     auto it = looked_up_.find(id);
     if (it == looked_up_.end()) {
-      std::optional<std::pair<Hash, PackEntry>> loc = catalog_->find_indexed_blob(id);
+      std::optional<std::pair<Hash, PackEntry>> loc;
+      try {
+        loc = catalog_->find_indexed_blob(id);
+      } catch (const Error&) {
+        // A damaged catalog (kIo from SQLite): the vault's index objects answer.
+      }
       if (!loc) {
         load_vault_indexes();
         return find(id);
@@ -196,6 +207,7 @@ Bytes TreeLoader::load_raw(const Hash& tree_id) {
       last_error = e.what();
     }
   }
+  if (index_.fall_back_to_vault()) return load_raw(tree_id);  // the catalog's location was wrong
   throw Error(ErrorCode::kVerify, "cannot load tree " + to_hex(tree_id) + ": " + last_error);
 }
 

@@ -46,7 +46,8 @@ const SnapshotMailbox& find_mailbox(const SnapshotRef& s, const std::string& nam
 /// downloading, decrypting and sorting every index object (7.5 MB and 220,000
 /// locations for 100,000 messages, docs/PERFORMANCE.md). Such an index falls back
 /// to the vault's index objects, loaded once, at the first lookup the catalog
-/// cannot answer (a blob it does not know, or whose pack is not in `present`).
+/// cannot answer (a blob it does not know, whose pack is not in `present`, a tree
+/// its pack does not hold, or a catalog error such as a damaged database file).
 /// Every blob read is still checked against its HMAC id, so a wrong location is a
 /// kVerify error, never wrong mail. Lookups from the catalog fill a cache: such an
 /// index must be used by one thread at a time.
@@ -65,6 +66,12 @@ class BlobIndex {
   const std::map<Hash, IndexPack>& packs() const { return packs_; }
   /// True while every lookup so far was answered by the catalog.
   bool from_catalog() const { return catalog_ != nullptr; }
+  /// True when any lookup was answered by the catalog (even if the index has since
+  /// fallen back to the vault's index objects).
+  bool used_catalog() const { return !looked_up_.empty(); }
+  /// Leaves the catalog for the vault's index objects (loads them); false when the
+  /// index already reads them. For a caller that found a catalog location wrong.
+  bool fall_back_to_vault() const;
 
  private:
   void load_vault_indexes() const;  // catalog -> vault; keeps looked_up_ (spans into it stay valid)

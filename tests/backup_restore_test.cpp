@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -528,19 +529,20 @@ TEST(MainJob, RestoreOnTheBackupHostTakesBlobLocationsFromTheCatalogOrElseTheVau
   EXPECT_EQ(all.json()["locations"], "vault");
   EXPECT_EQ(all.json()["messages"], 300);
 
-  SQLite::Database db(site.path("state/catalog.sqlite"), SQLite::OPEN_READWRITE);
-  ASSERT_EQ(db.execAndGet("SELECT count(*) FROM indexes").getInt(), 1);
+  std::optional<SQLite::Database> db;
+  db.emplace(site.path("state/catalog.sqlite"), SQLite::OPEN_READWRITE);
+  ASSERT_EQ(db->execAndGet("SELECT count(*) FROM indexes").getInt(), 1);
   // An index object the vault does not hold: the catalog is not the vault's copy.
-  db.exec("INSERT INTO indexes VALUES(zeroblob(32))");
+  db->exec("INSERT INTO indexes VALUES(zeroblob(32))");
   r = restore("an extra index object");
   EXPECT_EQ(r["locations"], "vault");
   EXPECT_EQ(r["warnings"], nlohmann::json::array());
-  db.exec("DELETE FROM indexes WHERE id = zeroblob(32)");
+  db->exec("DELETE FROM indexes WHERE id = zeroblob(32)");
 
   // Header lengths one byte long: the restore fails its checks, then runs again
   // from the vault's index objects into the same (emptied) directory, and exits 1
   // (done, with a warning: docs/CLI.md).
-  db.exec("UPDATE blobs SET length = length + 1 WHERE type = 1");
+  db->exec("UPDATE blobs SET length = length + 1 WHERE type = 1");
   r = restore("wrong header lengths", 1);
   EXPECT_EQ(r["locations"], "vault");
   ASSERT_EQ(r["warnings"].size(), 1u);
@@ -548,38 +550,82 @@ TEST(MainJob, RestoreOnTheBackupHostTakesBlobLocationsFromTheCatalogOrElseTheVau
       r["warnings"][0].get<std::string>().rfind("restoring with the catalog's blob locations failed (", 0),
       0u)
       << r["warnings"][0];
-  db.exec("UPDATE blobs SET length = length - 1 WHERE type = 1");
+  db->exec("UPDATE blobs SET length = length - 1 WHERE type = 1");
 
   // Bodies in a pack the vault does not hold: the vault's index objects are asked.
-  db.exec("CREATE TEMP TABLE saved AS SELECT id, pack FROM blobs WHERE type = 2");
-  db.exec("INSERT INTO packs VALUES(zeroblob(32), 1000, 1, 1)");
-  db.exec("UPDATE blobs SET pack = zeroblob(32) WHERE type = 2");
+  db->exec("CREATE TEMP TABLE saved AS SELECT id, pack FROM blobs WHERE type = 2");
+  db->exec("INSERT INTO packs VALUES(zeroblob(32), 1000, 1, 1)");
+  db->exec("UPDATE blobs SET pack = zeroblob(32) WHERE type = 2");
   r = restore("a pack gone from the vault");
   EXPECT_EQ(r["locations"], "vault");
   EXPECT_EQ(r["warnings"], nlohmann::json::array());
-  db.exec("UPDATE blobs SET pack = (SELECT pack FROM saved WHERE saved.id = blobs.id) WHERE type = 2");
-  db.exec("DELETE FROM packs WHERE id = zeroblob(32)");
+  db->exec("UPDATE blobs SET pack = (SELECT pack FROM saved WHERE saved.id = blobs.id) WHERE type = 2");
+  db->exec("DELETE FROM packs WHERE id = zeroblob(32)");
   r = restore("mended again");
   EXPECT_EQ(r["locations"], "catalog");
 
+  // Trees in a pack the vault does not hold: the tree loader asks the vault's index
+  // objects instead, without a second restore.
+  db->exec("DROP TABLE saved");
+  db->exec("CREATE TEMP TABLE saved AS SELECT id, pack FROM blobs WHERE type = 4");
+  db->exec("INSERT INTO packs VALUES(zeroblob(32), 1000, 2, 1)");
+  db->exec("UPDATE blobs SET pack = zeroblob(32) WHERE type = 4");
+  r = restore("trees in a pack gone from the vault");
+  EXPECT_EQ(r["locations"], "vault");
+  EXPECT_EQ(r["warnings"], nlohmann::json::array());
+  db->exec("UPDATE blobs SET pack = (SELECT pack FROM saved WHERE saved.id = blobs.id) WHERE type = 4");
+  db->exec("DELETE FROM packs WHERE id = zeroblob(32)");
+  EXPECT_EQ(restore("mended")["locations"], "catalog");
+
+  // A catalog whose lookups fail (kIo from SQLite: here a column it does not have)
+  // is not needed.
+  db->exec("ALTER TABLE blobs RENAME COLUMN length TO len");
+  r = restore("a catalog lookup that fails");
+  EXPECT_EQ(r["locations"], "vault");
+  EXPECT_EQ(r["warnings"], nlohmann::json::array());
+  db->exec("ALTER TABLE blobs RENAME COLUMN len TO length");
+  EXPECT_EQ(restore("mended")["locations"], "catalog");
+
   // Body blobs the catalog does not know: the first lookup that misses loads the
   // vault's index objects, once.
-  db.exec("DELETE FROM blobs WHERE type = 2");
+  db->exec("DELETE FROM blobs WHERE type = 2");
   r = restore("no body rows");
   EXPECT_EQ(r["locations"], "vault");
   EXPECT_EQ(r["warnings"], nlohmann::json::array());
+
+  // A host that never ran a backup has no catalog: the vault's index objects serve.
+  // The restore's audit record then makes one that knows no blobs, and the next
+  // restore reads the vault too.
+  const fs::path state = site.path("state");
+  db.reset();
+  fs::rename(state, site.path("state.moved"));
+  r = restore("no catalog");
+  EXPECT_EQ(r["locations"], "vault");
+  EXPECT_EQ(r["warnings"], nlohmann::json::array());
+  EXPECT_EQ(SQLite::Database((state / "catalog.sqlite").string()).execAndGet("SELECT count(*) FROM blobs").getInt(), 0);
+  r = restore("a catalog with no blobs");
+  EXPECT_EQ(r["locations"], "vault");
+  EXPECT_EQ(r["warnings"], nlohmann::json::array());
+  // One that cannot be opened is named on stderr, and the restore exits 0.
+  fs::remove_all(state);
+  fs::create_directories(state / "catalog.sqlite");
+  RunResult unreadable = site.restore("alice@example.ch", site.path("out-unreadable"));
+  EXPECT_EQ(unreadable.status, 0) << unreadable.err;
+  EXPECT_EQ(unreadable.json()["locations"], "vault");
+  EXPECT_NE(unreadable.err.find("reduit: note: the catalog could not be opened ("), std::string::npos)
+      << unreadable.err;
 }
 
 // Metadata packs close at 2 MiB of plaintext (FORMAT.md §5; data packs at the
 // vault's pack_size, 16 MiB), so a restore of one mailbox opens only the packs that
 // hold its trees: each pack closes at the first tree that takes it to 2 MiB, and only
-// the one closed at the end of the run holds less. 12 mailboxes of 1,000 messages
-// make 12 trees of about 350 kB.
+// the one closed at the end of the run holds less. 12 mailboxes of 1,100 messages
+// make 12 trees of about 385 kB: six reach 2 MiB, five do not.
 TEST(MainJob, MetadataPacksCloseAtTwoMiB) {
   TempDir mail;
   for (int u = 0; u < 12; ++u) {
     std::string m = make_mailbox(mail.path(), "example.ch", "user" + std::to_string(u));
-    for (int i = 0; i < 1000; ++i) {
+    for (int i = 0; i < 1100; ++i) {
       std::string body = "Subject: " + std::to_string(i) + "\r\n\r\nuser " + std::to_string(u) + "\r\n";
       reduit::test::write_file(m + "/cur/17000" + std::to_string(10000 + i) + ".M" + std::to_string(i) +
                                    "P7.mail.example.ch,S=" + std::to_string(body.size()) + ":2,S",
@@ -589,7 +635,7 @@ TEST(MainJob, MetadataPacksCloseAtTwoMiB) {
   Site site({mail.path()}, "%d/%n");
   site.init();
   nlohmann::json b = site.backup();
-  ASSERT_EQ(b["messages"], 12000);
+  ASSERT_EQ(b["messages"], 13200);
   EXPECT_EQ(reduit::pack_target(reduit::VaultConfig{}, reduit::PackKind::kMetadata), 2u << 20);
   EXPECT_EQ(reduit::pack_target(reduit::VaultConfig{}, reduit::PackKind::kData), 16u << 20);
   reduit::VaultConfig small;
@@ -616,7 +662,7 @@ TEST(MainJob, MetadataPacksCloseAtTwoMiB) {
   }
   EXPECT_EQ(trees, 12u);
   EXPECT_EQ(metadata, b["metadata_packs"].get<std::uint64_t>());
-  EXPECT_EQ(metadata, 2u);  // 6 trees of ~350 kB reach 2 MiB (one pack of 16 MiB before)
+  EXPECT_EQ(metadata, 2u);  // 6 trees of ~385 kB reach 2 MiB (one pack of 16 MiB before)
   EXPECT_EQ(below_target, 0u);
 }
 
