@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <regex>
 #include <set>
@@ -30,9 +31,11 @@ namespace {
 struct TestCa {
   TempDir dir;
   std::string ca, cert, key;
+  // Destroyed at exit, which removes the directory (ctest runs each test in its own
+  // process; each used to leave one behind in /tmp).
   static TestCa& get() {
-    static TestCa* t = [] {
-      auto* c = new TestCa;
+    static std::unique_ptr<TestCa> t = [] {
+      auto c = std::make_unique<TestCa>();
       std::string d = c->dir.path();
       c->ca = d + "/ca.pem";
       c->cert = d + "/server.pem";

@@ -57,7 +57,7 @@ GpgHome::GpgHome() {
 }
 
 GpgHome::~GpgHome() {
-  std::string cmd = "gpgconf --homedir " + quote(path_) + " --kill all >/dev/null 2>&1";
+  std::string cmd = "gpgconf --homedir " + quote(path_) + " --kill gpg-agent >/dev/null 2>&1";
   (void)std::system(cmd.c_str());
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);

@@ -80,8 +80,10 @@ TempDir::~TempDir() {
 }
 
 SiteKeys& SiteKeys::get() {
-  static SiteKeys* keys = [] {
-    auto* k = new SiteKeys;
+  // Destroyed at exit, which stops the homes' gpg-agents and removes /tmp/g.*: ctest
+  // runs every test in its own process, and each would otherwise leave three behind.
+  static std::unique_ptr<SiteKeys> keys = [] {
+    auto k = std::make_unique<SiteKeys>();
     k->agent_home = std::make_unique<GpgHome>();
     k->archive_home = std::make_unique<GpgHome>();
     k->empty_home = std::make_unique<GpgHome>();

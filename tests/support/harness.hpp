@@ -42,7 +42,8 @@ class TempDir {
 
 /// The two key roles of a site: the agent home (agent secret key + archive public
 /// key: what the mail host holds) and the archive home (archive secret key + agent
-/// public key: what a restorer holds). Created once per test binary.
+/// public key: what a restorer holds). Created once per test process, removed at its
+/// exit (GpgHome's destructor stops the homes' gpg-agents).
 struct SiteKeys {
   std::unique_ptr<GpgHome> agent_home, archive_home, empty_home;
   std::string agent_fpr, archive_fpr;
