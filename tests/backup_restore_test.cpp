@@ -410,6 +410,19 @@ TEST(MainJob, PackDeletedFromVaultIsNoticedAndReuploaded) {
   ASSERT_EQ(packs.size(), first["data_packs"].get<std::size_t>());
   ASSERT_GE(packs.size(), 3u);
   fs::remove(packs[packs.size() / 2]);
+  // Restoring now: data missing from the vault, exit 6 (not 8, which names a
+  // snapshot, mailbox or folder that does not exist); nothing is left in --to.
+  RunResult gone = site.reduit({"restore", "--all", "--to", site.path("r-gone"), "--gnupghome",
+                                site.keys().archive_home->path()});
+  EXPECT_EQ(gone.status, 6) << gone.err;
+  EXPECT_NE(gone.err.find("pack " + fs::path(packs[packs.size() / 2]).filename().string() +
+                          " is missing from vault "),
+            std::string::npos)
+      << gone.err;
+  EXPECT_NE(gone.err.find(" (an index names it): 'reduit check' lists the mailboxes it affects"),
+            std::string::npos)
+      << gone.err;
+  EXPECT_TRUE(!fs::exists(site.path("r-gone")) || fs::is_empty(site.path("r-gone")));
   RunResult r = site.reduit({"backup"});
   ASSERT_EQ(r.status, 1) << r.err;  // completed with a warning naming the missing pack
   nlohmann::json second = r.json();

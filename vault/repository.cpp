@@ -191,7 +191,14 @@ std::vector<IndexPack> Repository::load_indexes(std::vector<Hash>* index_ids) {
 }
 
 Bytes Repository::fetch_pack(const Hash& id) {
-  Bytes stored = transport_->get(pack_name(id));
+  Bytes stored;
+  try {
+    stored = transport_->get(pack_name(id));
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kNotFound) throw;
+    throw Error(ErrorCode::kVerify, "pack " + to_hex(id) + " is missing from vault " + transport_->describe() +
+                                        " (an index names it): 'reduit check' lists the mailboxes it affects");
+  }
   if (sha256(stored.data(), stored.size()) != id) {
     throw Error(ErrorCode::kVerify,
                 "pack " + to_hex(id) + " is corrupt: its bytes do not match its SHA-256 name");

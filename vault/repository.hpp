@@ -91,6 +91,8 @@ class Repository {
   LoadedPack load_pack(const Hash& id);
   /// Fetches a pack's stored bytes and checks them against its SHA-256 name
   /// (kVerify "corrupt"); open_pack() does the rest, on any thread with a Crypto.
+  /// A pack the vault does not hold is kVerify too (an index or snapshot names it:
+  /// data missing from the vault, exit 6), not kNotFound.
   Bytes fetch_pack(const Hash& id);
   /// The GnuPG home given to the constructor ("" = GPGME's default), for threads
   /// that make a Crypto of their own.
