@@ -224,14 +224,17 @@ std::vector<std::string> audit_record(const Config& cfg, Catalog& catalog, Repos
   return warnings;
 }
 
-void audit_record_best_effort(const Config& cfg, Repository* repo, const std::string& event,
-                              const nlohmann::ordered_json& data, const std::string& key) {
+std::vector<std::string> audit_record_best_effort(const Config& cfg, Repository* repo,
+                                                  const std::string& event,
+                                                  const nlohmann::ordered_json& data,
+                                                  const std::string& key) {
   try {
     Catalog catalog(cfg.state_dir);
-    for (const auto& w : audit_record(cfg, catalog, repo, event, data, key))
-      std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
+    return audit_record(cfg, catalog, repo, event, data, key);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "reduit: warning: could not write the audit log: %s\n", e.what());
+    return {"could not write the audit log (" + std::string(e.what()) + "): this " + event +
+            " is not in the audit log; if the catalog file is damaged, move it aside and run 'reduit "
+            "catalog rebuild'"};
   }
 }
 

@@ -37,11 +37,15 @@ std::vector<std::string> audit_record(const Config& cfg, Catalog& catalog, Repos
 
 /// Like audit_record() for commands that do not otherwise need the catalog
 /// (restore, export, drill, check, hold) or that failed (a failed backup): opens the
-/// catalog itself and turns every error into a stderr warning, so a restore on a
-/// fresh host is never refused for want of an audit log and the caller's own error
-/// stays the one reported. `repo` may be null.
-void audit_record_best_effort(const Config& cfg, Repository* repo, const std::string& event,
-                              const nlohmann::ordered_json& data, const std::string& key = "");
+/// catalog itself and never throws, so a restore on a fresh host is never refused
+/// for want of an audit log and the caller's own error stays the one reported.
+/// Returns the warnings for the caller to report with its own (restore and export:
+/// exit 1): a catalog that could not be written ("this run is not in the audit
+/// log"), seal or replication failures. `repo` may be null.
+[[nodiscard]] std::vector<std::string> audit_record_best_effort(const Config& cfg, Repository* repo,
+                                                                const std::string& event,
+                                                                const nlohmann::ordered_json& data,
+                                                                const std::string& key = "");
 
 /// After `catalog rebuild`: when the catalog holds no audit entries, takes the
 /// vault's copy (every `audit/` object; heads included) so the chain continues

@@ -1304,12 +1304,13 @@ BackupStats run_backup(const Config& cfg, const BackupOptions& opts) {
     return b.run();
   } catch (const Error& e) {
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    audit_record_best_effort(cfg, nullptr, "backup",
-                             {{"result", "failed"},
-                              {"host", cfg.host},
-                              {"exit", exit_status(e.code())},
-                              {"error", e.what()},
-                              {"duration_s", std::round(s * 1000) / 1000}});
+    auto audit_warnings = audit_record_best_effort(cfg, nullptr, "backup",
+                                                   {{"result", "failed"},
+                                                    {"host", cfg.host},
+                                                    {"exit", exit_status(e.code())},
+                                                    {"error", e.what()},
+                                                    {"duration_s", std::round(s * 1000) / 1000}});
+    for (const auto& w : audit_warnings) std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
     throw;
   }
 }

@@ -22,18 +22,20 @@ void add_check(CLI::App& app, Globals& g, Runner& run) {
       auto repo = open_repository(cfg, nullptr, o->home);
       Catalog catalog(cfg.state_dir);  // records the packs --read-data found intact
       CheckReport r = check_vault(*repo, o->read_data, want_progress(g), &catalog);
-      audit_record_best_effort(cfg, repo.get(), "check",
-                               {{"result", r.ok() ? "ok" : "failed"},
-                                {"read_data", o->read_data},
-                                {"packs_total", r.packs},
-                                {"packs_read", r.packs_read},
-                                {"bytes_read", r.bytes_read},
-                                {"snapshots", r.snapshots},
-                                {"problems", r.problems.size()},
-                                {"first_problem", r.problems.empty() ? std::string()
-                                                                     : r.problems.front().object + ": " +
-                                                                           r.problems.front().problem}},
-                               reading_key(*repo));
+      auto audit_warnings = audit_record_best_effort(
+          cfg, repo.get(), "check",
+          {{"result", r.ok() ? "ok" : "failed"},
+           {"read_data", o->read_data},
+           {"packs_total", r.packs},
+           {"packs_read", r.packs_read},
+           {"bytes_read", r.bytes_read},
+           {"snapshots", r.snapshots},
+           {"problems", r.problems.size()},
+           {"first_problem", r.problems.empty()
+                                 ? std::string()
+                                 : r.problems.front().object + ": " + r.problems.front().problem}},
+          reading_key(*repo));
+      for (const auto& w : audit_warnings) std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
       if (g.json) {
         nlohmann::ordered_json probs = nlohmann::ordered_json::array();
         for (const auto& p : r.problems)

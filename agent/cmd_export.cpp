@@ -56,7 +56,7 @@ void add_export(CLI::App& app, Globals& g, Runner& run) {
       o->req.progress = want_progress(g);
       ExportStats s = export_messages(*repo, o->req);
       std::error_code ec;
-      audit_record_best_effort(
+      auto audit_warnings = audit_record_best_effort(
           cfg, repo.get(), "export",
           {{"result", "ok"},
            {"snapshot", s.snapshot_id},
@@ -68,6 +68,7 @@ void add_export(CLI::App& app, Globals& g, Runner& run) {
            {"messages", s.messages},
            {"bytes", s.bytes}},
           reading_key(*repo));
+      s.warnings.insert(s.warnings.end(), audit_warnings.begin(), audit_warnings.end());
       for (const auto& w : s.warnings) std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
       if (g.json) {
         print_json({{"snapshot", s.snapshot_id},

@@ -32,15 +32,16 @@ int run_live(const Globals& g, const Config& cfg, const Opts& o, const MessagePi
   }
   lr.progress = want_progress(g);
   LiveRestoreStats s = restore_into_live(repo, lr);
-  audit_record_best_effort(cfg, &repo, "restore",
-                           {{"result", "ok"},
-                            {"snapshot", s.snapshot_id},
-                            {"mailboxes", {s.mailbox}},
-                            {"target", s.live_dir + "/" + s.folder},
-                            {"messages", s.messages},
-                            {"bytes", s.bytes},
-                            {"into_live", true}},
-                           reading_key(repo));
+  auto audit_warnings = audit_record_best_effort(cfg, &repo, "restore",
+                                                 {{"result", "ok"},
+                                                  {"snapshot", s.snapshot_id},
+                                                  {"mailboxes", {s.mailbox}},
+                                                  {"target", s.live_dir + "/" + s.folder},
+                                                  {"messages", s.messages},
+                                                  {"bytes", s.bytes},
+                                                  {"into_live", true}},
+                                                 reading_key(repo));
+  s.warnings.insert(s.warnings.end(), audit_warnings.begin(), audit_warnings.end());
   for (const auto& w : s.warnings) std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
   if (g.json) {
     print_json({{"snapshot", s.snapshot_id},
@@ -150,25 +151,29 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
           catalog = std::make_unique<Catalog>(cfg.state_dir);
         } catch (const std::exception& e) {
           if (!g.quiet)
-            std::fprintf(stderr, "reduit: note: the catalog could not be opened (%s); reading the vault's index objects\n",
-                         e.what());
+            std::fprintf(
+                stderr,
+                "reduit: note: the catalog could not be opened (%s); reading the vault's index objects\n",
+                e.what());
         }
       }
       o->req.catalog = catalog.get();
       RestoreStats s = restore_mailbox(*repo, o->req);
       std::error_code ec;
       std::filesystem::path target = std::filesystem::absolute(o->req.dest, ec);
-      audit_record_best_effort(cfg, repo.get(), "restore",
-                               {{"result", "ok"},
-                                {"snapshot", s.snapshot_id},
-                                {"mailboxes", o->req.all ? nlohmann::ordered_json::array({"*"})
-                                                         : nlohmann::ordered_json::array({s.mailbox})},
-                                {"folder", o->req.folder},
-                                {"selection", pick.what},
-                                {"target", target.lexically_normal().string()},
-                                {"messages", s.messages},
-                                {"bytes", s.bytes}},
-                               reading_key(*repo));
+      auto audit_warnings =
+          audit_record_best_effort(cfg, repo.get(), "restore",
+                                   {{"result", "ok"},
+                                    {"snapshot", s.snapshot_id},
+                                    {"mailboxes", o->req.all ? nlohmann::ordered_json::array({"*"})
+                                                             : nlohmann::ordered_json::array({s.mailbox})},
+                                    {"folder", o->req.folder},
+                                    {"selection", pick.what},
+                                    {"target", target.lexically_normal().string()},
+                                    {"messages", s.messages},
+                                    {"bytes", s.bytes}},
+                                   reading_key(*repo));
+      s.warnings.insert(s.warnings.end(), audit_warnings.begin(), audit_warnings.end());
       for (const auto& w : s.warnings) std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
       if (g.json) {
         print_json({{"snapshot", s.snapshot_id},

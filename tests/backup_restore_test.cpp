@@ -614,13 +614,24 @@ TEST(MainJob, RestoreOnTheBackupHostTakesBlobLocationsFromTheCatalogOrElseTheVau
   r = restore("a catalog with no blobs");
   EXPECT_EQ(r["locations"], "vault");
   EXPECT_EQ(r["warnings"], nlohmann::json::array());
-  // One that cannot be opened is named on stderr, and the restore exits 0.
+  // One that cannot be opened is named on stderr; the mail is restored, but the
+  // restore cannot be written to the audit log: a warning (in --json too), exit 1.
   fs::remove_all(state);
   fs::create_directories(state / "catalog.sqlite");
   RunResult unreadable = site.restore("alice@example.ch", site.path("out-unreadable"));
-  EXPECT_EQ(unreadable.status, 0) << unreadable.err;
+  EXPECT_EQ(unreadable.status, 1) << unreadable.err;
+  expect_same_tree(mail.path() + "/example.ch/alice", site.path("out-unreadable"));
   EXPECT_EQ(unreadable.json()["locations"], "vault");
   EXPECT_NE(unreadable.err.find("reduit: note: the catalog could not be opened ("), std::string::npos)
+      << unreadable.err;
+  ASSERT_EQ(unreadable.json()["warnings"].size(), 1u) << unreadable.out;
+  const std::string w = unreadable.json()["warnings"][0];
+  EXPECT_EQ(w.rfind("could not write the audit log (", 0), 0u) << w;
+  EXPECT_NE(w.find("): this restore is not in the audit log; if the catalog file is damaged, move it aside "
+                   "and run 'reduit catalog rebuild'"),
+            std::string::npos)
+      << w;
+  EXPECT_NE(unreadable.err.find("reduit: warning: could not write the audit log ("), std::string::npos)
       << unreadable.err;
 }
 
