@@ -61,13 +61,27 @@ MessagePick pick_messages(const Config& cfg, const std::string& message_id, cons
     if (bare.size() >= 2 && bare.front() == '<' && bare.back() == '>') bare = bare.substr(1, bare.size() - 2);
     if (bare.empty()) throw Error(ErrorCode::kUsage, "--message-id is empty");
     out.what = "Message-ID <" + bare + ">";
-    Catalog catalog(cfg.state_dir);
-    std::vector<Hash> shas = catalog.messages_with_id(bare);
-    if (shas.empty() && repo && where && !where->mailbox.empty()) {
-      if (note) {
-        *note = "the catalog " + catalog.path() + " does not know Message-ID <" + bare +
-                ">: read the headers of mailbox " + where->mailbox + " from the vault";
+    // A catalog that cannot be read (damaged file, state directory not writable)
+    // knows nothing: the vault's headers answer when a mailbox is named.
+    std::unique_ptr<Catalog> catalog;
+    std::string unknown_why;
+    std::vector<Hash> shas;
+    try {
+      catalog = std::make_unique<Catalog>(cfg.state_dir);
+      shas = catalog->messages_with_id(bare);
+      unknown_why = "the catalog " + catalog->path() + " does not know Message-ID <" + bare + ">";
+    } catch (const std::exception& e) {
+      if (!(repo && where && !where->mailbox.empty())) {
+        const auto* err = dynamic_cast<const Error*>(&e);
+        throw Error(err ? err->code() : ErrorCode::kIo,
+                    std::string(e.what()) +
+                        " (--message-id is looked up in the catalog; with --mailbox the vault is read "
+                        "instead; 'reduit catalog rebuild' recreates the catalog)");
       }
+      unknown_why = std::string("the catalog could not be read (") + e.what() + ")";
+    }
+    if (shas.empty() && repo && where && !where->mailbox.empty()) {
+      if (note) *note = unknown_why + ": read the headers of mailbox " + where->mailbox + " from the vault";
       shas = scan_vault(*repo, *where, bare);
       if (shas.empty()) {
         throw Error(ErrorCode::kNotFound,
@@ -78,7 +92,7 @@ MessagePick pick_messages(const Config& cfg, const std::string& message_id, cons
     }
     if (shas.empty()) {
       throw Error(ErrorCode::kNotFound, "no message with Message-ID <" + bare +
-                                            "> is recorded in the catalog " + catalog.path() +
+                                            "> is recorded in the catalog " + catalog->path() +
                                             " (it knows the messages backed up from this host; reduit find "
                                             "searches it, reduit ls lists a snapshot's unique names)");
     }

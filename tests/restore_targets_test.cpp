@@ -613,6 +613,31 @@ TEST(RestoreTargets, FindLocatesMessagesAcrossSnapshotsAndRestoreTakesOne) {
       << r.err;
   EXPECT_EQ(r.json()["messages"], 1);
   EXPECT_TRUE(fs::exists(fresh.path() + "/out/cur/1780000002.M2P1.mx:2,"));
+
+  // A catalog file that is not a database: the vault's headers answer too; the
+  // restore cannot be written to the audit log (a warning, exit 1).
+  write_file(fresh.path() + "/state/catalog.sqlite", std::string(8192, 'x'));
+  r = reduit::test::run_command({reduit::test::reduit_binary(), "--config", cfg, "--json", "restore",
+                                 "--snapshot", first.substr(0, 8), "--mailbox", "alice@example.ch",
+                                 "--message-id", "lunch@example.org", "--to", fresh.path() + "/out2"});
+  ASSERT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("reduit: note: the catalog could not be read ("), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("): read the headers of mailbox alice@example.ch from the vault"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.json()["messages"], 1);
+  ASSERT_EQ(r.json()["warnings"].size(), 1u);
+  EXPECT_EQ(r.json()["warnings"][0].get<std::string>().rfind("could not write the audit log (", 0), 0u);
+  EXPECT_EQ(read_file(fresh.path() + "/out2/cur/1780000002.M2P1.mx:2,"),
+            read_file(fresh.path() + "/out/cur/1780000002.M2P1.mx:2,"));
+  // Without a mailbox to read, the error names the way out.
+  r = reduit::test::run_command({reduit::test::reduit_binary(), "--config", cfg, "restore", "--all",
+                                 "--message-id", "lunch@example.org", "--to", fresh.path() + "/out3"});
+  EXPECT_EQ(r.status, 9) << r.err;
+  EXPECT_NE(r.err.find("(--message-id is looked up in the catalog; with --mailbox the vault is read instead; "
+                       "'reduit catalog rebuild' recreates the catalog)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(fresh.path() + "/out3"));
 }
 
 // A folder and its subfolder into the live mailbox: each lands below the new
