@@ -54,7 +54,11 @@ void add_export(CLI::App& app, Globals& g, Runner& run) {
       o->req.select.what = pick.what;
       o->req.format = o->format == "eml" ? ExportFormat::kEml : ExportFormat::kMbox;
       o->req.progress = want_progress(g);
-      ExportStats s = export_messages(*repo, o->req);
+      ExportStats s = run_with_pick(pick, g.quiet, [&](MessagePick& p) {
+        o->req.select.message = p.pred;
+        o->req.select.what = p.what;
+        return export_messages(*repo, o->req);
+      });
       std::error_code ec;
       auto audit_warnings = audit_record_best_effort(
           cfg, repo.get(), "export",

@@ -137,7 +137,8 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
       std::string note;
       MessagePick pick = pick_messages(cfg, o->message_id, o->unique_name, repo.get(), &where, &note);
       if (!note.empty() && !g.quiet) std::fprintf(stderr, "reduit: note: %s\n", note.c_str());
-      if (o->into_live) return run_live(g, cfg, *o, pick, *repo);
+      if (o->into_live)
+        return run_with_pick(pick, g.quiet, [&](MessagePick& p) { return run_live(g, cfg, *o, p, *repo); });
       o->req.progress = want_progress(g);
       o->req.select = pick.pred;
       o->req.select_what = pick.what;
@@ -158,7 +159,11 @@ void add_restore(CLI::App& app, Globals& g, Runner& run) {
         }
       }
       o->req.catalog = catalog.get();
-      RestoreStats s = restore_mailbox(*repo, o->req);
+      RestoreStats s = run_with_pick(pick, g.quiet, [&](MessagePick& p) {
+        o->req.select = p.pred;
+        o->req.select_what = p.what;
+        return restore_mailbox(*repo, o->req);
+      });
       std::error_code ec;
       std::filesystem::path target = std::filesystem::absolute(o->req.dest, ec);
       auto audit_warnings =

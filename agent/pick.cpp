@@ -37,6 +37,24 @@ std::vector<Hash> scan_vault(Repository& repo, const SelectRequest& where, const
   return out;
 }
 
+// The messages of `where` whose header carries Message-ID <bare>, read from the
+// vault; `why` ends the not-found error.
+MessagePick pick_from_vault(Repository& repo, const SelectRequest& where, const std::string& bare,
+                            const std::string& why) {
+  std::vector<Hash> shas = scan_vault(repo, where, bare);
+  if (shas.empty()) {
+    throw Error(ErrorCode::kNotFound,
+                "no message with Message-ID <" + bare + "> in mailbox " + where.mailbox +
+                    (where.folder.empty() ? "" : " folder " + where.folder) + " of snapshot " +
+                    where.snapshot + " (read from the vault: " + why + ")");
+  }
+  MessagePick p;
+  p.what = "Message-ID <" + bare + ">";
+  auto set = std::make_shared<std::set<Hash>>(shas.begin(), shas.end());
+  p.pred = [set](const std::string&, const TreeEntry& e) { return set->count(e.sha256) > 0; };
+  return p;
+}
+
 }  // namespace
 
 MessagePick pick_messages(const Config& cfg, const std::string& message_id, const std::string& unique_name,
@@ -82,13 +100,7 @@ MessagePick pick_messages(const Config& cfg, const std::string& message_id, cons
     }
     if (shas.empty() && repo && where && !where->mailbox.empty()) {
       if (note) *note = unknown_why + ": read the headers of mailbox " + where->mailbox + " from the vault";
-      shas = scan_vault(*repo, *where, bare);
-      if (shas.empty()) {
-        throw Error(ErrorCode::kNotFound,
-                    "no message with Message-ID <" + bare + "> in mailbox " + where->mailbox +
-                        (where->folder.empty() ? "" : " folder " + where->folder) + " of snapshot " +
-                        where->snapshot + " (read from the vault: the catalog on this host did not know it)");
-      }
+      return pick_from_vault(*repo, *where, bare, "the catalog on this host did not know it");
     }
     if (shas.empty()) {
       throw Error(ErrorCode::kNotFound, "no message with Message-ID <" + bare +
@@ -98,6 +110,11 @@ MessagePick pick_messages(const Config& cfg, const std::string& message_id, cons
     }
     auto set = std::make_shared<std::set<Hash>>(shas.begin(), shas.end());
     out.pred = [set](const std::string&, const TreeEntry& e) { return set->count(e.sha256) > 0; };
+    if (repo && where && !where->mailbox.empty()) {
+      out.from_vault = [repo, w = *where, bare] {
+        return pick_from_vault(*repo, w, bare, "none of the catalog's copies of it is in this mailbox");
+      };
+    }
   }
   return out;
 }

@@ -2,11 +2,13 @@
 // (through the catalog's header summaries) or by Maildir unique name.
 #pragma once
 
+#include <cstdio>
 #include <functional>
 #include <string>
 
 #include "agent/config.hpp"
 #include "restore/select.hpp"
+#include "vault/error.hpp"
 #include "vault/format.hpp"
 
 namespace reduit {
@@ -14,6 +16,11 @@ namespace reduit {
 struct MessagePick {
   std::function<bool(const std::string& folder, const TreeEntry&)> pred;  // empty = every message
   std::string what;  // "Message-ID <x@y>" (for error messages)
+  /// Set when the catalog chose the messages by Message-ID and a mailbox is named:
+  /// picks them again from the headers of that mailbox in the vault (kNotFound when
+  /// none carries it). For a catalog that knows the Message-ID only from other
+  /// copies (another mailbox, a message since deleted, backups it has not seen).
+  std::function<MessagePick()> from_vault;
 };
 
 /// `unique_name` matches the part of a file name before its info (":2,…"), or the
@@ -28,5 +35,27 @@ struct MessagePick {
 MessagePick pick_messages(const Config& cfg, const std::string& message_id, const std::string& unique_name,
                           Repository* repo = nullptr, const SelectRequest* where = nullptr,
                           std::string* note = nullptr);
+
+/// Runs `act(pick)`; when it finds none of the picked messages (kNotFound) and the
+/// catalog chose them (`pick.from_vault`), picks again from the vault's headers
+/// (a note on stderr unless `quiet`) and runs `act` once more. `act` must throw
+/// kNotFound before writing anything (restore, export and live restore check the
+/// selection first).
+template <class Act>
+auto run_with_pick(MessagePick& pick, bool quiet, Act&& act) -> decltype(act(pick)) {
+  try {
+    return act(pick);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kNotFound || !pick.from_vault) throw;
+    if (!quiet) {
+      std::fprintf(stderr,
+                   "reduit: note: the catalog knows %s only from other copies (another mailbox or "
+                   "snapshot): read the headers of the mailbox from the vault\n",
+                   pick.what.c_str());
+    }
+    pick = pick.from_vault();
+    return act(pick);
+  }
+}
 
 }  // namespace reduit

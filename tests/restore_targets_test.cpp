@@ -640,6 +640,65 @@ TEST(RestoreTargets, FindLocatesMessagesAcrossSnapshotsAndRestoreTakesOne) {
   EXPECT_FALSE(fs::exists(fresh.path() + "/out3"));
 }
 
+// A catalog older than the vault knows a Message-ID only from another copy (here
+// bob's; the same message, with other headers, reached alice in a backup the
+// catalog has not seen): restore and export of alice's copy read the headers from
+// the vault instead of saying it is not there.
+TEST(RestoreTargets, MessageIdKnownToAnOlderCatalogOnlyFromAnotherCopyIsReadFromTheVault) {
+  TempDir mail;
+  for (const char* u : {"alice", "bob"}) {
+    for (const char* d : {"cur", "new", "tmp"})
+      fs::create_directories(mail.path() + "/example.ch/" + u + "/" + d);
+  }
+  write_file(mail.path() + "/example.ch/bob/cur/1780000001.M1P1.mx:2,S",
+             mail_text("Carol <carol@example.org>", "Minutes", "minutes@example.org",
+                       "Fri, 2 Oct 2026 11:00:00 +0000"));
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  site.backup();
+  fs::copy_file(site.path("state/catalog.sqlite"), site.path("catalog.old"));
+  const std::string alices =
+      "Delivered-To: alice@example.ch\n" + mail_text("Carol <carol@example.org>", "Minutes",
+                                                     "minutes@example.org", "Fri, 2 Oct 2026 11:00:00 +0000");
+  write_file(mail.path() + "/example.ch/alice/cur/1780000002.M2P1.mx:2,", alices);
+  site.backup();
+  auto use_catalog = [&](const std::string& copy) {
+    fs::copy_file(site.path(copy), site.path("state/catalog.sqlite"), fs::copy_options::overwrite_existing);
+  };
+  fs::copy_file(site.path("state/catalog.sqlite"), site.path("catalog.new"));
+  use_catalog("catalog.old");
+
+  const std::string home = site.keys().archive_home->path();
+  RunResult r = site.reduit({"restore", "--mailbox", "alice@example.ch", "--message-id",
+                             "minutes@example.org", "--to", site.path("out"), "--gnupghome", home});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(
+      r.err.find("reduit: note: the catalog knows Message-ID <minutes@example.org> only from other "
+                 "copies (another mailbox or snapshot): read the headers of the mailbox from the vault"),
+      std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.json()["messages"], 1);
+  EXPECT_EQ(read_file(site.path("out/cur/1780000002.M2P1.mx:2,")), alices);
+  r = site.reduit({"export", "--mailbox", "alice@example.ch", "--message-id", "minutes@example.org",
+                   "--format", "eml", "--to", site.path("eml"), "--gnupghome", home});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.json()["messages"], 1);
+  // Alice's copy deleted in a later backup: not found, after reading the vault.
+  use_catalog("catalog.new");
+  fs::remove(mail.path() + "/example.ch/alice/cur/1780000002.M2P1.mx:2,");
+  site.backup();
+  use_catalog("catalog.old");
+  r = site.reduit({"restore", "--mailbox", "alice@example.ch", "--message-id", "minutes@example.org", "--to",
+                   site.path("out3"), "--gnupghome", home});
+  EXPECT_EQ(r.status, 8) << r.err;
+  EXPECT_NE(
+      r.err.find("no message with Message-ID <minutes@example.org> in mailbox alice@example.ch of snapshot "
+                 "latest (read from the vault: none of the catalog's copies of it is in this mailbox)"),
+      std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(site.path("out3")));
+}
+
 // A folder and its subfolder into the live mailbox: each lands below the new
 // folder, Dovecot lists and subscribes both, keywords follow their names per folder.
 TEST(RestoreTargets, FolderWithSubfolderIntoLiveMailboxKeepsTheHierarchy) {
