@@ -178,7 +178,7 @@ RestoreStats restore_once(Repository& repo, const RestoreRequest& req, bool* use
   const OwnerPolicy owner = parse_owner(req.owner);
 
   std::vector<SnapshotRef> all = list_snapshots(repo, nullptr, &stats.warnings);
-  SnapshotRef snap = find_snapshot(all, req.snapshot);
+  SnapshotRef snap = find_snapshot(all, req.snapshot, &stats.warnings);
   stats.snapshot_id = snap.id;
 
   // The selection: (folder directory relative to the destination, folder).

@@ -13,7 +13,9 @@ bool folder_matches(const std::string& name, const std::string& folder, bool sub
 Selection select_messages(Repository& repo, TreeLoader& trees, const SelectRequest& req,
                           std::vector<std::string>* warnings) {
   Selection sel;
-  sel.snapshot = find_snapshot(list_snapshots(repo, nullptr, warnings), req.snapshot);
+  std::vector<std::string> problems;
+  sel.snapshot = find_snapshot(list_snapshots(repo, nullptr, &problems), req.snapshot, &problems);
+  if (warnings) warnings->insert(warnings->end(), problems.begin(), problems.end());
   sel.mailbox = find_mailbox(sel.snapshot, req.mailbox);
   std::vector<SnapshotFolder> folders;
   folders.swap(sel.mailbox.folders);

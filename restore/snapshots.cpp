@@ -28,7 +28,9 @@ std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache,
       r = SnapshotRef{id, decode_snapshot(plain)};
     } catch (const Error& e) {
       if (e.code() != ErrorCode::kVerify && e.code() != ErrorCode::kNotFound) throw;
-      if (problems) problems->push_back(std::string("skipped damaged snapshot: ") + e.what());
+      std::string what = e.what();
+      if (what.find(id) == std::string::npos) what = "snapshots/" + id + ": " + what;
+      if (problems) problems->push_back("skipped damaged snapshot: " + what);
       ids.pop_back();
       continue;
     }
@@ -42,8 +44,29 @@ std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache,
   return out;
 }
 
-SnapshotRef find_snapshot(const std::vector<SnapshotRef>& all, const std::string& spec) {
-  if (all.empty()) throw Error(ErrorCode::kNotFound, "the vault has no snapshots yet");
+SnapshotRef find_snapshot(const std::vector<SnapshotRef>& all, const std::string& spec,
+                          const std::vector<std::string>* problems) {
+  // A prefix of a snapshot list_snapshots() left out: damaged, not absent.
+  const std::string skipped = "skipped damaged snapshot: ";
+  auto damaged = [&]() -> const std::string* {
+    if (!problems || spec == "latest") return nullptr;
+    for (const std::string& p : *problems) {
+      if (p.rfind(skipped, 0) == 0 && p.find("snapshots/" + spec, skipped.size()) != std::string::npos)
+        return &p;
+    }
+    return nullptr;
+  };
+  auto refuse_damaged = [&] {
+    if (const std::string* p = damaged()) {
+      throw Error(ErrorCode::kVerify, "snapshot '" + spec + "' is damaged (" + p->substr(skipped.size()) +
+                                          "): 'reduit check' names what else it affects; the other "
+                                          "snapshots still restore (see 'reduit snapshots')");
+    }
+  };
+  if (all.empty()) {
+    refuse_damaged();
+    throw Error(ErrorCode::kNotFound, "the vault has no snapshots yet");
+  }
   if (spec == "latest") return all.back();
   if (spec.find_first_not_of("0123456789abcdef") != std::string::npos) {
     throw Error(ErrorCode::kUsage,
@@ -59,8 +82,10 @@ SnapshotRef find_snapshot(const std::vector<SnapshotRef>& all, const std::string
       found = &s;
     }
   }
-  if (!found)
+  if (!found) {
+    refuse_damaged();
     throw Error(ErrorCode::kNotFound, "no snapshot '" + spec + "' in the vault (see 'reduit snapshots')");
+  }
   return *found;
 }
 

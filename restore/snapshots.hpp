@@ -30,8 +30,10 @@ struct SnapshotRef {
 std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache, std::vector<std::string>* problems);
 
 /// Resolves "latest" or a unique hex prefix (at least 4 digits). Throws kNotFound
-/// when none matches, kUsage when a prefix is ambiguous.
-SnapshotRef find_snapshot(const std::vector<SnapshotRef>& all, const std::string& spec);
+/// when none matches, kUsage when a prefix is ambiguous, kVerify when only a
+/// snapshot that list_snapshots() left out as damaged matches (its `problems`).
+SnapshotRef find_snapshot(const std::vector<SnapshotRef>& all, const std::string& spec,
+                          const std::vector<std::string>* problems = nullptr);
 
 /// Finds a mailbox by exact name; kNotFound lists the names that exist.
 const SnapshotMailbox& find_mailbox(const SnapshotRef& s, const std::string& name);

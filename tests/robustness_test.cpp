@@ -59,6 +59,22 @@ TEST(Robustness, DamagedSnapshotIsSkippedAndOthersStillRestore) {
   EXPECT_EQ(r.status, 1) << r.err;  // restored, with the damaged snapshot reported
   EXPECT_EQ(r.json()["warnings"].size(), 1u);
   EXPECT_GT(r.json()["messages"].get<int>(), 0);
+  // The damaged one asked for by id: damaged (exit 6), not "no such snapshot" (8).
+  for (const std::vector<std::string>& cmd :
+       {std::vector<std::string>{"restore", "--snapshot", bad.substr(0, 8), "--mailbox", first_mailbox(site),
+                                 "--to", site.path("out-bad"), "--gnupghome", site.keys().archive_home->path()},
+        std::vector<std::string>{"ls", bad.substr(0, 8)}}) {
+    RunResult damaged = site.reduit(cmd);
+    EXPECT_EQ(damaged.status, 6) << cmd[0] << ": " << damaged.err;
+    EXPECT_NE(damaged.err.find("snapshot '" + bad.substr(0, 8) + "' is damaged (snapshots/" + bad),
+              std::string::npos)
+        << damaged.err;
+    EXPECT_NE(damaged.err.find("): 'reduit check' names what else it affects; the other snapshots still "
+                               "restore (see 'reduit snapshots')"),
+              std::string::npos)
+        << damaged.err;
+  }
+  EXPECT_FALSE(fs::exists(site.path("out-bad")));
 
   RunResult rebuild = site.reduit({"catalog", "rebuild"});
   EXPECT_EQ(rebuild.status, 1) << rebuild.err;
