@@ -6,6 +6,7 @@
 #include "agent/headers.hpp"
 #include "agent/scan.hpp"
 #include "restore/fetch.hpp"
+#include "restore/snapshots.hpp"
 #include "vault/catalog.hpp"
 #include "vault/error.hpp"
 
@@ -110,7 +111,17 @@ MessagePick pick_messages(const Config& cfg, const std::string& message_id, cons
     }
     auto set = std::make_shared<std::set<Hash>>(shas.begin(), shas.end());
     out.pred = [set](const std::string&, const TreeEntry& e) { return set->count(e.sha256) > 0; };
+    // A catalog that names exactly the vault's index objects has seen every backup:
+    // a copy it does not know is not there. One behind the vault may not know it.
+    bool behind_vault = false;
     if (repo && where && !where->mailbox.empty()) {
+      try {
+        behind_vault = !catalog_matches_vault(*catalog, *repo);
+      } catch (const Error&) {
+        behind_vault = true;  // a catalog error: do not trust what it does not know
+      }
+    }
+    if (behind_vault) {
       out.from_vault = [repo, w = *where, bare] {
         return pick_from_vault(*repo, w, bare, "none of the catalog's copies of it is in this mailbox");
       };

@@ -16,10 +16,11 @@ namespace reduit {
 struct MessagePick {
   std::function<bool(const std::string& folder, const TreeEntry&)> pred;  // empty = every message
   std::string what;  // "Message-ID <x@y>" (for error messages)
-  /// Set when the catalog chose the messages by Message-ID and a mailbox is named:
-  /// picks them again from the headers of that mailbox in the vault (kNotFound when
-  /// none carries it). For a catalog that knows the Message-ID only from other
-  /// copies (another mailbox, a message since deleted, backups it has not seen).
+  /// Set when the catalog chose the messages by Message-ID, a mailbox is named, and
+  /// the catalog does not name exactly the vault's index objects (it is behind the
+  /// vault: restored from a copy, or another host's backups): picks them again from
+  /// the headers of that mailbox in the vault (kNotFound when none carries it). For
+  /// a catalog that knows the Message-ID only from other copies.
   std::function<MessagePick()> from_vault;
 };
 
