@@ -313,6 +313,11 @@ RestoreStats restore_once(Repository& repo, const RestoreRequest& req, bool* use
   // Destination: absent or empty.
   struct stat st;
   if (lstat(req.dest.c_str(), &st) == 0) {
+    if (S_ISLNK(st.st_mode)) {
+      throw Error(ErrorCode::kUsage, "restore target " + req.dest +
+                                         " is a symbolic link; give the directory it points to, or a new one "
+                                         "(restore never writes through a link)");
+    }
     if (!S_ISDIR(st.st_mode))
       throw Error(ErrorCode::kUsage, "restore target " + req.dest + " exists and is not a directory");
     DIR* d = opendir(req.dest.c_str());

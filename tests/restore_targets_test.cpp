@@ -585,6 +585,18 @@ TEST(RestoreTargets, FindLocatesMessagesAcrossSnapshotsAndRestoreTakesOne) {
                    "--to", site.path("busy"), "--gnupghome", home});
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_EQ(std::distance(fs::directory_iterator(site.path("busy")), fs::directory_iterator()), 1);
+  // A symbolic link to an empty directory: refused, named as a link, nothing written.
+  fs::create_directories(site.path("empty"));
+  fs::create_directory_symlink(site.path("empty"), site.path("link"));
+  r = site.reduit({"restore", "--mailbox", "alice@example.ch", "--unique-name", "1780000001.M1P1.mx,S=1",
+                   "--to", site.path("link"), "--gnupghome", home});
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("restore target " + site.path("link") +
+                       " is a symbolic link; give the directory it points to, or a new one (restore never "
+                       "writes through a link)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_TRUE(fs::is_empty(site.path("empty")));
 
   // A lost catalog: after `catalog rebuild`, find reads the folder trees from the
   // vault again; the header summaries are gone until the next backup (warned).
