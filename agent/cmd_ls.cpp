@@ -20,7 +20,8 @@ void add_ls(CLI::App& app, Globals& g, Runner& run) {
       Catalog catalog(cfg.state_dir);
       auto repo = open_repository(cfg, &catalog, o->home);
       std::vector<std::string> problems;
-      SnapshotRef s = find_snapshot(list_snapshots(*repo, &catalog, &problems), o->snapshot, &problems);
+      std::vector<DamagedSnapshot> damaged;
+      SnapshotRef s = find_snapshot(list_snapshots(*repo, &catalog, &problems, &damaged), o->snapshot, &damaged);
       for (const auto& p : problems) std::fprintf(stderr, "reduit: warning: %s\n", p.c_str());
       nlohmann::ordered_json out = nlohmann::ordered_json::array();
       if (o->mailbox.empty()) {

@@ -177,8 +177,9 @@ RestoreStats restore_once(Repository& repo, const RestoreRequest& req, bool* use
   if (req.dest.empty()) throw Error(ErrorCode::kUsage, "restore needs --to DIR");
   const OwnerPolicy owner = parse_owner(req.owner);
 
-  std::vector<SnapshotRef> all = list_snapshots(repo, nullptr, &stats.warnings);
-  SnapshotRef snap = find_snapshot(all, req.snapshot, &stats.warnings);
+  std::vector<DamagedSnapshot> damaged;
+  std::vector<SnapshotRef> all = list_snapshots(repo, nullptr, &stats.warnings, &damaged);
+  SnapshotRef snap = find_snapshot(all, req.snapshot, &damaged);
   stats.snapshot_id = snap.id;
 
   // The selection: (folder directory relative to the destination, folder).

@@ -14,7 +14,8 @@ Selection select_messages(Repository& repo, TreeLoader& trees, const SelectReque
                           std::vector<std::string>* warnings) {
   Selection sel;
   std::vector<std::string> problems;
-  sel.snapshot = find_snapshot(list_snapshots(repo, nullptr, &problems), req.snapshot, &problems);
+  std::vector<DamagedSnapshot> damaged;
+  sel.snapshot = find_snapshot(list_snapshots(repo, nullptr, &problems, &damaged), req.snapshot, &damaged);
   if (warnings) warnings->insert(warnings->end(), problems.begin(), problems.end());
   sel.mailbox = find_mailbox(sel.snapshot, req.mailbox);
   std::vector<SnapshotFolder> folders;

@@ -6,8 +6,8 @@
 
 namespace reduit {
 
-std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache,
-                                        std::vector<std::string>* problems) {
+std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache, std::vector<std::string>* problems,
+                                        std::vector<DamagedSnapshot>* damaged) {
   std::map<std::string, std::string> cached;
   if (cache) {
     for (auto& [id, json] : cache->snapshot_rows()) cached[id] = json;
@@ -31,6 +31,7 @@ std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache,
       std::string what = e.what();
       if (what.find(id) == std::string::npos) what = "snapshots/" + id + ": " + what;
       if (problems) problems->push_back("skipped damaged snapshot: " + what);
+      if (damaged) damaged->push_back(DamagedSnapshot{id, what});
       ids.pop_back();
       continue;
     }
@@ -45,20 +46,14 @@ std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache,
 }
 
 SnapshotRef find_snapshot(const std::vector<SnapshotRef>& all, const std::string& spec,
-                          const std::vector<std::string>* problems) {
-  // A prefix of a snapshot list_snapshots() left out: damaged, not absent.
-  const std::string skipped = "skipped damaged snapshot: ";
-  auto damaged = [&]() -> const std::string* {
-    if (!problems || spec == "latest") return nullptr;
-    for (const std::string& p : *problems) {
-      if (p.rfind(skipped, 0) == 0 && p.find("snapshots/" + spec, skipped.size()) != std::string::npos)
-        return &p;
-    }
-    return nullptr;
-  };
+                          const std::vector<DamagedSnapshot>* damaged) {
+  // A prefix (4 digits or more) of a snapshot list_snapshots() left out: damaged,
+  // not absent.
   auto refuse_damaged = [&] {
-    if (const std::string* p = damaged()) {
-      throw Error(ErrorCode::kVerify, "snapshot '" + spec + "' is damaged (" + p->substr(skipped.size()) +
+    if (!damaged || spec.size() < 4) return;
+    for (const DamagedSnapshot& d : *damaged) {
+      if (d.id.rfind(spec, 0) != 0) continue;
+      throw Error(ErrorCode::kVerify, "snapshot '" + spec + "' is damaged (" + d.problem +
                                           "): 'reduit check' names what else it affects; the other "
                                           "snapshots still restore (see 'reduit snapshots')");
     }

@@ -22,18 +22,26 @@ struct SnapshotRef {
   Snapshot snap;
 };
 
+/// A snapshot object list_snapshots() left out: corrupt, or failing verification.
+struct DamagedSnapshot {
+  std::string id;       // 64 hex digits (the object's name under snapshots/)
+  std::string problem;  // what is wrong, naming snapshots/<id>
+};
+
 /// Every readable snapshot in the vault, oldest first. `cache` (optional) avoids
 /// decrypting snapshots already decoded once; it is also brought up to date. A
-/// snapshot object that is corrupt or cannot be verified is left out and described
-/// in `problems` (one line each), so one damaged object never hides the others.
-/// A key problem (nothing decryptable at all) still throws kKey.
-std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache, std::vector<std::string>* problems);
+/// snapshot object that is corrupt or cannot be verified is left out, described in
+/// `problems` ("skipped damaged snapshot: …", one line each) and, when `damaged` is
+/// given, listed there, so one damaged object never hides the others. A key problem
+/// (nothing decryptable at all) still throws kKey.
+std::vector<SnapshotRef> list_snapshots(Repository& repo, Catalog* cache, std::vector<std::string>* problems,
+                                        std::vector<DamagedSnapshot>* damaged = nullptr);
 
 /// Resolves "latest" or a unique hex prefix (at least 4 digits). Throws kNotFound
 /// when none matches, kUsage when a prefix is ambiguous, kVerify when only a
-/// snapshot that list_snapshots() left out as damaged matches (its `problems`).
+/// snapshot of `damaged` (list_snapshots() left it out) matches.
 SnapshotRef find_snapshot(const std::vector<SnapshotRef>& all, const std::string& spec,
-                          const std::vector<std::string>* problems = nullptr);
+                          const std::vector<DamagedSnapshot>* damaged = nullptr);
 
 /// Finds a mailbox by exact name; kNotFound lists the names that exist.
 const SnapshotMailbox& find_mailbox(const SnapshotRef& s, const std::string& name);
