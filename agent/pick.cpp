@@ -82,6 +82,7 @@ MessagePick pick_messages(const Config& cfg, const std::string& message_id, cons
     out.what = "Message-ID <" + bare + ">";
     // A catalog that cannot be read (damaged file, state directory not writable)
     // knows nothing: the vault's headers answer when a mailbox is named.
+    const bool vault_readable = repo && where && !where->mailbox.empty();
     std::unique_ptr<Catalog> catalog;
     std::string unknown_why;
     std::vector<Hash> shas;
@@ -90,7 +91,7 @@ MessagePick pick_messages(const Config& cfg, const std::string& message_id, cons
       shas = catalog->messages_with_id(bare);
       unknown_why = "the catalog " + catalog->path() + " does not know Message-ID <" + bare + ">";
     } catch (const std::exception& e) {
-      if (!(repo && where && !where->mailbox.empty())) {
+      if (!vault_readable) {
         const auto* err = dynamic_cast<const Error*>(&e);
         throw Error(err ? err->code() : ErrorCode::kIo,
                     std::string(e.what()) +
@@ -99,7 +100,7 @@ MessagePick pick_messages(const Config& cfg, const std::string& message_id, cons
       }
       unknown_why = std::string("the catalog could not be read (") + e.what() + ")";
     }
-    if (shas.empty() && repo && where && !where->mailbox.empty()) {
+    if (shas.empty() && vault_readable) {
       if (note) *note = unknown_why + ": read the headers of mailbox " + where->mailbox + " from the vault";
       return pick_from_vault(*repo, *where, bare, "the catalog on this host did not know it");
     }
@@ -111,19 +112,18 @@ MessagePick pick_messages(const Config& cfg, const std::string& message_id, cons
     }
     auto set = std::make_shared<std::set<Hash>>(shas.begin(), shas.end());
     out.pred = [set](const std::string&, const TreeEntry& e) { return set->count(e.sha256) > 0; };
-    // A catalog that names exactly the vault's index objects has seen every backup:
-    // a copy it does not know is not there. One behind the vault may not know it.
-    bool behind_vault = false;
-    if (repo && where && !where->mailbox.empty()) {
-      try {
-        behind_vault = !catalog_matches_vault(*catalog, *repo);
-      } catch (const Error&) {
-        behind_vault = true;  // a catalog error: do not trust what it does not know
-      }
-    }
-    if (behind_vault) {
+    if (vault_readable) {
       out.from_vault = [repo, w = *where, bare] {
         return pick_from_vault(*repo, w, bare, "none of the catalog's copies of it is in this mailbox");
+      };
+      // Asked only when the catalog's pick finds nothing in the mailbox.
+      out.catalog_behind_vault = [repo, state_dir = cfg.state_dir] {
+        try {
+          Catalog again(state_dir);
+          return !catalog_matches_vault(again, *repo);
+        } catch (const Error&) {
+          return true;  // a catalog error: do not trust what it does not know
+        }
       };
     }
   }

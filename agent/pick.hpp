@@ -16,12 +16,15 @@ namespace reduit {
 struct MessagePick {
   std::function<bool(const std::string& folder, const TreeEntry&)> pred;  // empty = every message
   std::string what;  // "Message-ID <x@y>" (for error messages)
-  /// Set when the catalog chose the messages by Message-ID, a mailbox is named, and
-  /// the catalog does not name exactly the vault's index objects (it is behind the
-  /// vault: restored from a copy, or another host's backups): picks them again from
-  /// the headers of that mailbox in the vault (kNotFound when none carries it). For
-  /// a catalog that knows the Message-ID only from other copies.
+  /// Set when the catalog chose the messages by Message-ID and a mailbox is named:
+  /// picks them again from the headers of that mailbox in the vault (kNotFound when
+  /// none carries it), for a catalog that knows the Message-ID only from other copies.
   std::function<MessagePick()> from_vault;
+  /// Set with `from_vault`: true when the catalog does not name exactly the vault's
+  /// index objects (it is behind the vault: restored from a copy, or another host's
+  /// backups) or cannot be read. A current catalog has seen every backup: a copy it
+  /// does not know is not in the vault. One listing of index/ and one catalog query.
+  std::function<bool()> catalog_behind_vault;
 };
 
 /// `unique_name` matches the part of a file name before its info (":2,…"), or the
@@ -38,8 +41,9 @@ MessagePick pick_messages(const Config& cfg, const std::string& message_id, cons
                           std::string* note = nullptr);
 
 /// Runs `act(pick)`; when it finds none of the picked messages (kNotFound) and the
-/// catalog chose them (`pick.from_vault`), picks again from the vault's headers
-/// (a note on stderr unless `quiet`) and runs `act` once more. `act` must throw
+/// catalog chose them while behind the vault (`pick.catalog_behind_vault`), picks
+/// again from the vault's headers (a note on stderr unless `quiet`) and runs
+/// `act` once more; a current catalog's kNotFound stands. `act` must throw
 /// kNotFound before writing anything (restore, export and live restore check the
 /// selection first).
 template <class Act>
@@ -47,7 +51,7 @@ auto run_with_pick(MessagePick& pick, bool quiet, Act&& act) -> decltype(act(pic
   try {
     return act(pick);
   } catch (const Error& e) {
-    if (e.code() != ErrorCode::kNotFound || !pick.from_vault) throw;
+    if (e.code() != ErrorCode::kNotFound || !pick.from_vault || !pick.catalog_behind_vault()) throw;
     if (!quiet) {
       std::fprintf(stderr,
                    "reduit: note: the catalog knows %s only from other copies (another mailbox or "
