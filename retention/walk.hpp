@@ -1,7 +1,9 @@
 // retention/walk.hpp — walking the messages of snapshots for retention decisions.
 //
-// Loads the vault's indexes once (lazily) and every tree at most once; the agent
-// key suffices (trees are metadata). Tree blobs are kept in the catalog (table
+// Locates trees through the catalog when it names exactly the vault's index
+// objects (catalog_matches_vault), else through the vault's indexes, loaded once
+// (lazily); loads every tree at most once; the agent key suffices (trees are
+// metadata). Tree blobs are kept in the catalog (table
 // `tree_cache`, tree id → the blob's JSON as stored, a full tree or a patch, checked
 // against the id's HMAC when read), so a weekly forget or monthly prune decrypts
 // only the metadata packs written since the last one. Message Date headers come
@@ -32,6 +34,9 @@ class VaultWalker {
   /// The decoded tree `id`, patches applied (cached; `bases` names the tree blobs
   /// it was built from).
   const Tree& tree(const Hash& id);
+  /// The vault's blob locations (loaded at the first call): the catalog's when it
+  /// names exactly the vault's index objects, falling back to the index objects at
+  /// the first lookup it cannot answer (BlobIndex); else the index objects.
   const BlobIndex& index();
   /// Forgets the loaded index (after new index objects were written).
   void reset_index();
