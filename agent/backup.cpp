@@ -931,6 +931,10 @@ class Backup {
       ++stats_.trees_new;
       ++stats_.tree_patches;
       add_blob(*meta_, BlobType::kTree, out.tree, text.data(), text.size());
+      // What the next forget walks first, kept so that it decrypts no metadata pack
+      // for it (vault/catalog.hpp, tree_cache). Patches only: at most half a full
+      // tree, where full trees can be the size of the mailbox's message list.
+      catalog_->stage_tree_blob(out.tree, text);
     }
     return out;
   }

@@ -28,10 +28,7 @@ void VaultWalker::reset_index() {
 }
 
 VaultWalker::VaultWalker(Repository& repo, Catalog& catalog)
-    : repo_(repo), catalog_(catalog), dates_(catalog) {
-  catalog_.db().exec(
-      "CREATE TABLE IF NOT EXISTS tree_cache(id BLOB PRIMARY KEY, json BLOB NOT NULL) WITHOUT ROWID");
-}
+    : repo_(repo), catalog_(catalog), dates_(catalog) {}
 
 const Tree& VaultWalker::tree(const Hash& id) {
   auto it = trees_.find(id);

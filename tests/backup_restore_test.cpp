@@ -244,6 +244,27 @@ TEST(MainJob, SmallChangesSendTreePatchesThatRestoreAfterTheirBasesSnapshotsAreF
   EXPECT_EQ(second["tree_patches"], 1);
   // The patch: 21 entries and 21 removed paths, not 300 entries.
   EXPECT_LT(second["metadata_bytes_uploaded"].get<int>(), first["metadata_bytes_uploaded"].get<int>() / 2);
+  {
+    // The catalog keeps the patch (not the full tree) for the next forget's walk:
+    // one row, the folder's current tree: 21 messages and the two directories whose
+    // mtimes changed, 21 removed paths.
+    SQLite::Database db(site.path("state") + "/catalog.sqlite", SQLite::OPEN_READONLY);
+    EXPECT_EQ(db.execAndGet("SELECT count(*) FROM tree_cache").getInt(), 1);
+    EXPECT_EQ(db.execAndGet("SELECT count(*) FROM tree_cache JOIN folders ON folders.tree = tree_cache.id")
+                  .getInt(),
+              1);
+    nlohmann::json patch = nlohmann::json::parse(db.execAndGet("SELECT json FROM tree_cache").getString());
+    std::vector<std::string> dirs;
+    std::size_t messages = 0;
+    for (const auto& e : patch["entries"]) {
+      if (e["kind"] == "dir") dirs.push_back(e["path"]);
+      if (e["kind"] == "message") ++messages;
+    }
+    EXPECT_EQ(messages, 21u);
+    EXPECT_EQ(dirs, (std::vector<std::string>{"cur", "new"}));
+    EXPECT_EQ(patch["entries"].size(), 23u);
+    EXPECT_EQ(patch["removed"].size(), 21u) << patch.dump().substr(0, 300);
+  }
   fs::rename(m + "/new/1800000000.M1P7.host", m + "/cur/1800000000.M1P7.host:2,S");
   nlohmann::json third = site.backup();
   EXPECT_EQ(third["tree_patches"], 1);

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS folder_bases(key TEXT PRIMARY KEY, tree BLOB NOT NULL
   chain_bytes INTEGER NOT NULL, entries BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pack_verified(pack BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, how TEXT NOT NULL)
   WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tree_cache(id BLOB PRIMARY KEY, json BLOB NOT NULL) WITHOUT ROWID;
 )sql";
 
 // The run's rows are appended to heaps (rowid order) and sorted once at commit:
@@ -67,6 +68,7 @@ CREATE TEMP TABLE IF NOT EXISTS run_messages(sha256 BLOB NOT NULL, message_id TE
   from_addr TEXT, to_addr TEXT, subject TEXT);
 CREATE TEMP TABLE IF NOT EXISTS run_tree_messages(tree BLOB NOT NULL, path TEXT NOT NULL, sha256 BLOB NOT NULL,
   mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL);
+CREATE TEMP TABLE IF NOT EXISTS run_tree_cache(id BLOB NOT NULL, json BLOB NOT NULL);
 )sql";
 
 void bind_hash(SQLite::Statement& q, int i, const Hash& h) {
@@ -148,6 +150,7 @@ Catalog::Catalog(const std::string& state_dir) {
         std::make_unique<SQLite::Statement>(*db_, "INSERT INTO temp.run_messages VALUES(?,?,?,?,?,?)");
     q_stage_tree_message_ =
         std::make_unique<SQLite::Statement>(*db_, "INSERT INTO temp.run_tree_messages VALUES(?,?,?,?,?)");
+    q_stage_tree_blob_ = std::make_unique<SQLite::Statement>(*db_, "INSERT INTO temp.run_tree_cache VALUES(?,?)");
     return 0;
   });
 }
@@ -409,7 +412,7 @@ void Catalog::begin_staging() {
     db_->exec(
         "DELETE FROM temp.run_files; DELETE FROM temp.run_messages; DELETE FROM temp.run_folders; "
         "DELETE FROM temp.run_carried; DELETE FROM temp.run_tree_messages; DELETE FROM temp.run_deltas; "
-        "DELETE FROM temp.run_folder_bases;");
+        "DELETE FROM temp.run_folder_bases; DELETE FROM temp.run_tree_cache;");
     staging_ = std::make_unique<SQLite::Transaction>(*db_);
     staged_in_txn_ = 0;
     return 0;
@@ -479,11 +482,12 @@ void Catalog::commit_files() {
     db_->exec("INSERT OR IGNORE INTO main.messages SELECT * FROM temp.run_messages ORDER BY sha256");
     db_->exec(
         "INSERT OR IGNORE INTO main.tree_messages SELECT * FROM temp.run_tree_messages ORDER BY tree, path");
+    db_->exec("INSERT OR IGNORE INTO main.tree_cache SELECT * FROM temp.run_tree_cache ORDER BY id");
     txn.commit();
     db_->exec(
         "DELETE FROM temp.run_files; DELETE FROM temp.run_messages; DELETE FROM temp.run_folders; "
         "DELETE FROM temp.run_carried; DELETE FROM temp.run_tree_messages; DELETE FROM temp.run_deltas; "
-        "DELETE FROM temp.run_folder_bases;");
+        "DELETE FROM temp.run_folder_bases; DELETE FROM temp.run_tree_cache;");
     return 0;
   });
 }
@@ -797,6 +801,17 @@ void Catalog::stage_tree_messages(const Hash& tree_id, const Tree& tree) {
   guarded(path_, __func__, [&] {
     auto& q = *q_stage_tree_message_;
     insert_tree_messages(q, tree_id, tree);
+    return 0;
+  });
+}
+
+void Catalog::stage_tree_blob(const Hash& tree_id, std::string_view text) {
+  guarded(path_, __func__, [&] {
+    auto& q = *q_stage_tree_blob_;
+    q.reset();
+    bind_hash(q, 1, tree_id);
+    q.bind(2, text.data(), static_cast<int>(text.size()));
+    q.exec();
     return 0;
   });
 }

@@ -27,6 +27,12 @@
 //              (an unchanged folder keeps its tree id and costs nothing); joined
 //              with the cached snapshots it tells which snapshot, mailbox and
 //              folder hold a message (reduit find)
+//   tree_cache  tree blob id → its plaintext (JSON) as stored, a full tree or a
+//              patch: what forget and prune walk (retention/walk.hpp), checked
+//              against the id's HMAC when read. Filled by them as they load trees
+//              from the vault, and by the backup with the patches it writes (small
+//              by construction), so walking the newest snapshots decrypts nothing;
+//              prune drops the rows of trees no snapshot uses any more
 //   pack_verified  per pack, when it was last fully read back and found intact
 //              (time_ns, how = "drill" | "check"), or when this catalog first saw it
 //              (how = "added": recorded by add_pack; packs of a catalog created
@@ -44,6 +50,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "vault/format.hpp"
@@ -198,6 +205,9 @@ class Catalog {
   /// Stages a row per message entry of `tree` (heap append; sorted into
   /// tree_messages by commit_files()).
   void stage_tree_messages(const Hash& tree_id, const Tree& tree);
+  /// Stages a tree blob's plaintext as written to the vault (a full tree or a patch,
+  /// FORMAT.md §7.1) for tree_cache (committed by commit_files()).
+  void stage_tree_blob(const Hash& tree_id, std::string_view text);
   /// Records the message entries of `tree` at once (for trees read back from the vault).
   void add_tree_messages(const Hash& tree_id, const Tree& tree);
   /// The sha256 of every recorded message whose Message-ID is `message_id` (with or
@@ -252,7 +262,7 @@ class Catalog {
   std::unique_ptr<SQLite::Database> db_;
   std::unique_ptr<SQLite::Statement> q_find_indexed_blob_;  // prepared on first use
   std::unique_ptr<SQLite::Statement> q_has_blob_, q_find_file_, q_stage_file_, q_has_message_, q_add_message_,
-      q_stage_tree_message_;
+      q_stage_tree_message_, q_stage_tree_blob_;
   std::unique_ptr<SQLite::Transaction> staging_;
   std::size_t staged_in_txn_ = 0;
 };
