@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -59,8 +60,15 @@ GpgHome::GpgHome() {
 GpgHome::~GpgHome() {
   std::string cmd = "gpgconf --homedir " + quote(path_) + " --kill gpg-agent >/dev/null 2>&1";
   (void)std::system(cmd.c_str());
+  // The agent removes its sockets as it exits, which may be while remove_all walks
+  // the directory; an entry gone mid-walk stops the walk and left homes behind
+  // (7 of a suite run's ~500). Walk again until the home is gone (at most 1 s).
   std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    std::filesystem::remove_all(path_, ec);
+    if (!std::filesystem::exists(path_, ec)) break;
+    ::usleep(10000);
+  }
 }
 
 std::string GpgHome::gpg(const std::vector<std::string>& args) {

@@ -6,7 +6,8 @@
 // done by running the gpg command line (not GPGME), so tests of vault/crypto.cpp do
 // not depend on the code under test to set up their keys. Failures throw
 // std::runtime_error with the command and gpg's stderr. The destructor stops the
-// home's gpg-agent (gpgconf --kill all) and removes the directory.
+// home's gpg-agent (gpgconf --kill gpg-agent) and removes the directory (walking
+// it again while the exiting agent removes its sockets).
 #pragma once
 
 #include <string>
