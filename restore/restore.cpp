@@ -156,19 +156,6 @@ OwnerPolicy parse_owner(const std::string& spec) {
   return p;
 }
 
-// The catalog's locations for one mailbox when it is the vault's copy, else the
-// vault's index objects. A catalog that cannot be read is not needed.
-BlobIndex open_blob_index(Repository& repo, const RestoreRequest& req) {
-  if (req.catalog && !req.all) {
-    try {
-      if (catalog_matches_vault(*req.catalog, repo)) return BlobIndex(*req.catalog, repo);
-    } catch (const Error&) {
-      // kIo from a damaged catalog file: read the vault's index objects below.
-    }
-  }
-  return BlobIndex(repo.load_indexes());
-}
-
 // One restore; `*used_catalog` says, also when it throws, whether any blob location
 // came from the catalog.
 RestoreStats restore_once(Repository& repo, const RestoreRequest& req, bool* used_catalog) {
@@ -219,7 +206,9 @@ RestoreStats restore_once(Repository& repo, const RestoreRequest& req, bool* use
   // batch comes, so restoring a million messages holds one batch's plan at a time.
   // --all needs nearly every location: the index objects are cheaper than a lookup
   // for each of them.
-  BlobIndex index = open_blob_index(repo, req);
+  // The catalog's locations for one mailbox when it is the vault's copy; --all
+  // reads the index objects (faster for everything, docs/PERFORMANCE.md).
+  BlobIndex index = open_blob_index(repo, req.all ? nullptr : req.catalog);
   struct NoteCatalogUse {
     const BlobIndex& index;
     bool* out;

@@ -180,6 +180,17 @@ bool catalog_matches_vault(Catalog& catalog, Repository& repo) {
   return !held.empty() && known == held;
 }
 
+BlobIndex open_blob_index(Repository& repo, Catalog* catalog) {
+  if (catalog) {
+    try {
+      if (catalog_matches_vault(*catalog, repo)) return BlobIndex(*catalog, repo);
+    } catch (const Error&) {
+      // kIo from a damaged catalog file: read the vault's index objects below.
+    }
+  }
+  return BlobIndex(repo.load_indexes());
+}
+
 Tree TreeLoader::load(const Hash& tree_id) {
   auto raw = [this](const Hash& id) { return load_raw(id); };
   if (!share_chains_) return resolve_tree(tree_id, raw);

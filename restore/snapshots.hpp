@@ -98,6 +98,11 @@ class BlobIndex {
 /// vault's (BlobIndex). One listing of index/ and one catalog query.
 bool catalog_matches_vault(Catalog& catalog, Repository& repo);
 
+/// The vault's blob locations: the catalog's (BlobIndex(catalog, repo)) when
+/// `catalog` is given and catalog_matches_vault, else the vault's index objects,
+/// downloaded and decrypted. A catalog that cannot be read (kIo) is not needed.
+BlobIndex open_blob_index(Repository& repo, Catalog* catalog);
+
 /// Loads trees through their metadata packs, keeping the last few packs decrypted.
 class TreeLoader {
  public:

@@ -1,22 +1,13 @@
 #include "retention/walk.hpp"
 
-#include "vault/error.hpp"
-
 namespace reduit {
 
 const BlobIndex& VaultWalker::index() {
   if (!index_) {
-    // On the backup host the catalog knows where every tree is (restore does the
-    // same, restore/snapshots.hpp): a tree not in tree_cache then costs one
-    // metadata pack, not a download and decryption of every index object first.
-    bool catalog_current = false;
-    try {
-      catalog_current = catalog_matches_vault(catalog_, repo_);
-    } catch (const Error&) {
-      // A damaged catalog: the vault's index objects answer.
-    }
-    index_ = catalog_current ? std::make_unique<BlobIndex>(catalog_, repo_)
-                             : std::make_unique<BlobIndex>(repo_.load_indexes());
+    // On the backup host the catalog knows where every tree is (as for restore): a
+    // tree not in tree_cache then costs one metadata pack, not a download and
+    // decryption of every index object first.
+    index_ = std::make_unique<BlobIndex>(open_blob_index(repo_, &catalog_));
     loader_ = std::make_unique<TreeLoader>(repo_, *index_);
   }
   return *index_;
