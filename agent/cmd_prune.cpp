@@ -69,6 +69,9 @@ void add_prune(CLI::App& app, Globals& g, Runner& run) {
                     {"bytes_after", r.bytes_after},
                     {"bytes_deleted", r.bytes_deleted},
                     {"bytes_written", r.bytes_written},
+                    {"index_objects_before", r.index_objects_before},
+                    {"index_objects_kept", r.index_objects_kept},
+                    {"index_objects_written", r.index_objects_written},
                     {"warnings", r.warnings}});
       } else {
         for (const auto& w : r.warnings) std::fprintf(stderr, "reduit: warning: %s\n", w.c_str());
@@ -85,6 +88,12 @@ void add_prune(CLI::App& app, Globals& g, Runner& run) {
             static_cast<unsigned long long>(r.packs_written),
             static_cast<unsigned long long>(r.packs_unindexed_deleted), human_bytes(r.bytes_before).c_str(),
             human_bytes(r.bytes_after).c_str());
+        if (!o->dry_run) {
+          std::printf("index objects: %llu before, %llu kept as they were, %llu written\n",
+                      static_cast<unsigned long long>(r.index_objects_before),
+                      static_cast<unsigned long long>(r.index_objects_kept),
+                      static_cast<unsigned long long>(r.index_objects_written));
+        }
         if (r.packs_waiting) {
           std::printf(
               "waiting: %llu data pack(s) need a repack (%llu expired blob(s) among them); run prune with "

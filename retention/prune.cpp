@@ -36,11 +36,12 @@ void add_blobs(const TreeEntry& e, HashSet& set) {
   if (e.signature) set.insert(*e.signature);
 }
 
-// Writes index objects (64 packs each) naming `packs`; returns their ids.
+// Writes index objects (kPacksPerIndex packs each) naming `packs`; returns their ids.
 std::vector<Hash> write_indexes(Repository& repo, const std::vector<IndexPack>& packs) {
   std::vector<Hash> ids;
-  for (std::size_t i = 0; i < packs.size(); i += 64) {
-    std::vector<IndexPack> batch(packs.begin() + i, packs.begin() + std::min(packs.size(), i + 64));
+  for (std::size_t i = 0; i < packs.size(); i += kPacksPerIndex) {
+    std::vector<IndexPack> batch(packs.begin() + i,
+                                 packs.begin() + std::min(packs.size(), i + kPacksPerIndex));
     ids.push_back(repo.put_object("index", encode_index(batch)));
   }
   return ids;
@@ -61,6 +62,29 @@ IndexPack upload_pack(Repository& repo, PackWriter& w) {
 enum class Verdict { kKeep, kExpired, kHeld };
 
 }  // namespace
+
+IndexPlan plan_indexes(const std::vector<IndexObject>& objects, const std::set<Hash>& stays) {
+  std::map<Hash, std::size_t> first;  // pack → the object holding its first listing
+  for (std::size_t i = 0; i < objects.size(); ++i) {
+    for (const IndexPack& p : objects[i].packs) first.emplace(p.id, i);
+  }
+  IndexPlan plan;
+  for (std::size_t i = 0; i < objects.size(); ++i) {
+    const std::vector<IndexPack>& packs = objects[i].packs;
+    const bool untouched = std::all_of(packs.begin(), packs.end(), [&](const IndexPack& p) {
+      return first.at(p.id) == i && stays.count(p.id);
+    });
+    if (untouched && packs.size() >= kPacksPerIndex / 2) {
+      plan.keep.push_back(objects[i].id);
+      continue;
+    }
+    plan.replace.push_back(objects[i].id);
+    for (const IndexPack& p : packs) {
+      if (first.at(p.id) == i && stays.count(p.id)) plan.carry.push_back(p.id);
+    }
+  }
+  return plan;
+}
 
 PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, const Policy& policy,
                       std::int64_t now_ns, bool dry_run) {
@@ -239,16 +263,18 @@ PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, co
   res.blobs_live = live.size();
 
   // ---- 3. pack plan ---------------------------------------------------------
-  std::vector<Hash> old_indexes;
-  std::vector<IndexPack> indexed = repo.load_indexes(&old_indexes);
+  const std::vector<IndexObject> objects = repo.load_index_objects();
+  res.index_objects_before = objects.size();
   std::map<Hash, std::uint64_t> in_vault = repo.list_packs(/*with_sizes=*/true);
   res.packs_before = in_vault.size();
   for (const auto& [id, size] : in_vault) res.bytes_before += size;
 
   std::map<Hash, const IndexPack*> by_pack;
-  for (const IndexPack& p : indexed) by_pack.emplace(p.id, &p);  // the first listing wins
-  HashSet placed;                                                // live blobs already given a home
-  std::map<Hash, std::vector<PackEntry>> carry;                  // pack to repack → its live entries
+  for (const IndexObject& o : objects) {
+    for (const IndexPack& p : o.packs) by_pack.emplace(p.id, &p);  // the first listing wins
+  }
+  HashSet placed;                                // live blobs already given a home
+  std::map<Hash, std::vector<PackEntry>> carry;  // pack to repack → its live entries
   std::vector<const IndexPack*> keep_packs;
   std::vector<Hash> delete_packs;
   bool index_changed = false;
@@ -339,20 +365,33 @@ PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, co
   res.packs_written += new_packs.size();
   if (!carry.empty()) fault_point("prune:after-repack-upload");
 
-  std::vector<Hash> new_indexes;
+  std::vector<Hash> new_indexes;  // every index object in the vault after the run
   if (index_changed) {
-    std::vector<IndexPack> all;
-    for (const IndexPack* p : keep_packs) all.push_back(*p);
-    all.insert(all.end(), new_packs.begin(), new_packs.end());
-    new_indexes = write_indexes(repo, all);
+    std::set<Hash> stays;
+    for (const IndexPack* p : keep_packs) stays.insert(p->id);
+    const IndexPlan plan = plan_indexes(objects, stays);
+    std::vector<IndexPack> named;
+    for (const Hash& h : plan.carry) named.push_back(*by_pack.at(h));
+    named.insert(named.end(), new_packs.begin(), new_packs.end());
+    // Data packs apart from metadata packs: trees go with the snapshots that are
+    // forgotten, while the messages of data packs are kept for years, so an index
+    // object of data packs is seldom touched again.
+    std::stable_partition(named.begin(), named.end(),
+                          [](const IndexPack& p) { return p.kind == PackKind::kData; });
+    const std::vector<Hash> written = write_indexes(repo, named);
     fault_point("prune:after-index-write");
-    std::set<Hash> fresh(new_indexes.begin(), new_indexes.end());
-    for (const Hash& h : old_indexes) {
+    std::set<Hash> fresh(written.begin(), written.end());
+    for (const Hash& h : plan.replace) {
       if (!fresh.count(h)) repo.transport().remove(index_name(h));
     }
     fault_point("prune:after-index-delete");
+    new_indexes = plan.keep;
+    new_indexes.insert(new_indexes.end(), written.begin(), written.end());
+    res.index_objects_kept = plan.keep.size();
+    res.index_objects_written = written.size();
   } else {
-    new_indexes = old_indexes;
+    for (const IndexObject& o : objects) new_indexes.push_back(o.id);
+    res.index_objects_kept = objects.size();
   }
 
   std::vector<std::pair<Hash, const char*>> doomed;
@@ -399,9 +438,9 @@ PruneResult run_prune(Repository& repo, Repository* reader, Catalog& catalog, co
   }
   {
     SQLite::Statement del(catalog.db(), "DELETE FROM main.indexes WHERE id=?");
-    for (const Hash& h : old_indexes) {
+    for (const IndexObject& o : objects) {
       del.reset();
-      del.bind(1, h.data(), 32);
+      del.bind(1, o.id.data(), 32);
       del.exec();
     }
   }

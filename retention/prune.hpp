@@ -16,10 +16,11 @@
 //     with an archive secret key (`reader`); without one they are left in place and
 //     reported as waiting for a repack. Packs in no index (from interrupted runs)
 //     are deleted.
-//  4. New packs are uploaded (after-repack-upload); new index objects naming every
-//     remaining pack are written (after-index-write); the old index objects are
-//     deleted (after-index-delete); then the old packs (after-pack-delete, once per
-//     pack: "#N" in REDUIT_FAULT picks the Nth).
+//  4. New packs are uploaded (after-repack-upload); when the set of packs changed,
+//     new index objects are written (after-index-write) naming the new packs and
+//     the remaining packs of every index object that is replaced (plan_indexes);
+//     the replaced index objects are deleted (after-index-delete); then the old
+//     packs (after-pack-delete, once per pack: "#N" in REDUIT_FAULT picks the Nth).
 //  5. The catalog forgets the deleted packs (which drops its stat cache: the next
 //     backup reads every file once), learns the new packs and index objects; the
 //     retention log gets every deletion and refusal.
@@ -30,11 +31,13 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "retention/archive.hpp"
 #include "retention/policy.hpp"
+#include "vault/format.hpp"
 
 namespace reduit {
 
@@ -49,10 +52,33 @@ struct PruneResult {
   std::uint64_t waiting_expired_blobs = 0;  // expired message blobs still stored in waiting packs
   std::uint64_t bytes_before = 0, bytes_after = 0, bytes_deleted = 0, bytes_written = 0;  // stored bytes
   std::uint64_t blobs_live = 0;
+  std::uint64_t index_objects_before = 0, index_objects_kept = 0, index_objects_written = 0;
   std::vector<std::string> waiting;  // pack ids (hex)
   std::vector<std::string> warnings;
   std::int64_t run = 0;
 };
+
+/// Packs named by one index object that prune writes (FORMAT.md §6: at most 64).
+inline constexpr std::size_t kPacksPerIndex = 64;
+
+/// Which index objects a prune that changed the set of packs keeps as they are
+/// (FORMAT.md §12.4 step 4).
+struct IndexPlan {
+  std::vector<Hash> keep;     // index objects left in the vault as they are
+  std::vector<Hash> replace;  // index objects deleted once the new ones are written
+  std::vector<Hash> carry;    // packs that stay, to be named again by the new objects (in order)
+};
+
+/// `objects`: the vault's index objects in listing order (Repository::
+/// load_index_objects); `stays`: the packs that stay in the vault as they are.
+/// A pack's first listing (objects in order, packs in order) is the one that
+/// counts. An object is kept when it is the first listing of every pack it names,
+/// every one of them stays, and it names at least kPacksPerIndex / 2 packs;
+/// every other object is replaced, and its first listings of packs that stay are
+/// carried into the new objects. So a prune rewrites only the objects it touches
+/// plus the small ones (one per nightly backup), which it merges: a vault of P
+/// packs keeps at most P / 32 + 1 index objects after a prune.
+IndexPlan plan_indexes(const std::vector<IndexObject>& objects, const std::set<Hash>& stays);
 
 /// `repo` opens metadata and seals new objects (the agent key); `reader` (may be
 /// null) opens data packs for repacking (a keyring with an archive secret key).

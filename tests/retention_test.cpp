@@ -6,6 +6,7 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include "retention/prune.hpp"
 #include "support/retention_site.hpp"
 #include "vault/audit.hpp"
 
@@ -439,6 +440,148 @@ TEST(Retention, PruneKeepsTheDeltaChainsOfKeptSnapshots) {
   RunResult r = rs.site().restore("alice@example.ch", out.path() + "/alice");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(sha_hex(reduit::test::read_file(out.path() + "/alice/dovecot-uidlist")), sha_hex(text));
+  unsetenv("REDUIT_NOW");
+}
+
+// The index plan (FORMAT.md §12.4 step 4): full untouched objects stay; touched and
+// small ones are replaced and their staying packs carried, each pack once.
+TEST(Retention, IndexPlanKeepsFullUntouchedObjectsAndCarriesTheRest) {
+  auto h = [](int n) {
+    reduit::Hash x{};
+    x[0] = static_cast<std::uint8_t>(n >> 8);
+    x[1] = static_cast<std::uint8_t>(n);
+    return x;
+  };
+  auto object = [&](int id, int first_pack, int count) {
+    reduit::IndexObject o;
+    o.id = h(60000 + id);
+    for (int i = 0; i < count; ++i)
+      o.packs.push_back(reduit::IndexPack{h(first_pack + i), 100, reduit::PackKind::kData, {}});
+    return o;
+  };
+  std::vector<reduit::IndexObject> objects{
+      object(1, 0, 64),    // full, untouched: kept
+      object(2, 100, 40),  // 40 packs, pack 120 deleted: replaced
+      object(3, 200, 32),  // exactly half full, untouched: kept
+      object(4, 300, 31),  // untouched but small: replaced (merged)
+      object(5, 400, 3),   // a nightly backup's: replaced
+      object(6, 10, 40),   // names packs 10..49 again (object 1 lists them first), untouched: replaced
+  };
+  std::set<reduit::Hash> stays;
+  for (const auto& o : objects) {
+    for (const auto& p : o.packs) stays.insert(p.id);
+  }
+  stays.erase(h(120));
+  stays.erase(h(401));
+  reduit::IndexPlan plan = reduit::plan_indexes(objects, stays);
+  EXPECT_EQ(plan.keep, (std::vector<reduit::Hash>{h(60001), h(60003)}));
+  EXPECT_EQ(plan.replace, (std::vector<reduit::Hash>{h(60002), h(60004), h(60005), h(60006)}));
+  std::vector<reduit::Hash> carry;
+  for (int i = 100; i < 140; ++i) {
+    if (i != 120) carry.push_back(h(i));
+  }
+  for (int i = 300; i < 331; ++i) carry.push_back(h(i));
+  carry.push_back(h(400));
+  carry.push_back(h(402));  // and nothing of object 6: object 1, kept, names its packs
+  EXPECT_EQ(plan.carry, carry);
+  // Nothing stays: every object is replaced, nothing carried.
+  plan = reduit::plan_indexes(objects, {});
+  EXPECT_EQ(plan.keep.size(), 0u);
+  EXPECT_EQ(plan.replace.size(), 6u);
+  EXPECT_EQ(plan.carry.size(), 0u);
+}
+
+// A prune rewrites only the index objects it touches (and merges the small ones):
+// the first backup's object of 40+ packs survives a prune that expires a message of
+// a later backup, and the vault still checks and restores.
+TEST(Retention, PruneKeepsAFullIndexObjectItDoesNotTouch) {
+  std::string policy = kFaultPolicy;
+  policy.replace(policy.find("keep-last = 2"), 13, "keep-last = 9");
+  RetentionSite rs(policy, "[pack]\nsize = 4096\n");
+  std::mt19937_64 rng(12);
+  const std::int64_t t0 = at("2024-05-01T02:00:00Z");
+  std::vector<Msg> inbox;
+  for (int i = 0; i < 40; ++i) inbox.push_back(rs.mailbox().deliver("", t0 - kDayNs, 5000, rng));
+  set_now(t0);
+  rs.site().init();
+  rs.ok({"backup"});
+  auto index_objects = [&] {
+    std::set<std::string> names;
+    for (const auto& e : fs::directory_iterator(rs.site().vault_dir() + "/index"))
+      names.insert(e.path().filename().string());
+    return names;
+  };
+  const std::set<std::string> first = index_objects();
+  ASSERT_EQ(first.size(), 1u);  // 40 data packs (one message each: pack.size 4096) and the trees
+  Msg p1 = rs.mailbox().deliver(".Private", t0, 5000, rng);
+  set_now(t0 + kDayNs);
+  rs.ok({"backup"});
+  rs.mailbox().remove(p1);
+  set_now(t0 + 2 * kDayNs);
+  rs.ok({"backup"});
+  set_now(t0 + 40 * kDayNs);  // p1 is past the private class's 30-day maximum
+  const std::size_t before = index_objects().size();
+  // Killed between writing the new index object and deleting the replaced ones, or
+  // just after: the vault checks, and the next prune finishes.
+  const std::string vault = rs.site().vault_dir(), state = rs.site().path("state");
+  TempDir saved;
+  reduit::test::copy_tree(vault, saved.path() + "/vault");
+  reduit::test::copy_tree(state, saved.path() + "/state");
+  for (const char* fault : {"prune:after-index-write", "prune:after-index-delete"}) {
+    SCOPED_TRACE(fault);
+    setenv("REDUIT_FAULT", fault, 1);
+    RunResult crashed = rs.run({"prune", "--archive-gnupghome", rs.archive_home()});
+    unsetenv("REDUIT_FAULT");
+    ASSERT_EQ(crashed.status, 99) << crashed.err;
+    EXPECT_EQ(index_objects().count(*first.begin()), 1u);
+    RunResult c = rs.run({"check", "--read-data", "--gnupghome", rs.archive_home()});
+    EXPECT_EQ(c.status, 0) << c.out << c.err;
+    RunResult again = rs.run({"prune", "--archive-gnupghome", rs.archive_home()});
+    ASSERT_TRUE(again.status == 0 || again.status == 1) << again.err;  // 1: it broke the stale lease
+    EXPECT_EQ(index_objects().count(*first.begin()), 1u);
+    EXPECT_EQ(index_objects().size(), 2u);
+    EXPECT_EQ(rs.run({"check", "--read-data", "--gnupghome", rs.archive_home()}).status, 0);
+    fs::remove_all(vault);
+    fs::remove_all(state);
+    reduit::test::copy_tree(saved.path() + "/vault", vault);
+    reduit::test::copy_tree(saved.path() + "/state", state);
+  }
+  nlohmann::json p = rs.prune();
+  EXPECT_EQ(p["messages_expired"], 1) << p.dump();
+  EXPECT_EQ(p["snapshots_rewritten"], 1);
+  // The rewritten snapshot's trees came with an index object of their own.
+  EXPECT_EQ(p["index_objects_before"], before + 1);
+  EXPECT_EQ(p["index_objects_kept"], 1);
+  EXPECT_EQ(p["index_objects_written"], 1);
+  std::set<std::string> after = index_objects();
+  EXPECT_EQ(after.size(), 2u);
+  EXPECT_EQ(after.count(*first.begin()), 1u);
+  {
+    VaultContents v = decrypt_every_pack(rs.site());
+    for (const auto& b : message_blobs(*v.repo, p1.content)) EXPECT_FALSE(v.blobs.count(b));
+    for (const Msg& m : inbox) {
+      for (const auto& b : message_blobs(*v.repo, m.content)) EXPECT_TRUE(v.blobs.count(b)) << m.name;
+    }
+  }
+  RunResult check = rs.run({"check", "--read-data", "--gnupghome", rs.archive_home()});
+  EXPECT_EQ(check.status, 0) << check.err << check.out;
+  std::multiset<std::string> want;
+  for (const Msg& m : inbox) want.insert(sha_hex(m.content));
+  RunResult snaps = rs.run({"snapshots"});
+  ASSERT_EQ(snaps.status, 0) << snaps.err;
+  ASSERT_EQ(snaps.json().size(), 3u);
+  for (const auto& s : snaps.json()) {
+    TempDir out;
+    RunResult r = rs.site().restore("alice@example.ch", out.path() + "/alice", s["id"]);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(restored_messages(out.path() + "/alice"), want) << s["id"];
+  }
+  // Nothing left to do: every object stays.
+  nlohmann::json again = rs.prune();
+  EXPECT_EQ(again["index_objects_before"], 2);
+  EXPECT_EQ(again["index_objects_kept"], 2);
+  EXPECT_EQ(again["index_objects_written"], 0);
+  EXPECT_EQ(index_objects(), after);
   unsetenv("REDUIT_NOW");
 }
 

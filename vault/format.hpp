@@ -101,6 +101,12 @@ struct IndexPack {
   std::vector<PackEntry> blobs;
 };
 
+/// One index object: its id (SHA-256 of the stored object) and the packs it names.
+struct IndexObject {
+  Hash id;
+  std::vector<IndexPack> packs;
+};
+
 Bytes encode_index(const std::vector<IndexPack>& packs);
 std::vector<IndexPack> decode_index(const Bytes& data);
 

@@ -182,12 +182,17 @@ std::map<Hash, std::uint64_t> Repository::list_packs(bool with_sizes) {
 
 std::vector<IndexPack> Repository::load_indexes(std::vector<Hash>* index_ids) {
   std::vector<IndexPack> all;
-  for (const Hash& id : list_objects("index")) {
-    if (index_ids) index_ids->push_back(id);
-    std::vector<IndexPack> part = decode_index(get_object("index", id));
-    for (auto& p : part) all.push_back(std::move(p));
+  for (IndexObject& o : load_index_objects()) {
+    if (index_ids) index_ids->push_back(o.id);
+    for (auto& p : o.packs) all.push_back(std::move(p));
   }
   return all;
+}
+
+std::vector<IndexObject> Repository::load_index_objects() {
+  std::vector<IndexObject> objects;
+  for (const Hash& id : list_objects("index")) objects.push_back({id, decode_index(get_object("index", id))});
+  return objects;
 }
 
 Bytes Repository::fetch_pack(const Hash& id) {

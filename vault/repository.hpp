@@ -86,6 +86,9 @@ class Repository {
   /// All index objects merged (sorted by blob id; duplicates kept, newest index
   /// first is not guaranteed — callers try every location).
   std::vector<IndexPack> load_indexes(std::vector<Hash>* index_ids = nullptr);
+  /// Every index object (FORMAT.md §6) in listing order, each with the packs it
+  /// names in its own order. Errors as get_object.
+  std::vector<IndexObject> load_index_objects();
 
   /// Fetches a pack, verifies its hash and signature, decrypts and parses it.
   LoadedPack load_pack(const Hash& id);

@@ -48,6 +48,7 @@ TEST(Retention, ThreeYearsOfDailyBackupsKeepEveryMessageForItsMinimumAndNothingP
   std::vector<SimPoint> curve;
   auto t_begin = std::chrono::steady_clock::now();
   double backup_s = 0, retention_s = 0;
+  std::uint64_t index_written = 0, index_all = 0, index_last = 0;  // index objects, over every prune
   std::uint64_t snapshots = 0;
   for (int d = 0; d < days; ++d) {
     const std::int64_t now = start + d * kDayNs;
@@ -85,6 +86,20 @@ TEST(Retention, ThreeYearsOfDailyBackupsKeepEveryMessageForItsMinimumAndNothingP
       snapshots = f.json()["kept"].get<std::uint64_t>();
       RunResult p = rs.run({"prune", "--archive-gnupghome", rs.archive_home()});
       ASSERT_EQ(p.status, 0) << "day " << d << ": " << p.err;
+      {
+        const nlohmann::json pj = p.json();
+        const auto before = pj["index_objects_before"].get<std::uint64_t>();
+        const auto kept = pj["index_objects_kept"].get<std::uint64_t>();
+        index_written += pj["index_objects_written"].get<std::uint64_t>();
+        // What rewriting every index object whenever a pack goes (before 2026-12-02) wrote.
+        const auto packs = pj["packs_after"].get<std::uint64_t>();
+        if (kept < before) {
+          index_all += (packs + 63) / 64;
+          // Kept objects name at least 32 packs, written ones 64 but the last.
+          EXPECT_LE(kept + pj["index_objects_written"].get<std::uint64_t>(), packs / 32 + 1) << "day " << d;
+        }
+        index_last = kept + pj["index_objects_written"].get<std::uint64_t>();
+      }
       retention_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
       SimPoint pt{d, dir_bytes(rs.site().vault_dir()), 0, 0, snapshots};
       for (const SimMessage& m : all) {
@@ -160,6 +175,9 @@ TEST(Retention, ThreeYearsOfDailyBackupsKeepEveryMessageForItsMinimumAndNothingP
   std::printf("messages delivered %zu, retained %zu (%llu only in the archive), past the maximum %zu\n",
               all.size(), want.size(), (unsigned long long)a["from_archive_only"].get<std::uint64_t>(),
               gone.size());
+  std::printf("index objects written by the prunes: %llu (rewriting every one: %llu); after the last: %llu\n",
+              (unsigned long long)index_written, (unsigned long long)index_all,
+              (unsigned long long)index_last);
   std::printf("simulated %d days: backups %.1f s, forget+prune %.1f s, total %.1f s\n", days, backup_s,
               retention_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - t_begin).count());
   unsetenv("REDUIT_NOW");

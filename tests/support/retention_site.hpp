@@ -189,11 +189,12 @@ repack-below = 0.5
 
 class RetentionSite {
  public:
-  RetentionSite(const std::string& policy_text = kSimPolicy) {
+  /// `config_extra`: more top-level TOML for reduit.toml (a table such as [pack]).
+  explicit RetentionSite(const std::string& policy_text = kSimPolicy, const std::string& config_extra = "") {
     policy_ = tmp_.path() + "/policy.toml";
     reduit::test::write_file(policy_, policy_text);
     site_ = std::make_unique<Site>(std::vector<std::string>{tmp_.path() + "/mail"}, "%d/%n", "", "",
-                                   "policy = \"" + policy_ + "\"");
+                                   "policy = \"" + policy_ + "\"\n" + config_extra);
     mailbox_ = std::make_unique<Mailbox>(tmp_.path() + "/mail");
   }
   Site& site() { return *site_; }
