@@ -52,6 +52,7 @@ struct PruneResult {
   std::uint64_t waiting_expired_blobs = 0;  // expired message blobs still stored in waiting packs
   std::uint64_t bytes_before = 0, bytes_after = 0, bytes_deleted = 0, bytes_written = 0;  // stored bytes
   std::uint64_t blobs_live = 0;
+  // Index objects in the vault when the pack plan starts, left as they were, and written.
   std::uint64_t index_objects_before = 0, index_objects_kept = 0, index_objects_written = 0;
   std::vector<std::string> waiting;  // pack ids (hex)
   std::vector<std::string> warnings;
