@@ -69,10 +69,12 @@ IndexPlan plan_indexes(const std::vector<IndexObject>& objects, const std::set<H
     for (const IndexPack& p : objects[i].packs) first.emplace(p.id, i);
   }
   IndexPlan plan;
+  std::set<Hash> carried;
   for (std::size_t i = 0; i < objects.size(); ++i) {
     const std::vector<IndexPack>& packs = objects[i].packs;
+    std::set<Hash> named;  // an object naming a pack twice is rewritten with it once
     const bool untouched = std::all_of(packs.begin(), packs.end(), [&](const IndexPack& p) {
-      return first.at(p.id) == i && stays.count(p.id);
+      return first.at(p.id) == i && stays.count(p.id) && named.insert(p.id).second;
     });
     if (untouched && packs.size() >= kPacksPerIndex / 2) {
       plan.keep.push_back(objects[i].id);
@@ -80,7 +82,7 @@ IndexPlan plan_indexes(const std::vector<IndexObject>& objects, const std::set<H
     }
     plan.replace.push_back(objects[i].id);
     for (const IndexPack& p : packs) {
-      if (first.at(p.id) == i && stays.count(p.id)) plan.carry.push_back(p.id);
+      if (first.at(p.id) == i && stays.count(p.id) && carried.insert(p.id).second) plan.carry.push_back(p.id);
     }
   }
   return plan;

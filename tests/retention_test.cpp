@@ -484,6 +484,21 @@ TEST(Retention, IndexPlanKeepsFullUntouchedObjectsAndCarriesTheRest) {
   carry.push_back(h(400));
   carry.push_back(h(402));  // and nothing of object 6: object 1, kept, names its packs
   EXPECT_EQ(plan.carry, carry);
+  // An object naming a pack twice (a foreign or damaged index) is rewritten, naming
+  // it once; a full object naming again a pack first listed by a replaced one too.
+  std::vector<reduit::IndexObject> twice{object(7, 500, 40), object(8, 600, 3), object(9, 602, 40)};
+  twice[0].packs.push_back(twice[0].packs[5]);  // pack 505 again
+  std::set<reduit::Hash> all;
+  for (const auto& o : twice) {
+    for (const auto& p : o.packs) all.insert(p.id);
+  }
+  plan = reduit::plan_indexes(twice, all);
+  EXPECT_EQ(plan.keep, (std::vector<reduit::Hash>{}));
+  EXPECT_EQ(plan.replace, (std::vector<reduit::Hash>{h(60007), h(60008), h(60009)}));
+  carry.clear();
+  for (int i = 500; i < 540; ++i) carry.push_back(h(i));
+  for (int i = 600; i < 642; ++i) carry.push_back(h(i));  // 602 once: object 8 lists it first
+  EXPECT_EQ(plan.carry, carry);
   // Nothing stays: every object is replaced, nothing carried.
   plan = reduit::plan_indexes(objects, {});
   EXPECT_EQ(plan.keep.size(), 0u);
