@@ -76,9 +76,10 @@ struct IndexPlan {
 /// counts. An object is kept when it is the first listing of every pack it names,
 /// names none twice, every one of them stays, and it names at least
 /// kPacksPerIndex / 2 packs; every other object is replaced, and its first
-/// listings of packs that stay are carried (once each) into the new objects. So a prune rewrites only the objects it touches
-/// plus the small ones (one per nightly backup), which it merges: a vault of P
-/// packs keeps at most P / 32 + 1 index objects after a prune.
+/// listings of packs that stay are carried (once each) into the new objects. So
+/// a prune rewrites only the objects it touches plus the small ones (one per
+/// nightly backup), which it merges: a vault of P packs keeps at most P / 32 + 1
+/// index objects after a prune.
 IndexPlan plan_indexes(const std::vector<IndexObject>& objects, const std::set<Hash>& stays);
 
 /// `repo` opens metadata and seals new objects (the agent key); `reader` (may be
