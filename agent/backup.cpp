@@ -34,6 +34,7 @@
 #include "vault/delta.hpp"
 #include "vault/error.hpp"
 #include "vault/repository.hpp"
+#include "vault/seal_helper.hpp"
 
 #ifndef REDUIT_VERSION
 #define REDUIT_VERSION "dev"
@@ -142,7 +143,10 @@ class PackUploader {
   bool keep(const Bytes& b) const { return b.capacity() <= 2 * (vc_.pack_size + (1u << 20)); }
 
   void seal_loop() {
-    Crypto crypto(home_);
+    // gpg is started by a helper process, so this large process forks nothing per
+    // pack (vault/seal_helper.hpp); in-process where there is no helper (tests).
+    std::unique_ptr<SealHelper> helper = SealHelper::start(home_);
+    std::unique_ptr<Crypto> crypto = helper ? nullptr : std::make_unique<Crypto>(home_);
     while (true) {
       Job job;
       Bytes reuse;
@@ -164,7 +168,8 @@ class PackUploader {
         }
       }
       cv_.notify_all();
-      Bytes sealed = seal_object(crypto, vc_, job.bytes, job.kind, std::move(reuse));
+      Bytes sealed = helper ? seal_object(*helper, vc_, job.bytes, job.kind, std::move(reuse))
+                            : seal_object(*crypto, vc_, job.bytes, job.kind, std::move(reuse));
       {
         std::lock_guard<std::mutex> g(mu_);
         if (job.kind == PackKind::kData && spare_.size() < kSpares && keep(job.bytes))

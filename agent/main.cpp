@@ -6,9 +6,11 @@
 #include <cstdio>
 #include <ctime>
 #include <iostream>
+#include <string_view>
 
 #include "agent/cli.hpp"
 #include "vault/error.hpp"
+#include "vault/seal_helper.hpp"
 
 #ifndef REDUIT_VERSION
 #define REDUIT_VERSION "dev"
@@ -39,6 +41,8 @@ static const char* kExitCodes = R"(Exit codes:
 
 int main(int argc, char** argv) {
   using namespace reduit;
+  if (argc == 2 && std::string_view(argv[1]) == kSealHelperArg) return seal_helper_main();
+  enable_seal_helpers();
   // Packs move through the pipeline as 4–20 MiB buffers allocated and freed on
   // different threads. Served by mmap they go back to the system when freed; from
   // per-thread heaps they stayed resident (first backup of 100,000 messages: peak

@@ -1,4 +1,4 @@
-// tests/crypto_test.cpp — vault/crypto.cpp against real gpg keys.
+// tests/crypto_test.cpp — vault/crypto.cpp (and vault/seal_helper.cpp) against real gpg keys.
 //
 // Two keys are generated once per suite in a "keys" home: archive (recipient of
 // everything) and agent (signer, extra recipient of metadata). Each test works in
@@ -8,8 +8,11 @@
 //   archive_only — archive secret, no agent key     (bootstrap: config not yet read)
 //   public_home  — both public keys, no secret key
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -19,8 +22,10 @@
 #include <vector>
 
 #include "support/gpg_home.hpp"
+#include "support/harness.hpp"
 #include "vault/crypto.hpp"
 #include "vault/error.hpp"
+#include "vault/seal_helper.hpp"
 
 namespace reduit {
 namespace {
@@ -422,6 +427,57 @@ TEST_F(CryptoTest, EncryptIntoAReusedBufferWritesOnlyTheMessage) {
   EXPECT_EQ(
       expect_error([&] { agent.encrypt_sign(inside, {archive_fpr_}, agent_fpr_, std::move(both)); }).what(),
       std::string("encrypt_sign: the output buffer holds the plaintext"));
+}
+
+// vault/seal_helper.hpp: encrypt+sign in a helper process started from the reduit
+// binary (this test binary has no helper entry point, so it names that binary).
+TEST_F(CryptoTest, SealHelperSealsAsCryptoDoesAndReportsItsErrors) {
+  enable_seal_helpers(test::reduit_binary());
+  std::unique_ptr<SealHelper> helper = SealHelper::start(agent_home_->path());
+  enable_seal_helpers("");  // the rest of this binary seals in-process
+  ASSERT_NE(helper, nullptr);
+  EXPECT_EQ(SealHelper::start(agent_home_->path()), nullptr);
+  Crypto archive(archive_home_->path());
+  // 1000 bytes, then the whole 3 MiB: the shared memory grows between requests.
+  for (std::size_t n : {std::size_t{1000}, plaintext_->size()}) {
+    std::span<std::uint8_t> in = helper->input(n);
+    ASSERT_EQ(in.size(), n);
+    std::memcpy(in.data(), plaintext_->data(), n);
+    Bytes out = helper->encrypt_sign(n, {archive_fpr_}, agent_fpr_, Bytes());
+    DecryptResult r = archive.decrypt_verify(out, agent_fpr_);
+    ASSERT_EQ(r.plaintext.size(), n);
+    EXPECT_EQ(std::memcmp(r.plaintext.data(), plaintext_->data(), n), 0);
+    EXPECT_EQ(r.signer_fingerprint, agent_fpr_);
+  }
+
+  // A key error comes back with Crypto's code and message, and the helper goes on.
+  const std::string unknown = "0123456789ABCDEF0123456789ABCDEF01234567";
+  Crypto agent(agent_home_->path());
+  Error direct = expect_error([&] { agent.encrypt_sign(to_bytes("x"), {unknown}, agent_fpr_); });
+  helper->input(1)[0] = 'x';
+  Error relayed = expect_error([&] { helper->encrypt_sign(1, {unknown}, agent_fpr_, Bytes()); });
+  EXPECT_EQ(relayed.code(), ErrorCode::kKey);
+  EXPECT_EQ(std::string(relayed.what()), std::string(direct.what()));
+  EXPECT_EQ(archive.decrypt_verify(helper->encrypt_sign(1, {archive_fpr_}, agent_fpr_, Bytes()), agent_fpr_)
+                .plaintext,
+            to_bytes("x"));
+
+  // A helper that dies is named with its pid and how it ended.
+  const pid_t pid = helper->pid();
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  // Wait until it is a zombie, so its end of the socket is closed.
+  for (int i = 0; i < 500; ++i) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    if (line.find(") Z ") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  Error died = expect_error([&] { helper->encrypt_sign(1, {archive_fpr_}, agent_fpr_, Bytes()); });
+  EXPECT_EQ(died.code(), ErrorCode::kInternal);
+  EXPECT_EQ(std::string(died.what()), "the seal helper process (pid " + std::to_string(pid) +
+                                          ") was killed by signal 9 while taking a request (please report)");
+  helper.reset();  // nothing left to wait for
 }
 
 }  // namespace

@@ -31,15 +31,11 @@ struct Scratch {
 };
 }  // namespace
 
-std::span<const std::uint8_t> zstd_compress_view(std::span<const std::uint8_t> data, int level) {
-  // A per-thread scratch buffer and context, reused: no fresh pages per pack, and a
-  // large buffer is kept out of gpg's forks (vault/bytes.hpp). The buffer is never
-  // zero-filled: only the pages zstd writes are ever resident. It grows with an
-  // eighth to spare, since packs end a message past their target.
-  thread_local Scratch scratch;
+std::size_t zstd_compress_into(std::span<const std::uint8_t> data, int level, std::span<std::uint8_t> out) {
+  // One context per thread, reused: its tables are allocated once.
   thread_local std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx(ZSTD_createCCtx(), &ZSTD_freeCCtx);
-  std::size_t bound = ZSTD_compressBound(data.size());
-  if (bound > scratch.size) scratch.grow(bound + bound / 8);
+  if (out.size() < ZSTD_compressBound(data.size()))
+    throw Error(ErrorCode::kInternal, "zstd: output buffer smaller than ZSTD_compressBound");
   // Levels 1–19 keep a window of 0.5–8 MiB for large inputs; a 16 MiB pack then
   // cannot match a header against those early in the pack. The window is widened
   // to 16 MiB, the default pack target (zstd shrinks it to a smaller input's
@@ -50,11 +46,24 @@ std::span<const std::uint8_t> zstd_compress_view(std::span<const std::uint8_t> d
   std::size_t n = ZSTD_CCtx_reset(cctx.get(), ZSTD_reset_session_and_parameters);
   if (!ZSTD_isError(n)) n = ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
   if (!ZSTD_isError(n)) n = ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_windowLog, kWindowLog);
-  if (!ZSTD_isError(n)) n = ZSTD_compress2(cctx.get(), scratch.data, bound, data.data(), data.size());
+  if (!ZSTD_isError(n)) n = ZSTD_compress2(cctx.get(), out.data(), out.size(), data.data(), data.size());
   if (ZSTD_isError(n)) {
     throw Error(ErrorCode::kInternal, std::string("zstd: ") + ZSTD_getErrorName(n));
   }
-  return {scratch.data, n};
+  return n;
+}
+
+std::size_t zstd_bound(std::size_t size) { return ZSTD_compressBound(size); }
+
+std::span<const std::uint8_t> zstd_compress_view(std::span<const std::uint8_t> data, int level) {
+  // A per-thread scratch buffer, reused: no fresh pages per pack, and a large
+  // buffer is kept out of gpg's forks (vault/bytes.hpp). The buffer is never
+  // zero-filled: only the pages zstd writes are ever resident. It grows with an
+  // eighth to spare, since packs end a message past their target.
+  thread_local Scratch scratch;
+  std::size_t bound = ZSTD_compressBound(data.size());
+  if (bound > scratch.size) scratch.grow(bound + bound / 8);
+  return {scratch.data, zstd_compress_into(data, level, {scratch.data, bound})};
 }
 
 Bytes zstd_compress(const Bytes& data, int level) {

@@ -17,6 +17,14 @@ Bytes zstd_compress(const Bytes& data, int level);
 /// for a frame that goes straight to gpg, as a pack's does).
 std::span<const std::uint8_t> zstd_compress_view(std::span<const std::uint8_t> data, int level);
 
+/// The same frame, written into `out`, which must hold zstd_bound(data.size())
+/// bytes (Error kInternal otherwise); returns the frame's length.
+std::size_t zstd_compress_into(std::span<const std::uint8_t> data, int level, std::span<std::uint8_t> out);
+
+/// The largest frame zstd_compress_into can write for `size` bytes of input
+/// (ZSTD_compressBound).
+std::size_t zstd_bound(std::size_t size);
+
 /// Decompresses one frame. `max_size` bounds the output (defends against a
 /// hostile frame claiming terabytes). Throws Error(kVerify) on a corrupt frame.
 Bytes zstd_decompress(const Bytes& frame, std::size_t max_size = std::size_t(1) << 32);

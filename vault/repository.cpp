@@ -12,6 +12,7 @@
 #include "vault/compress.hpp"
 #include "vault/error.hpp"
 #include "vault/pack_filter.hpp"
+#include "vault/seal_helper.hpp"
 
 namespace reduit {
 
@@ -106,7 +107,9 @@ const VaultConfig& Repository::load_config() {
   return config_;
 }
 
-Bytes seal_object(Crypto& crypto, const VaultConfig& c, Bytes& plaintext, PackKind kind, Bytes reuse) {
+namespace {
+// The recipients of an object of `kind`; a data pack's plaintext is filtered.
+std::vector<std::string> prepare_seal(const VaultConfig& c, Bytes& plaintext, PackKind kind, Bytes& reuse) {
   std::vector<std::string> recipients = c.archive_keys;
   if (kind == PackKind::kMetadata) {
     recipients.push_back(c.agent_key);
@@ -115,8 +118,20 @@ Bytes seal_object(Crypto& crypto, const VaultConfig& c, Bytes& plaintext, PackKi
     // pages are resident already, and gpg overwrites them only after zstd is done.
     filter_pack(plaintext, reuse);
   }
+  return recipients;
+}
+}  // namespace
+
+Bytes seal_object(Crypto& crypto, const VaultConfig& c, Bytes& plaintext, PackKind kind, Bytes reuse) {
+  std::vector<std::string> recipients = prepare_seal(c, plaintext, kind, reuse);
   return crypto.encrypt_sign(zstd_compress_view(plaintext, c.zstd_level), recipients, c.agent_key,
                              std::move(reuse));
+}
+
+Bytes seal_object(SealHelper& helper, const VaultConfig& c, Bytes& plaintext, PackKind kind, Bytes reuse) {
+  std::vector<std::string> recipients = prepare_seal(c, plaintext, kind, reuse);
+  std::size_t n = zstd_compress_into(plaintext, c.zstd_level, helper.input(zstd_bound(plaintext.size())));
+  return helper.encrypt_sign(n, recipients, c.agent_key, std::move(reuse));
 }
 
 Bytes Repository::seal(Bytes plaintext, PackKind kind) {

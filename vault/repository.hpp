@@ -23,6 +23,8 @@
 
 namespace reduit {
 
+class SealHelper;
+
 struct LoadedPack {
   Hash id;
   Bytes plaintext;
@@ -148,6 +150,12 @@ class Lease {
 /// with, so its pages are not faulted in again; empty: a new buffer), which also
 /// holds the decoded base64 until zstd has read it.
 Bytes seal_object(Crypto& crypto, const VaultConfig& config, Bytes& plaintext, PackKind kind,
+                  Bytes reuse = {});
+
+/// The same object, sealed by `helper` (vault/seal_helper.hpp): zstd writes the
+/// frame into the helper's shared memory, and gpg is started by the helper, not by
+/// this process. Errors as Crypto::encrypt_sign, or kInternal when the helper dies.
+Bytes seal_object(SealHelper& helper, const VaultConfig& config, Bytes& plaintext, PackKind kind,
                   Bytes reuse = {});
 
 /// Verifies the signature (the config's agent key), decrypts and decompresses
