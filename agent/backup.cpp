@@ -34,7 +34,6 @@
 #include "vault/delta.hpp"
 #include "vault/error.hpp"
 #include "vault/repository.hpp"
-#include "vault/seal_helper.hpp"
 
 #ifndef REDUIT_VERSION
 #define REDUIT_VERSION "dev"
@@ -144,9 +143,8 @@ class PackUploader {
 
   void seal_loop() {
     // gpg is started by a helper process, so this large process forks nothing per
-    // pack (vault/seal_helper.hpp); in-process where there is no helper (tests).
-    std::unique_ptr<SealHelper> helper = SealHelper::start(home_);
-    std::unique_ptr<Crypto> crypto = helper ? nullptr : std::make_unique<Crypto>(home_);
+    // pack (vault/gpg_helper.hpp).
+    PackSealer sealer(home_);
     while (true) {
       Job job;
       Bytes reuse;
@@ -168,8 +166,7 @@ class PackUploader {
         }
       }
       cv_.notify_all();
-      Bytes sealed = helper ? seal_object(*helper, vc_, job.bytes, job.kind, std::move(reuse))
-                            : seal_object(*crypto, vc_, job.bytes, job.kind, std::move(reuse));
+      Bytes sealed = sealer.seal(vc_, job.bytes, job.kind, std::move(reuse));
       {
         std::lock_guard<std::mutex> g(mu_);
         if (job.kind == PackKind::kData && spare_.size() < kSpares && keep(job.bytes))

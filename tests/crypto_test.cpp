@@ -1,4 +1,4 @@
-// tests/crypto_test.cpp — vault/crypto.cpp (and vault/seal_helper.cpp) against real gpg keys.
+// tests/crypto_test.cpp — vault/crypto.cpp (and vault/gpg_helper.cpp) against real gpg keys.
 //
 // Two keys are generated once per suite in a "keys" home: archive (recipient of
 // everything) and agent (signer, extra recipient of metadata). Each test works in
@@ -25,7 +25,7 @@
 #include "support/harness.hpp"
 #include "vault/crypto.hpp"
 #include "vault/error.hpp"
-#include "vault/seal_helper.hpp"
+#include "vault/gpg_helper.hpp"
 
 namespace reduit {
 namespace {
@@ -429,14 +429,14 @@ TEST_F(CryptoTest, EncryptIntoAReusedBufferWritesOnlyTheMessage) {
       std::string("encrypt_sign: the output buffer holds the plaintext"));
 }
 
-// vault/seal_helper.hpp: encrypt+sign in a helper process started from the reduit
+// vault/gpg_helper.hpp: encrypt+sign in a helper process started from the reduit
 // binary (this test binary has no helper entry point, so it names that binary).
-TEST_F(CryptoTest, SealHelperSealsAsCryptoDoesAndReportsItsErrors) {
-  enable_seal_helpers(test::reduit_binary());
-  std::unique_ptr<SealHelper> helper = SealHelper::start(agent_home_->path());
-  enable_seal_helpers("");  // the rest of this binary seals in-process
+TEST_F(CryptoTest, GpgHelperSealsAsCryptoDoesAndReportsItsErrors) {
+  enable_gpg_helpers(test::reduit_binary());
+  std::unique_ptr<GpgHelper> helper = GpgHelper::start(agent_home_->path());
+  enable_gpg_helpers("");  // the rest of this binary seals in-process
   ASSERT_NE(helper, nullptr);
-  EXPECT_EQ(SealHelper::start(agent_home_->path()), nullptr);
+  EXPECT_EQ(GpgHelper::start(agent_home_->path()), nullptr);
   Crypto archive(archive_home_->path());
   // 1000 bytes, then the whole 3 MiB: the shared memory grows between requests.
   for (std::size_t n : {std::size_t{1000}, plaintext_->size()}) {
@@ -462,7 +462,7 @@ TEST_F(CryptoTest, SealHelperSealsAsCryptoDoesAndReportsItsErrors) {
                 .plaintext,
             to_bytes("x"));
 
-  // A helper that dies is named with its pid and how it ended.
+  // A helper that dies is named with its pid and how it ended, and is not used again.
   const pid_t pid = helper->pid();
   ASSERT_EQ(::kill(pid, SIGKILL), 0);
   // Wait until it is a zombie, so its end of the socket is closed.
@@ -475,8 +475,10 @@ TEST_F(CryptoTest, SealHelperSealsAsCryptoDoesAndReportsItsErrors) {
   }
   Error died = expect_error([&] { helper->encrypt_sign(1, {archive_fpr_}, agent_fpr_, Bytes()); });
   EXPECT_EQ(died.code(), ErrorCode::kInternal);
-  EXPECT_EQ(std::string(died.what()), "the seal helper process (pid " + std::to_string(pid) +
+  EXPECT_EQ(std::string(died.what()), "the gpg helper process (pid " + std::to_string(pid) +
                                           ") was killed by signal 9 while taking a request (please report)");
+  EXPECT_EQ(std::string(expect_error([&] { helper->encrypt_sign(1, {archive_fpr_}, agent_fpr_, Bytes()); }).what()),
+            "the gpg helper process has ended");
   helper.reset();  // nothing left to wait for
 }
 

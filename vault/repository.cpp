@@ -11,8 +11,8 @@
 
 #include "vault/compress.hpp"
 #include "vault/error.hpp"
+#include "vault/gpg_helper.hpp"
 #include "vault/pack_filter.hpp"
-#include "vault/seal_helper.hpp"
 
 namespace reduit {
 
@@ -128,12 +128,6 @@ Bytes seal_object(Crypto& crypto, const VaultConfig& c, Bytes& plaintext, PackKi
                              std::move(reuse));
 }
 
-Bytes seal_object(SealHelper& helper, const VaultConfig& c, Bytes& plaintext, PackKind kind, Bytes reuse) {
-  std::vector<std::string> recipients = prepare_seal(c, plaintext, kind, reuse);
-  std::size_t n = zstd_compress_into(plaintext, c.zstd_level, helper.input(zstd_bound(plaintext.size())));
-  return helper.encrypt_sign(n, recipients, c.agent_key, std::move(reuse));
-}
-
 Bytes Repository::seal(Bytes plaintext, PackKind kind) {
   return seal_object(*crypto_, config(), plaintext, kind);
 }
@@ -239,6 +233,20 @@ LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, 
   }
   p.entries = parse_pack(p.plaintext);
   return p;
+}
+
+PackSealer::PackSealer(std::string gnupghome) : gnupghome_(std::move(gnupghome)) {}
+PackSealer::~PackSealer() = default;
+
+Bytes PackSealer::seal(const VaultConfig& c, Bytes& plaintext, PackKind kind, Bytes reuse) {
+  if (!helper_ && !crypto_) {
+    helper_ = GpgHelper::start(gnupghome_);
+    if (!helper_) crypto_ = std::make_unique<Crypto>(gnupghome_);
+  }
+  if (crypto_) return seal_object(*crypto_, c, plaintext, kind, std::move(reuse));
+  std::vector<std::string> recipients = prepare_seal(c, plaintext, kind, reuse);
+  std::size_t n = zstd_compress_into(plaintext, c.zstd_level, helper_->input(zstd_bound(plaintext.size())));
+  return helper_->encrypt_sign(n, recipients, c.agent_key, std::move(reuse));
 }
 
 LoadedPack Repository::load_pack(const Hash& id) {

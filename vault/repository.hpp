@@ -23,7 +23,7 @@
 
 namespace reduit {
 
-class SealHelper;
+class GpgHelper;
 
 struct LoadedPack {
   Hash id;
@@ -152,12 +152,6 @@ class Lease {
 Bytes seal_object(Crypto& crypto, const VaultConfig& config, Bytes& plaintext, PackKind kind,
                   Bytes reuse = {});
 
-/// The same object, sealed by `helper` (vault/seal_helper.hpp): zstd writes the
-/// frame into the helper's shared memory, and gpg is started by the helper, not by
-/// this process. Errors as Crypto::encrypt_sign, or kInternal when the helper dies.
-Bytes seal_object(SealHelper& helper, const VaultConfig& config, Bytes& plaintext, PackKind kind,
-                  Bytes reuse = {});
-
 /// Verifies the signature (the config's agent key), decrypts and decompresses
 /// `stored` as Repository::open does, for threads that own a Crypto. `what` names
 /// the object in errors (kKey, kVerify).
@@ -168,6 +162,27 @@ Bytes open_object(Crypto& crypto, const VaultConfig& config, const Bytes& stored
 /// filtered pack (FORMAT.md §5.1) is restored to its plaintext first (kVerify when
 /// its table is malformed).
 LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, const Bytes& stored);
+
+/// seal_object for a thread that seals many packs: through a GpgHelper
+/// (vault/gpg_helper.hpp) where the running binary has one, so gpg is forked from
+/// the helper and not from this process, and zstd writes the frame straight into
+/// the helper's shared memory; else through a Crypto of its own (test binaries).
+/// The helper is started by the first seal(), so a failure to start one is that
+/// call's. Errors as seal_object, and kInternal when the helper dies.
+class PackSealer {
+ public:
+  explicit PackSealer(std::string gnupghome);
+  ~PackSealer();
+  PackSealer(const PackSealer&) = delete;
+  PackSealer& operator=(const PackSealer&) = delete;
+
+  Bytes seal(const VaultConfig& config, Bytes& plaintext, PackKind kind, Bytes reuse = {});
+
+ private:
+  std::string gnupghome_;
+  std::unique_ptr<GpgHelper> helper_;
+  std::unique_ptr<Crypto> crypto_;
+};
 
 std::int64_t now_ns();
 std::string local_hostname();

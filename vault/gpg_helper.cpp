@@ -1,11 +1,11 @@
-// vault/seal_helper.cpp — see seal_helper.hpp.
+// vault/gpg_helper.cpp — see gpg_helper.hpp.
 //
 // Protocol on the socket (SOCK_STREAM, one request at a time, integers little-endian):
 //   request: u64 memfd size, u64 input length, u32 string count, then per string
-//            u32 length and its bytes: GNUPGHOME, signer, recipients…
+//            a u32 length and its bytes: GNUPGHOME, the signer, the recipients.
 //   reply:   u8 status (0 = ok, else the reduit::ErrorCode), u64 length, then the
 //            OpenPGP message (ok) or the error message.
-#include "vault/seal_helper.hpp"
+#include "vault/gpg_helper.hpp"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -76,12 +76,12 @@ void widen_buffers(int fd) {
 
 }  // namespace
 
-void enable_seal_helpers(const std::string& exe) {
+void enable_gpg_helpers(const std::string& exe) {
   std::lock_guard<std::mutex> g(g_mu);
   g_exe = exe;
 }
 
-int seal_helper_main() {
+int gpg_helper_main() {
   // Only the two descriptors of the protocol: nothing the caller had open stays
   // open in gpg's processes.
   ::close_range(kMemFd + 1, ~0U, 0);
@@ -95,7 +95,8 @@ int seal_helper_main() {
     std::uint8_t head[20];
     if (!read_all(kSocketFd, head, sizeof head)) return errno == 0 ? 0 : 1;
     const std::uint64_t size = load_le(head, 8), in_len = load_le(head + 8, 8);
-    const std::uint32_t count = static_cast<std::uint32_t>(load_le(head + 16, 4));
+    const auto count = static_cast<std::uint32_t>(load_le(head + 16, 4));
+    if (count < 3 || count > 4096 || in_len > size) return 1;  // not our caller
     std::vector<std::string> strings;
     for (std::uint32_t i = 0; i < count; ++i) {
       std::uint8_t len[4];
@@ -104,7 +105,6 @@ int seal_helper_main() {
       if (!read_all(kSocketFd, s.data(), s.size())) return 1;
       strings.push_back(std::move(s));
     }
-    if (strings.size() < 3 || in_len > size) return 1;  // not our caller
     if (size != map_size) {
       if (map) ::munmap(const_cast<std::uint8_t*>(map), map_size);
       void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, kMemFd, 0);
@@ -140,7 +140,7 @@ int seal_helper_main() {
   }
 }
 
-std::unique_ptr<SealHelper> SealHelper::start(const std::string& gnupghome) {
+std::unique_ptr<GpgHelper> GpgHelper::start(const std::string& gnupghome) {
   std::string exe;
   {
     std::lock_guard<std::mutex> g(g_mu);
@@ -149,7 +149,7 @@ std::unique_ptr<SealHelper> SealHelper::start(const std::string& gnupghome) {
   if (exe.empty()) return nullptr;
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return nullptr;
-  int memfd = ::memfd_create("reduit-seal", MFD_CLOEXEC);
+  int memfd = ::memfd_create("reduit-gpg", MFD_CLOEXEC);
   if (memfd < 0) {
     ::close(sv[0]);
     ::close(sv[1]);
@@ -161,8 +161,8 @@ std::unique_ptr<SealHelper> SealHelper::start(const std::string& gnupghome) {
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, sv[1], kSocketFd);
   posix_spawn_file_actions_adddup2(&fa, memfd, kMemFd);
-  char arg0[] = "reduit-seal";
-  std::string arg1 = kSealHelperArg;
+  char arg0[] = "reduit-gpg";
+  std::string arg1 = kGpgHelperArg;
   char* argv[] = {arg0, arg1.data(), nullptr};
   pid_t pid = -1;
   int rc = ::posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv, environ);
@@ -174,13 +174,13 @@ std::unique_ptr<SealHelper> SealHelper::start(const std::string& gnupghome) {
     return nullptr;
   }
   widen_buffers(sv[0]);
-  return std::unique_ptr<SealHelper>(new SealHelper(pid, sv[0], memfd, gnupghome));
+  return std::unique_ptr<GpgHelper>(new GpgHelper(pid, sv[0], memfd, gnupghome));
 }
 
-SealHelper::SealHelper(pid_t pid, int sock, int memfd, std::string gnupghome)
+GpgHelper::GpgHelper(pid_t pid, int sock, int memfd, std::string gnupghome)
     : pid_(pid), sock_(sock), memfd_(memfd), gnupghome_(std::move(gnupghome)) {}
 
-SealHelper::~SealHelper() {
+GpgHelper::~GpgHelper() {
   if (map_) ::munmap(map_, map_size_);
   ::close(sock_);  // the helper reads EOF and exits
   ::close(memfd_);
@@ -189,7 +189,7 @@ SealHelper::~SealHelper() {
   }
 }
 
-void SealHelper::fail(const std::string& what) {
+void GpgHelper::fail(const std::string& what) {
   // The socket failed: the helper has exited, or is killed now (a helper that
   // broke the protocol is not trusted with the next pack).
   const pid_t pid = pid_;
@@ -203,18 +203,18 @@ void SealHelper::fail(const std::string& what) {
                               : "exited with status " + std::to_string(WEXITSTATUS(status));
   }
   pid_ = -1;
-  throw Error(ErrorCode::kInternal, "the seal helper process (pid " + std::to_string(pid) + ") " + how +
+  throw Error(ErrorCode::kInternal, "the gpg helper process (pid " + std::to_string(pid) + ") " + how +
                                         " while " + what + " (please report)");
 }
 
-std::span<std::uint8_t> SealHelper::input(std::size_t size) {
+std::span<std::uint8_t> GpgHelper::input(std::size_t size) {
   if (size > map_size_) {
     // An eighth to spare: packs end a message past their target.
     std::size_t grown = (size + size / 8 + 0xFFFF) & ~std::size_t{0xFFFF};
     void* p = MAP_FAILED;
     if (::ftruncate(memfd_, static_cast<off_t>(grown)) == 0)
       p = ::mmap(nullptr, grown, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_, 0);
-    if (p == MAP_FAILED) throw_errno("mapping the seal helper's shared memory", errno);
+    if (p == MAP_FAILED) throw_errno("mapping the gpg helper's shared memory", errno);
     ::madvise(p, grown, MADV_DONTFORK);
     if (map_) {
       // The file keeps its contents; only the old view goes.
@@ -226,9 +226,10 @@ std::span<std::uint8_t> SealHelper::input(std::size_t size) {
   return {map_, size};
 }
 
-Bytes SealHelper::encrypt_sign(std::size_t size, const std::vector<std::string>& recipients,
-                               const std::string& signer, Bytes out) {
-  if (size > map_size_) throw Error(ErrorCode::kInternal, "seal helper: input larger than its shared memory");
+Bytes GpgHelper::encrypt_sign(std::size_t size, const std::vector<std::string>& recipients,
+                              const std::string& signer, Bytes out) {
+  if (pid_ <= 0) throw Error(ErrorCode::kInternal, "the gpg helper process has ended");
+  if (size > map_size_) throw Error(ErrorCode::kInternal, "gpg helper: input larger than its shared memory");
   std::string req;
   put_u(req, map_size_, 8);
   put_u(req, size, 8);
@@ -242,18 +243,18 @@ Bytes SealHelper::encrypt_sign(std::size_t size, const std::vector<std::string>&
   for (const std::string& r : recipients) add(r);
   if (!write_all(sock_, req.data(), req.size())) fail("taking a request");
   std::uint8_t head[9];
-  if (!read_all(sock_, head, sizeof head)) fail("encrypting a pack");
+  if (!read_all(sock_, head, sizeof head)) fail("encrypting");
   const std::uint8_t status = head[0];
   const std::uint64_t len = load_le(head + 1, 8);
   if (status != 0) {
     std::string message(len, '\0');
-    if (!read_all(sock_, message.data(), message.size())) fail("reporting an error");
+    if (!read_all(sock_, message.data(), message.size())) fail("replying");
     throw Error(static_cast<ErrorCode>(status), message);
   }
   out.clear();
   if (len > out.capacity()) out.reserve(len);
   out.resize(len);
-  if (!read_all(sock_, out.data(), len)) fail("returning a sealed pack");
+  if (!read_all(sock_, out.data(), len)) fail("replying");
   return out;
 }
 
