@@ -155,19 +155,28 @@ std::unique_ptr<GpgHelper> GpgHelper::start(const std::string& gnupghome) {
     ::close(sv[1]);
     return nullptr;
   }
+  // The child's ends are first moved above 3 and 4, so that neither dup2 below
+  // closes the other's source.
+  const int child_sock = ::fcntl(sv[1], F_DUPFD_CLOEXEC, 10);
+  const int child_mem = ::fcntl(memfd, F_DUPFD_CLOEXEC, 10);
+  ::close(sv[1]);
   // posix_spawn starts the child without copying this process's page tables
   // (glibc: clone with CLONE_VM | CLONE_VFORK), unlike fork().
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, sv[1], kSocketFd);
-  posix_spawn_file_actions_adddup2(&fa, memfd, kMemFd);
-  char arg0[] = "reduit-gpg";
-  std::string arg1 = kGpgHelperArg;
-  char* argv[] = {arg0, arg1.data(), nullptr};
+  int rc = EBADF;
   pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  ::close(sv[1]);
+  if (child_sock >= 0 && child_mem >= 0) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, child_sock, kSocketFd);
+    posix_spawn_file_actions_adddup2(&fa, child_mem, kMemFd);
+    char arg0[] = "reduit-gpg";
+    std::string arg1 = kGpgHelperArg;
+    char* argv[] = {arg0, arg1.data(), nullptr};
+    rc = ::posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+  }
+  if (child_sock >= 0) ::close(child_sock);
+  if (child_mem >= 0) ::close(child_mem);
   if (rc != 0) {
     ::close(sv[0]);
     ::close(memfd);

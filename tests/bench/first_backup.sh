@@ -1,0 +1,33 @@
+#!/bin/bash
+# tests/bench/first_backup.sh — one file:// first backup into a fresh vault and
+# state dir, timed by /usr/bin/time: the A/B measurement of docs/PERFORMANCE.md
+# (run it alternately with two builds on the same data).
+#
+# usage: tests/bench/first_backup.sh REDUIT SRC GNUPGHOME FINGERPRINT WORKDIR [TAG]
+#   REDUIT       the reduit binary to measure
+#   SRC          a Maildir tree in the %d/%n layout (scripts/gen-maildir --out SRC)
+#   GNUPGHOME    a GnuPG home holding FINGERPRINT's secret key (no passphrase)
+#   WORKDIR      emptied and used for the vault, the state dir and the config
+# prints: TAG WALL s wall USER user SYS sys MAXRSS KiB (the process tree: helpers
+# and gpg included). Set PERF="perf record -g -o FILE --" to profile the run.
+set -euo pipefail
+if [ $# -lt 5 ]; then
+  sed -n '6,12p' "$0" >&2
+  exit 2
+fi
+bin=$1 src=$2 home=$3 fpr=$4 work=$5 tag=${6:-run}
+rm -rf "$work"
+mkdir -p "$work"
+cat > "$work/reduit.toml" <<EOT
+state_dir = "$work/state"
+[vault]
+url = "file://$work/vault"
+[keys]
+gnupghome = "$home"
+[[source]]
+root = "$src"
+layout = "%d/%n"
+EOT
+"$bin" -c "$work/reduit.toml" -q init --recipient "$fpr" --signing-key "$fpr" >/dev/null
+sync
+${PERF:-} /usr/bin/time -f "$tag %e s wall %U user %S sys %M KiB" "$bin" -c "$work/reduit.toml" -q backup >/dev/null
