@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,6 +30,10 @@ namespace {
 
 constexpr int kSocketFd = 3;
 constexpr int kMemFd = 4;
+constexpr std::uint32_t kMaxStrings = 4096;          // GNUPGHOME, signer, recipients
+constexpr std::uint32_t kMaxString = 64 << 10;       // one of them, or an error message
+constexpr int kSocketBuffer = 4 << 20;               // asked for; the kernel caps it
+static_assert(static_cast<int>(ErrorCode::kInternal) <= 255, "reply status is one byte");
 std::mutex g_mu;
 std::string g_exe;  // empty: helpers are not enabled
 
@@ -69,9 +74,25 @@ void put_u(std::string& s, std::uint64_t v, int n) {
 // Bigger socket buffers: fewer switches between the helper and the caller while a
 // 16 MiB message crosses (the kernel caps them at net.core.*mem_max).
 void widen_buffers(int fd) {
-  int size = 4 << 20;
+  int size = kSocketBuffer;
   ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+}
+
+bool known_status(std::uint8_t s) {
+  switch (static_cast<ErrorCode>(s)) {
+    case ErrorCode::kUsage:
+    case ErrorCode::kLockHeld:
+    case ErrorCode::kUnreachable:
+    case ErrorCode::kKey:
+    case ErrorCode::kVerify:
+    case ErrorCode::kSource:
+    case ErrorCode::kNotFound:
+    case ErrorCode::kIo:
+    case ErrorCode::kInternal:
+      return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -85,6 +106,7 @@ int gpg_helper_main() {
   // Only the two descriptors of the protocol: nothing the caller had open stays
   // open in gpg's processes.
   ::close_range(kMemFd + 1, ~0U, 0);
+  ::prctl(PR_SET_NAME, "reduit-gpg");  // started as /proc/self/exe, it would be "exe"
   widen_buffers(kSocketFd);
   std::unique_ptr<Crypto> crypto;
   std::string crypto_home;
@@ -96,11 +118,11 @@ int gpg_helper_main() {
     if (!read_all(kSocketFd, head, sizeof head)) return errno == 0 ? 0 : 1;
     const std::uint64_t size = load_le(head, 8), in_len = load_le(head + 8, 8);
     const auto count = static_cast<std::uint32_t>(load_le(head + 16, 4));
-    if (count < 3 || count > 4096 || in_len > size) return 1;  // not our caller
+    if (count < 3 || count > kMaxStrings || in_len > size) return 1;  // not our caller
     std::vector<std::string> strings;
     for (std::uint32_t i = 0; i < count; ++i) {
       std::uint8_t len[4];
-      if (!read_all(kSocketFd, len, 4)) return 1;
+      if (!read_all(kSocketFd, len, 4) || load_le(len, 4) > kMaxString) return 1;
       std::string s(load_le(len, 4), '\0');
       if (!read_all(kSocketFd, s.data(), s.size())) return 1;
       strings.push_back(std::move(s));
@@ -133,6 +155,7 @@ int gpg_helper_main() {
     }
     std::string reply;
     put_u(reply, status, 1);
+    if (message.size() > kMaxString) message.resize(kMaxString);
     put_u(reply, status ? message.size() : out.size(), 8);
     reply += message;
     if (!write_all(kSocketFd, reply.data(), reply.size())) return 1;
@@ -165,15 +188,30 @@ std::unique_ptr<GpgHelper> GpgHelper::start(const std::string& gnupghome) {
   int rc = EBADF;
   pid_t pid = -1;
   if (child_sock >= 0 && child_mem >= 0) {
+    // stdin and stdout are not the helper's: a pipe reading reduit's output ends
+    // with reduit, not with the helper's last gpg. No signal is blocked in it,
+    // whichever thread starts it.
     posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, child_sock, kSocketFd);
-    posix_spawn_file_actions_adddup2(&fa, child_mem, kMemFd);
-    char arg0[] = "reduit-gpg";
-    std::string arg1 = kGpgHelperArg;
-    char* argv[] = {arg0, arg1.data(), nullptr};
-    rc = ::posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_t attr;
+    sigset_t none;
+    sigemptyset(&none);
+    rc = posix_spawn_file_actions_init(&fa);
+    if (rc == 0) {
+      rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+      if (rc == 0) rc = posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+      if (rc == 0) rc = posix_spawn_file_actions_adddup2(&fa, child_sock, kSocketFd);
+      if (rc == 0) rc = posix_spawn_file_actions_adddup2(&fa, child_mem, kMemFd);
+      if (rc == 0 && (rc = posix_spawnattr_init(&attr)) == 0) {
+        rc = posix_spawnattr_setsigmask(&attr, &none);
+        if (rc == 0) rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+        char arg0[] = "reduit-gpg";
+        std::string arg1 = kGpgHelperArg;
+        char* argv[] = {arg0, arg1.data(), nullptr};
+        if (rc == 0) rc = ::posix_spawn(&pid, exe.c_str(), &fa, &attr, argv, environ);
+        posix_spawnattr_destroy(&attr);
+      }
+      posix_spawn_file_actions_destroy(&fa);
+    }
   }
   if (child_sock >= 0) ::close(child_sock);
   if (child_mem >= 0) ::close(child_mem);
@@ -199,19 +237,24 @@ GpgHelper::~GpgHelper() {
 }
 
 void GpgHelper::fail(const std::string& what) {
-  // The socket failed: the helper has exited, or is killed now (a helper that
-  // broke the protocol is not trusted with the next pack).
+  // The socket failed or the reply was not one: the helper has ended or is ending
+  // (a dying process closes its descriptors before it can be waited for), or it
+  // broke the protocol. Either way it is killed (no effect on one already exiting)
+  // and waited for, so that the message says how it ended.
   const pid_t pid = pid_;
-  int status = 0;
-  std::string how = "stopped answering";
-  if (::waitpid(pid, &status, WNOHANG) != pid) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, &status, 0);
-  } else {
-    how = WIFSIGNALED(status) ? "was killed by signal " + std::to_string(WTERMSIG(status))
-                              : "exited with status " + std::to_string(WEXITSTATUS(status));
-  }
   pid_ = -1;
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  pid_t r;
+  while ((r = ::waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
+  }
+  std::string how;
+  if (r != pid)
+    how = "could not be waited for (" + std::string(std::strerror(errno)) + ")";
+  else if (WIFSIGNALED(status))
+    how = "was killed by signal " + std::to_string(WTERMSIG(status));
+  else
+    how = "exited with status " + std::to_string(WEXITSTATUS(status));
   throw Error(ErrorCode::kInternal, "the gpg helper process (pid " + std::to_string(pid) + ") " + how +
                                         " while " + what + " (please report)");
 }
@@ -255,6 +298,11 @@ Bytes GpgHelper::encrypt_sign(std::size_t size, const std::vector<std::string>& 
   if (!read_all(sock_, head, sizeof head)) fail("encrypting");
   const std::uint8_t status = head[0];
   const std::uint64_t len = load_le(head + 1, 8);
+  // An OpenPGP message without compression is its input plus headers, keys and a
+  // signature (Crypto::encrypt_sign reserves input/4096 + 4 KiB more).
+  if ((status != 0 && (!known_status(status) || len > kMaxString)) ||
+      (status == 0 && len > size + size / 64 + (std::uint64_t{1} << 20)))
+    fail("replying (status " + std::to_string(status) + ", length " + std::to_string(len) + ")");
   if (status != 0) {
     std::string message(len, '\0');
     if (!read_all(sock_, message.data(), message.size())) fail("replying");

@@ -50,6 +50,7 @@ void enable_gpg_helpers(const std::string& exe = "/proc/self/exe");
 /// process exit status (0 when the caller closed the socket, 1 on a broken request).
 int gpg_helper_main();
 
+/// One helper process and its shared memory; used by one thread at a time.
 class GpgHelper {
  public:
   /// A running helper using the keys in `gnupghome`; null when helpers are not
@@ -59,13 +60,17 @@ class GpgHelper {
   GpgHelper(const GpgHelper&) = delete;
   GpgHelper& operator=(const GpgHelper&) = delete;
 
-  /// Shared memory for the next request's input, `size` bytes (grown when smaller,
-  /// with an eighth to spare; the old contents are not kept). Valid until the next
-  /// call of input().
+  /// Shared memory for the next request's input: a view of `size` bytes (the
+  /// mapping grows when smaller, with an eighth to spare; what it held before is
+  /// then unspecified). Valid until the next call of input(). Throws kIo when the
+  /// memory cannot be grown (ftruncate or mmap fails).
   std::span<std::uint8_t> input(std::size_t size);
 
-  /// Crypto::encrypt_sign of the first `size` bytes of input(): the OpenPGP message
-  /// (RFC 4880 §11.3) is written into `out` (cleared first; its pages are reused).
+  /// Crypto::encrypt_sign of the first `size` bytes (at most the last input()'s
+  /// size) of the shared memory: the OpenPGP message (RFC 4880 §11.3) is written
+  /// into `out` (cleared first; its pages are reused) and returned. Throws what
+  /// Crypto::encrypt_sign throws (kKey for a missing or unusable key), and kInternal
+  /// when the helper dies, breaks the protocol or has ended.
   Bytes encrypt_sign(std::size_t size, const std::vector<std::string>& recipients, const std::string& signer,
                      Bytes out);
 

@@ -163,12 +163,12 @@ Bytes open_object(Crypto& crypto, const VaultConfig& config, const Bytes& stored
 /// its table is malformed).
 LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, const Bytes& stored);
 
-/// seal_object for a thread that seals many packs: through a GpgHelper
-/// (vault/gpg_helper.hpp) where the running binary has one, so gpg is forked from
-/// the helper and not from this process, and zstd writes the frame straight into
-/// the helper's shared memory; else through a Crypto of its own (test binaries).
-/// The helper is started by the first seal(), so a failure to start one is that
-/// call's. Errors as seal_object, and kInternal when the helper dies.
+/// seal_object for a thread that seals many packs; one PackSealer per thread.
+/// Through a GpgHelper (vault/gpg_helper.hpp) where the running binary has one, so
+/// gpg is forked from the helper and not from this process, and zstd writes the
+/// frame straight into the helper's shared memory; else, and when the helper
+/// cannot be started (no /proc, exec refused), through a Crypto of its own, with
+/// the same result. The helper is started by the first seal().
 class PackSealer {
  public:
   explicit PackSealer(std::string gnupghome);
@@ -176,6 +176,9 @@ class PackSealer {
   PackSealer(const PackSealer&) = delete;
   PackSealer& operator=(const PackSealer&) = delete;
 
+  /// As seal_object: a data pack's `plaintext` is filtered in place, `reuse` (a
+  /// sealed pack done with) takes the message. Errors as seal_object, and kInternal
+  /// when the helper dies.
   Bytes seal(const VaultConfig& config, Bytes& plaintext, PackKind kind, Bytes reuse = {});
 
  private:

@@ -8,11 +8,12 @@
 #   SRC          a Maildir tree in the %d/%n layout (scripts/gen-maildir --out SRC)
 #   GNUPGHOME    a GnuPG home holding FINGERPRINT's secret key (no passphrase)
 #   WORKDIR      emptied and used for the vault, the state dir and the config
-# prints: TAG WALL s wall USER user SYS sys MAXRSS KiB (the process tree: helpers
-# and gpg included). Set PERF="perf record -g -o FILE --" to profile the run.
+# prints: TAG WALL s wall USER user SYS sys MAXRSS KiB (CPU of the process tree,
+# helpers and gpg included; peak RSS of its largest process, the backup itself).
+# Set PERF="perf record -g -o FILE --" to profile the run.
 set -euo pipefail
 if [ $# -lt 5 ]; then
-  sed -n '6,12p' "$0" >&2
+  sed -n '6,13p' "$0" >&2
   exit 2
 fi
 bin=$1 src=$2 home=$3 fpr=$4 work=$5 tag=${6:-run}
