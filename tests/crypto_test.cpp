@@ -478,9 +478,9 @@ TEST_F(CryptoTest, GpgHelperSealsAsCryptoDoesAndReportsItsErrors) {
   helper.reset();  // nothing left to wait for
 }
 
-// PackSealer through a helper: zstd writes the frame into the helper's shared
-// memory, and the object opens as one sealed in-process does (metadata: the agent
-// key is a recipient, so the backup host's home reads it).
+// PackSealer: the first object in-process, then through a helper (zstd writes the
+// frame into the helper's shared memory); each opens to its plaintext (metadata:
+// the agent key is a recipient, so the backup host's home reads it).
 TEST_F(CryptoTest, PackSealerThroughAHelperSealsWhatOpenObjectReads) {
   VaultConfig vc;
   vc.archive_keys = {archive_fpr_};
@@ -491,11 +491,14 @@ TEST_F(CryptoTest, PackSealerThroughAHelperSealsWhatOpenObjectReads) {
     append_bytes(text, line.data(), line.size());
   }
   enable_gpg_helpers(test::reduit_binary());
-  PackSealer sealer(agent_home_->path());
-  Bytes plain = text;
-  Bytes sealed = sealer.seal(vc, plain, PackKind::kMetadata);
-  enable_gpg_helpers("");
+  PackSealer sealer(agent_home_->path(), /*in_process=*/1);
   Crypto agent(agent_home_->path());
+  Bytes plain = text;
+  Bytes first = sealer.seal(vc, plain, PackKind::kMetadata);  // in-process
+  Bytes again = text;
+  Bytes sealed = sealer.seal(vc, again, PackKind::kMetadata);  // the helper starts
+  enable_gpg_helpers("");
+  EXPECT_TRUE(open_object(agent, vc, first, "object") == text);
   EXPECT_TRUE(open_object(agent, vc, sealed, "object") == text);
   // A second, larger object through the same helper (its shared memory grows).
   Bytes more = text;

@@ -235,15 +235,21 @@ LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, 
   return p;
 }
 
-PackSealer::PackSealer(std::string gnupghome) : gnupghome_(std::move(gnupghome)) {}
+PackSealer::PackSealer(std::string gnupghome, int in_process)
+    : gnupghome_(std::move(gnupghome)), in_process_(in_process) {}
 PackSealer::~PackSealer() = default;
 
 Bytes PackSealer::seal(const VaultConfig& c, Bytes& plaintext, PackKind kind, Bytes reuse) {
-  if (!helper_ && !crypto_) {
+  if (in_process_ > 0) {
+    --in_process_;
+  } else if (!tried_) {
+    tried_ = true;
     helper_ = GpgHelper::start(gnupghome_);
-    if (!helper_) crypto_ = std::make_unique<Crypto>(gnupghome_);
   }
-  if (crypto_) return seal_object(*crypto_, c, plaintext, kind, std::move(reuse));
+  if (!helper_) {
+    if (!crypto_) crypto_ = std::make_unique<Crypto>(gnupghome_);
+    return seal_object(*crypto_, c, plaintext, kind, std::move(reuse));
+  }
   std::vector<std::string> recipients = prepare_seal(c, plaintext, kind, reuse);
   std::size_t n = zstd_compress_into(plaintext, c.zstd_level, helper_->input(zstd_bound(plaintext.size())));
   return helper_->encrypt_sign(n, recipients, c.agent_key, std::move(reuse));

@@ -164,14 +164,19 @@ Bytes open_object(Crypto& crypto, const VaultConfig& config, const Bytes& stored
 LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, const Bytes& stored);
 
 /// seal_object for a thread that seals many packs; one PackSealer per thread.
-/// Through a GpgHelper (vault/gpg_helper.hpp) where the running binary has one, so
+/// The first `in_process` objects are sealed by a Crypto of its own; from then on
+/// through a GpgHelper (vault/gpg_helper.hpp) where the running binary has one, so
 /// gpg is forked from the helper and not from this process, and zstd writes the
-/// frame straight into the helper's shared memory; else, and when the helper
-/// cannot be started (no /proc, exec refused), through a Crypto of its own, with
-/// the same result. The helper is started by the first seal().
+/// frame straight into the helper's shared memory. Starting a helper costs about
+/// 0.15 CPU-seconds (exec, GPGME's start, key look-ups): more than the forks of a
+/// small nightly backup, far less than those of a large one (docs/PERFORMANCE.md).
+/// Where there is no helper (test binaries; no /proc, exec refused) every object
+/// is sealed in-process, with the same result.
 class PackSealer {
  public:
-  explicit PackSealer(std::string gnupghome);
+  /// Objects sealed in-process before a helper is started.
+  static constexpr int kInProcessSeals = 2;
+  explicit PackSealer(std::string gnupghome, int in_process = kInProcessSeals);
   ~PackSealer();
   PackSealer(const PackSealer&) = delete;
   PackSealer& operator=(const PackSealer&) = delete;
@@ -183,6 +188,8 @@ class PackSealer {
 
  private:
   std::string gnupghome_;
+  int in_process_;  // objects still to seal before a helper is tried
+  bool tried_ = false;
   std::unique_ptr<GpgHelper> helper_;
   std::unique_ptr<Crypto> crypto_;
 };
