@@ -23,6 +23,7 @@
 
 #include "support/gpg_home.hpp"
 #include "support/harness.hpp"
+#include "vault/compress.hpp"
 #include "vault/crypto.hpp"
 #include "vault/error.hpp"
 #include "vault/gpg_helper.hpp"
@@ -493,11 +494,16 @@ TEST_F(CryptoTest, PackSealerThroughAHelperSealsWhatOpenObjectReads) {
   enable_gpg_helpers(test::reduit_binary());
   PackSealer sealer(agent_home_->path(), /*in_process=*/1);
   Crypto agent(agent_home_->path());
+  zstd_release_scratch();  // earlier tests on this thread may have grown it
   Bytes plain = text;
   Bytes first = sealer.seal(vc, plain, PackKind::kMetadata);  // in-process
+  const std::size_t bound = zstd_bound(text.size());
+  EXPECT_EQ(zstd_scratch_bytes(), bound + bound / 8);
   Bytes again = text;
   Bytes sealed = sealer.seal(vc, again, PackKind::kMetadata);  // the helper starts
   enable_gpg_helpers("");
+  // zstd now writes into the helper's shared memory: the scratch buffer is freed.
+  EXPECT_EQ(zstd_scratch_bytes(), 0u);
   EXPECT_TRUE(open_object(agent, vc, first, "object") == text);
   EXPECT_TRUE(open_object(agent, vc, sealed, "object") == text);
   // A second, larger object through the same helper (its shared memory grows).

@@ -55,12 +55,17 @@ std::size_t zstd_compress_into(std::span<const std::uint8_t> data, int level, st
 
 std::size_t zstd_bound(std::size_t size) { return ZSTD_compressBound(size); }
 
+// A per-thread scratch buffer, reused: no fresh pages per pack, and a large
+// buffer is kept out of gpg's forks (vault/bytes.hpp). The buffer is never
+// zero-filled: only the pages zstd writes are ever resident. It grows with an
+// eighth to spare, since packs end a message past their target.
+static thread_local Scratch scratch;
+
+void zstd_release_scratch() { scratch.release(); }
+
+std::size_t zstd_scratch_bytes() { return scratch.size; }
+
 std::span<const std::uint8_t> zstd_compress_view(std::span<const std::uint8_t> data, int level) {
-  // A per-thread scratch buffer, reused: no fresh pages per pack, and a large
-  // buffer is kept out of gpg's forks (vault/bytes.hpp). The buffer is never
-  // zero-filled: only the pages zstd writes are ever resident. It grows with an
-  // eighth to spare, since packs end a message past their target.
-  thread_local Scratch scratch;
   std::size_t bound = ZSTD_compressBound(data.size());
   if (bound > scratch.size) scratch.grow(bound + bound / 8);
   return {scratch.data, zstd_compress_into(data, level, {scratch.data, bound})};

@@ -17,6 +17,14 @@ Bytes zstd_compress(const Bytes& data, int level);
 /// for a frame that goes straight to gpg, as a pack's does).
 std::span<const std::uint8_t> zstd_compress_view(std::span<const std::uint8_t> data, int level);
 
+/// Frees this thread's scratch buffer (zstd_compress_view), for a thread that will
+/// compress elsewhere from now on; the next zstd_compress_view allocates it again.
+void zstd_release_scratch();
+
+/// Bytes this thread's scratch buffer holds (0 before the first
+/// zstd_compress_view and after zstd_release_scratch).
+std::size_t zstd_scratch_bytes();
+
 /// The same frame, written into `out`, which must hold zstd_bound(data.size())
 /// bytes (Error kInternal otherwise); returns the frame's length.
 std::size_t zstd_compress_into(std::span<const std::uint8_t> data, int level, std::span<std::uint8_t> out);

@@ -245,6 +245,12 @@ Bytes PackSealer::seal(const VaultConfig& c, Bytes& plaintext, PackKind kind, By
   } else if (!tried_) {
     tried_ = true;
     helper_ = GpgHelper::start(gnupghome_);
+    if (helper_) {
+      // zstd writes into the helper's shared memory from now on: the in-process
+      // seals' scratch buffer (a pack's size) and Crypto are not needed again.
+      zstd_release_scratch();
+      crypto_.reset();
+    }
   }
   if (!helper_) {
     if (!crypto_) crypto_ = std::make_unique<Crypto>(gnupghome_);

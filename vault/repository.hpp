@@ -167,7 +167,8 @@ LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, 
 /// The first `in_process` objects are sealed by a Crypto of its own; from then on
 /// through a GpgHelper (vault/gpg_helper.hpp) where the running binary has one, so
 /// gpg is forked from the helper and not from this process, and zstd writes the
-/// frame straight into the helper's shared memory. Starting a helper costs about
+/// frame straight into the helper's shared memory (the thread's zstd scratch
+/// buffer and the Crypto are then freed). Starting a helper costs about
 /// 0.15 CPU-seconds (exec, GPGME's start, key look-ups): more than the forks of a
 /// small nightly backup, far less than those of a large one (docs/PERFORMANCE.md).
 /// Where there is no helper (test binaries; no /proc, exec refused) every object
