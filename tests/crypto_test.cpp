@@ -130,11 +130,15 @@ TEST_F(CryptoTest, RoundTripThreeMiBInArchiveHome) {
   EXPECT_EQ(r.plaintext.size(), plaintext_->size());
   EXPECT_TRUE(r.plaintext == *plaintext_);
   EXPECT_EQ(r.signer_fingerprint, agent_fpr_);
+  EXPECT_TRUE(r.signature_checked);
 
   // Without an expected signer, any valid signature is accepted and named.
   DecryptResult any = c.decrypt_verify(*ciphertext_, "");
   EXPECT_TRUE(any.plaintext == *plaintext_);
   EXPECT_EQ(any.signer_fingerprint, agent_fpr_);
+  EXPECT_TRUE(any.signature_checked);
+  // The vault config's first pass: the key is known, so the signature is checked.
+  EXPECT_TRUE(c.decrypt_verify(*ciphertext_, "", /*allow_unknown_signer=*/true).signature_checked);
 }
 
 TEST_F(CryptoTest, CiphertextIsBinaryAndOnlySlightlyLarger) {
@@ -345,8 +349,10 @@ TEST_F(CryptoTest, AllowUnknownSignerReturnsIssuerFingerprint) {
   DecryptResult r = c.decrypt_verify(*ciphertext_, "", /*allow_unknown_signer=*/true);
   EXPECT_TRUE(r.plaintext == *plaintext_);
   EXPECT_EQ(r.signer_fingerprint, agent_fpr_);
+  EXPECT_FALSE(r.signature_checked);
   DecryptResult r2 = c.decrypt_verify(*ciphertext_, agent_fpr_, true);
   EXPECT_EQ(r2.signer_fingerprint, agent_fpr_);
+  EXPECT_FALSE(r2.signature_checked);
   // A different expected signer is still refused.
   EXPECT_EQ(expect_error([&] { c.decrypt_verify(*ciphertext_, archive_fpr_, true); }).code(),
             ErrorCode::kVerify);

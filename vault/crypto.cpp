@@ -570,8 +570,9 @@ DecryptResult Crypto::decrypt_verify(const Bytes& ciphertext, const std::string&
                   "bad signature by " + upper(str(s->fpr)) + ": the object was manipulated");
   }
 
-  auto accept = [&](std::string fpr) {
+  auto accept = [&](std::string fpr, bool checked = true) {
     result.signer_fingerprint = upper(std::move(fpr));
+    result.signature_checked = checked;
     return std::move(result);
   };
 
@@ -585,7 +586,7 @@ DecryptResult Crypto::decrypt_verify(const Bytes& ciphertext, const std::string&
     if (allow_unknown_signer)
       for (gpgme_signature_t s = sigs; s; s = s->next)
         if (gpgme_err_code(s->status) == GPG_ERR_NO_PUBKEY && upper(str(s->fpr)) == upper(expected_signer))
-          return accept(str(s->fpr));
+          return accept(str(s->fpr), /*checked=*/false);
     for (gpgme_signature_t s = sigs; s; s = s->next)
       if (gpgme_err_code(s->status) == GPG_ERR_NO_PUBKEY)
         throw Error(ErrorCode::kVerify, "signature by unknown key " + upper(str(s->fpr)) +
@@ -601,7 +602,7 @@ DecryptResult Crypto::decrypt_verify(const Bytes& ciphertext, const std::string&
     }
   for (gpgme_signature_t s = sigs; s; s = s->next)
     if (gpgme_err_code(s->status) == GPG_ERR_NO_PUBKEY) {
-      if (allow_unknown_signer) return accept(str(s->fpr));
+      if (allow_unknown_signer) return accept(str(s->fpr), /*checked=*/false);
       throw Error(ErrorCode::kVerify, "signature by unknown key " + upper(str(s->fpr)) +
                                           ": import the signer's public key into " + im.where());
     }

@@ -38,6 +38,9 @@ namespace reduit {
 struct DecryptResult {
   Bytes plaintext;
   std::string signer_fingerprint;  // uppercase hex fingerprint of the valid signer
+  /// false only for a signature accepted unchecked under `allow_unknown_signer`
+  /// (its key not in the keyring); true when the signature was verified.
+  bool signature_checked = true;
 };
 
 class Crypto {
@@ -90,7 +93,8 @@ class Crypto {
   /// it (gpg 2.2: the full 40-hex fingerprint of the signing key, from the Issuer
   /// Fingerprint subpacket). Such a signature is NOT cryptographically checked —
   /// anyone can write that subpacket: the caller must import the embedded key,
-  /// check its fingerprint and decrypt again with `expected_signer` set. Used once
+  /// check its fingerprint and decrypt again with `expected_signer` set
+  /// (signature_checked says which case it was). Used once
   /// to bootstrap the vault config, which carries the agent's public key.
   DecryptResult decrypt_verify(const Bytes& ciphertext, const std::string& expected_signer,
                                bool allow_unknown_signer = false);

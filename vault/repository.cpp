@@ -99,9 +99,15 @@ const VaultConfig& Repository::load_config() {
     throw Error(ErrorCode::kVerify, "vault config names agent key " + c.agent_key +
                                         " but the configured agent key is " + pinned_agent_key_);
   }
-  crypto_->import_keys(c.agent_public_key);
-  // Second pass: the signature must now verify as made by the agent key itself.
-  crypto_->decrypt_verify(stored, c.agent_key);
+  // The first pass found a valid signature by the agent key when its public key is
+  // in the keyring already (every run but the first on a host): that is what the
+  // second pass checks, so the import and the second gpg run are skipped (3 of the
+  // 15–20 gpg processes of a one-mailbox restore, docs/PERFORMANCE.md).
+  if (!r.signature_checked || !same_fpr(r.signer_fingerprint, c.agent_key)) {
+    crypto_->import_keys(c.agent_public_key);
+    // Second pass: the signature must now verify as made by the agent key itself.
+    crypto_->decrypt_verify(stored, c.agent_key);
+  }
   config_ = std::move(c);
   have_config_ = true;
   return config_;
