@@ -164,8 +164,20 @@ RestoreStats restore_once(Repository& repo, const RestoreRequest& req, bool* use
   if (req.dest.empty()) throw Error(ErrorCode::kUsage, "restore needs --to DIR");
   const OwnerPolicy owner = parse_owner(req.owner);
 
+  // The catalog's copies of the snapshot objects it has seen (decrypted and
+  // verified when they were added, keyed by their SHA-256 names): one gpg run saved
+  // per snapshot the vault keeps. A catalog that cannot be read or written (kIo: a
+  // damaged file, a backup holding its lock) is not used.
   std::vector<DamagedSnapshot> damaged;
-  std::vector<SnapshotRef> all = list_snapshots(repo, nullptr, &stats.warnings, &damaged);
+  std::vector<SnapshotRef> all;
+  try {
+    all = list_snapshots(repo, req.catalog, &stats.warnings, &damaged);
+  } catch (const Error& e) {
+    if (!req.catalog || e.code() != ErrorCode::kIo) throw;
+    stats.warnings.clear();
+    damaged.clear();
+    all = list_snapshots(repo, nullptr, &stats.warnings, &damaged);
+  }
   SnapshotRef snap = find_snapshot(all, req.snapshot, &damaged);
   stats.snapshot_id = snap.id;
 

@@ -52,7 +52,9 @@ struct RestoreRequest {
   /// Each pack is still fetched once: its blobs that a later batch needs are kept in
   /// a stash directory inside `dest` (disk: up to what is not yet restored) until then.
   std::size_t batch_entries = 50000;
-  /// The backup host's catalog, or null. When it names exactly the vault's index
+  /// The backup host's catalog, or null. Its copies of the snapshot objects are read
+  /// instead of decrypting each (list_snapshots' cache; one that cannot be read is
+  /// not used). When it names exactly the vault's index
   /// objects (catalog_matches_vault), a restore of one mailbox reads its blob
   /// locations from it instead of from every index object in the vault
   /// (restore/snapshots.hpp BlobIndex); `all` needs nearly every location and

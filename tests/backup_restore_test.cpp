@@ -656,6 +656,48 @@ TEST(MainJob, RestoreOnTheBackupHostTakesBlobLocationsFromTheCatalogOrElseTheVau
       << unreadable.err;
 }
 
+// A restore of one mailbox on the backup host reads the snapshot objects from the
+// catalog's copies (decrypted and verified when they were added) instead of running
+// gpg once per snapshot; it adds the ones the catalog lacks. A catalog whose
+// snapshot table cannot be read is not used: the vault's objects serve.
+TEST(MainJob, RestoreOfOneMailboxReadsTheSnapshotsFromTheCatalog) {
+  TempDir mail;
+  make_mailbox(mail.path(), "example.ch", "alice");
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  site.backup();
+  int n = 0;
+  auto restore = [&](const std::string& why, int status = 0) {
+    RunResult r = site.restore("alice@example.ch", site.path("out" + std::to_string(n++)));
+    EXPECT_EQ(r.status, status) << why << ": " << r.err;
+    return r;
+  };
+  RunResult first = restore("the catalog has no snapshot rows yet");
+  ASSERT_EQ(first.status, 0);
+  const std::string id = first.json()["snapshot"];
+  SQLite::Database db(site.path("state/catalog.sqlite"), SQLite::OPEN_READWRITE);
+  EXPECT_EQ(db.execAndGet("SELECT count(*) FROM snapshots").getInt(), 1);
+  EXPECT_EQ(db.execAndGet("SELECT id FROM snapshots").getString(), id);
+
+  // The row is what the next restore reads: one naming another mailbox has no alice.
+  db.exec("UPDATE snapshots SET json = replace(json, 'alice@example.ch', 'alicx@example.ch')");
+  RunResult cached = restore("a cached row without alice", 8);
+  EXPECT_NE(cached.err.find("snapshot " + id.substr(0, 8) + " has no mailbox 'alice@example.ch' (it has: "
+                            "alicx@example.ch)"),
+            std::string::npos)
+      << cached.err;
+  db.exec("DELETE FROM snapshots");
+  EXPECT_EQ(restore("the row deleted: read from the vault again").json()["snapshot"], id);
+  EXPECT_EQ(db.execAndGet("SELECT count(*) FROM snapshots WHERE instr(json, 'alice@example.ch') > 0").getInt(), 1);
+
+  // A snapshot table the catalog cannot read (kIo from SQLite): the vault serves.
+  db.exec("ALTER TABLE snapshots RENAME COLUMN json TO j");
+  RunResult broken = restore("a snapshot table that cannot be read");
+  EXPECT_EQ(broken.json()["snapshot"], id);
+  EXPECT_EQ(broken.json()["warnings"], nlohmann::json::array());
+  expect_same_tree(mail.path() + "/example.ch/alice", site.path("out" + std::to_string(n - 1)));
+}
+
 // Metadata packs close at 2 MiB of plaintext (FORMAT.md §5; data packs at the
 // vault's pack_size, 16 MiB), so a restore of one mailbox opens only the packs that
 // hold its trees: each pack closes at the first tree that takes it to 2 MiB, and only
