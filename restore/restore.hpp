@@ -61,7 +61,9 @@ struct RestoreRequest {
   /// loads the index objects. A catalog that cannot be read is not used; when a
   /// restore with its locations fails a check (kVerify: wrong offsets or lengths;
   /// the mail is still checked against its blob ids and SHA-256), the restore runs
-  /// again from the index objects alone and says so in its first warning. Drills
+  /// again from the index objects alone and says so in its first warning. Tree
+  /// blobs its tree_cache holds (checked against their ids) are read from there,
+  /// not from their metadata packs (TreeLoader::use_tree_cache). Drills
   /// leave it null: they prove what a fresh host could restore.
   Catalog* catalog = nullptr;
 };

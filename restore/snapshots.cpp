@@ -208,6 +208,15 @@ Tree TreeLoader::load(const Hash& tree_id) {
 }
 
 Bytes TreeLoader::load_raw(const Hash& tree_id) {
+  if (cache_) {
+    try {
+      std::optional<Bytes> text = cache_->cached_tree(tree_id);
+      if (text && repo_.blob_id(text->data(), text->size()) == tree_id) return std::move(*text);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kIo) throw;
+      cache_ = nullptr;
+    }
+  }
   auto locs = index_.find(tree_id);
   if (locs.empty()) {
     throw Error(

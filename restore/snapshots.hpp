@@ -116,6 +116,11 @@ class TreeLoader {
   Tree load(const Hash& tree_id);
   /// The plaintext of the tree blob `tree_id` (a full tree or a patch), as stored.
   Bytes load_raw(const Hash& tree_id);
+  /// Reads tree blobs from `catalog`'s tree_cache before the vault (the patches
+  /// every backup writes, the trees forget and prune walked): a row is used only
+  /// when its bytes give the id (Repository::blob_id), and a catalog that cannot be
+  /// read (kIo) is left for the vault's packs. `catalog` must outlive the loader.
+  void use_tree_cache(Catalog* catalog) { cache_ = catalog; }
   std::uint64_t bytes_fetched() const { return bytes_fetched_; }
   std::uint64_t packs_fetched() const { return packs_fetched_; }
 
@@ -129,6 +134,7 @@ class TreeLoader {
   std::deque<LoadedPack> packs_;  // most recently loaded last
   std::uint64_t bytes_fetched_ = 0, packs_fetched_ = 0;
   bool share_chains_;
+  Catalog* cache_ = nullptr;       // use_tree_cache
   std::map<Hash, Tree> resolved_;  // with share_chains_: resolved trees, reused along a chain
   std::size_t resolved_entries_ = 0;
 };

@@ -31,14 +31,9 @@ const Tree& VaultWalker::tree(const Hash& id) {
 // The tree blob's plaintext as stored (a full tree or a patch): from the cache
 // when its bytes still give the id, else from the vault (then cached).
 Bytes VaultWalker::raw_tree(const Hash& id) {
-  SQLite::Statement q(catalog_.db(), "SELECT json FROM tree_cache WHERE id=?");
-  q.bind(1, id.data(), 32);
-  if (q.executeStep()) {
-    const auto& c = q.getColumn(0);
-    const auto* p = static_cast<const std::uint8_t*>(c.getBlob());
-    Bytes text(p, p + c.getBytes());
-    if (repo_.blob_id(text.data(), text.size()) == id) return text;
-  }
+  if (std::optional<Bytes> text = catalog_.cached_tree(id);
+      text && repo_.blob_id(text->data(), text->size()) == id)
+    return std::move(*text);
   index();
   Bytes text = loader_->load_raw(id);
   SQLite::Statement ins(catalog_.db(), "INSERT OR REPLACE INTO tree_cache VALUES(?,?)");

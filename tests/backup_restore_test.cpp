@@ -698,6 +698,44 @@ TEST(MainJob, RestoreOfOneMailboxReadsTheSnapshotsFromTheCatalog) {
   expect_same_tree(mail.path() + "/example.ch/alice", site.path("out" + std::to_string(n - 1)));
 }
 
+// On the backup host a restore reads the tree blobs the catalog's tree_cache holds
+// (the patch a backup writes for a small change) instead of their metadata packs:
+// after a flag change, the data pack and the first backup's metadata pack (the
+// full tree the patch applies to), not the second backup's. A row whose bytes do
+// not give its id is passed over for the vault.
+TEST(MainJob, RestoreOfOneMailboxReadsTreePatchesFromTheCatalog) {
+  TempDir mail;
+  const std::string m = make_mailbox(mail.path(), "example.ch", "alice");
+  for (int i = 0; i < 30; ++i) {
+    reduit::test::write_file(
+        m + "/cur/" + std::to_string(1700000000 + i) + ".M" + std::to_string(i) + "P42.host,S=100:2,",
+        "From: a@example.ch\nSubject: message " + std::to_string(i) + "\n\nbody " +
+            std::string(static_cast<std::size_t>(300 + i), 'x') + "\n");
+  }
+  Site site({mail.path()}, "%d/%n");
+  site.init();
+  site.backup();
+  fs::rename(m + "/cur/1700000007.M7P42.host,S=100:2,", m + "/cur/1700000007.M7P42.host,S=100:2,S");
+  nlohmann::json second = site.backup();
+  EXPECT_EQ(second["tree_patches"], 1);
+  int n = 0;
+  auto packs_fetched = [&](const std::string& why) {
+    const std::string out = "out" + std::to_string(n++);
+    RunResult r = site.restore("alice@example.ch", site.path(out));
+    EXPECT_EQ(r.status, 0) << why << ": " << r.err;
+    expect_same_tree(m, site.path(out));
+    return r.json()["packs_fetched"].get<int>();
+  };
+  EXPECT_EQ(packs_fetched("the patch from the catalog"), 2);
+  SQLite::Database db(site.path("state/catalog.sqlite"), SQLite::OPEN_READWRITE);
+  ASSERT_EQ(db.execAndGet("SELECT count(*) FROM tree_cache").getInt(), 1);
+  db.exec(
+      "UPDATE tree_cache SET json = CAST(replace(CAST(json AS TEXT), '1700000007', '1700000008') AS BLOB)");
+  EXPECT_EQ(packs_fetched("a damaged row"), 3);
+  db.exec("DELETE FROM tree_cache");
+  EXPECT_EQ(packs_fetched("no row"), 3);
+}
+
 // Metadata packs close at 2 MiB of plaintext (FORMAT.md §5; data packs at the
 // vault's pack_size, 16 MiB), so a restore of one mailbox opens only the packs that
 // hold its trees: each pack closes at the first tree that takes it to 2 MiB, and only

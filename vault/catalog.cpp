@@ -816,6 +816,17 @@ void Catalog::stage_tree_blob(const Hash& tree_id, std::string_view text) {
   });
 }
 
+std::optional<Bytes> Catalog::cached_tree(const Hash& tree_id) {
+  return guarded(path_, __func__, [&]() -> std::optional<Bytes> {
+    SQLite::Statement q(*db_, "SELECT json FROM main.tree_cache WHERE id=?");
+    bind_hash(q, 1, tree_id);
+    if (!q.executeStep()) return std::nullopt;
+    const SQLite::Column c = q.getColumn(0);
+    const auto* p = static_cast<const std::uint8_t*>(c.getBlob());
+    return Bytes(p, p + c.getBytes());
+  });
+}
+
 void Catalog::add_tree_messages(const Hash& tree_id, const Tree& tree) {
   guarded(path_, __func__, [&] {
     SQLite::Transaction txn(*db_);

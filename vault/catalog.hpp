@@ -28,11 +28,12 @@
 //              with the cached snapshots it tells which snapshot, mailbox and
 //              folder hold a message (reduit find)
 //   tree_cache  tree blob id → its plaintext (JSON) as stored, a full tree or a
-//              patch: what forget and prune walk (retention/walk.hpp), checked
-//              against the id's HMAC when read. Filled by them as they load trees
-//              from the vault, and by the backup with the patches it writes (small
-//              by construction), so walking the newest snapshots decrypts nothing;
-//              prune drops the rows of trees no snapshot uses any more
+//              patch: what forget and prune walk (retention/walk.hpp) and a
+//              restore reads before the vault (TreeLoader::use_tree_cache), checked
+//              against the id's HMAC when read. Filled by forget and prune as they
+//              load trees from the vault, and by the backup with the patches it
+//              writes (small by construction), so walking the newest snapshots
+//              decrypts nothing; prune drops the rows of trees no snapshot uses any more
 //   pack_verified  per pack, when it was last fully read back and found intact
 //              (time_ns, how = "drill" | "check"), or when this catalog first saw it
 //              (how = "added": recorded by add_pack; packs of a catalog created
@@ -208,6 +209,11 @@ class Catalog {
   /// Stages a tree blob's plaintext as written to the vault (a full tree or a patch,
   /// FORMAT.md §7.1) for tree_cache (committed by commit_files()).
   void stage_tree_blob(const Hash& tree_id, std::string_view text);
+  /// The plaintext of tree blob `tree_id` as tree_cache holds it (a full tree or a
+  /// patch, FORMAT.md §7.1), or nullopt when it holds none. Not checked here: the
+  /// caller compares Repository::blob_id of the bytes with `tree_id` (a row can be
+  /// damaged). Throws kIo when the catalog cannot be read.
+  std::optional<Bytes> cached_tree(const Hash& tree_id);
   /// Records the message entries of `tree` at once (for trees read back from the vault).
   void add_tree_messages(const Hash& tree_id, const Tree& tree);
   /// The sha256 of every recorded message whose Message-ID is `message_id` (with or
