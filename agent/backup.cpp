@@ -142,8 +142,9 @@ class PackUploader {
   bool keep(const Bytes& b) const { return b.capacity() <= 2 * (vc_.pack_size + (1u << 20)); }
 
   void seal_loop() {
-    // gpg is started by a helper process, so this large process forks nothing per
-    // pack (vault/gpg_helper.hpp).
+    // gpg is started with posix_spawn and reads and writes shared memory, so this
+    // large process forks nothing per pack and GPGME relays nothing
+    // (vault/direct_gpg.hpp).
     PackSealer sealer(home_);
     while (true) {
       Job job;

@@ -10,7 +10,6 @@
 
 #include "agent/cli.hpp"
 #include "vault/error.hpp"
-#include "vault/gpg_helper.hpp"
 
 #ifndef REDUIT_VERSION
 #define REDUIT_VERSION "dev"
@@ -41,8 +40,6 @@ static const char* kExitCodes = R"(Exit codes:
 
 int main(int argc, char** argv) {
   using namespace reduit;
-  if (argc == 2 && std::string_view(argv[1]) == kGpgHelperArg) return gpg_helper_main();
-  enable_gpg_helpers();
   // Packs move through the pipeline as 4–20 MiB buffers allocated and freed on
   // different threads. Served by mmap they go back to the system when freed; from
   // per-thread heaps they stayed resident (first backup of 100,000 messages: peak

@@ -1,4 +1,4 @@
-// tests/crypto_test.cpp — vault/crypto.cpp (and vault/gpg_helper.cpp) against real gpg keys.
+// tests/crypto_test.cpp — vault/crypto.cpp (and vault/direct_gpg.cpp) against real gpg keys.
 //
 // Two keys are generated once per suite in a "keys" home: archive (recipient of
 // everything) and agent (signer, extra recipient of metadata). Each test works in
@@ -9,6 +9,7 @@
 //   public_home  — both public keys, no secret key
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -26,7 +27,7 @@
 #include "vault/compress.hpp"
 #include "vault/crypto.hpp"
 #include "vault/error.hpp"
-#include "vault/gpg_helper.hpp"
+#include "vault/direct_gpg.hpp"
 #include "vault/repository.hpp"
 
 namespace reduit {
@@ -437,58 +438,128 @@ TEST_F(CryptoTest, EncryptIntoAReusedBufferWritesOnlyTheMessage) {
       std::string("encrypt_sign: the output buffer holds the plaintext"));
 }
 
-// vault/gpg_helper.hpp: encrypt+sign in a helper process started from the reduit
-// binary (this test binary has no helper entry point, so it names that binary).
-TEST_F(CryptoTest, GpgHelperSealsAsCryptoDoesAndReportsItsErrors) {
-  enable_gpg_helpers(test::reduit_binary());
-  std::unique_ptr<GpgHelper> helper = GpgHelper::start(agent_home_->path());
-  enable_gpg_helpers("");  // the rest of this binary seals in-process
-  ASSERT_NE(helper, nullptr);
-  EXPECT_EQ(GpgHelper::start(agent_home_->path()), nullptr);
-  Crypto archive(archive_home_->path());
-  // 1000 bytes, then the whole 3 MiB: the shared memory grows between requests.
-  for (std::size_t n : {std::size_t{1000}, plaintext_->size()}) {
-    std::span<std::uint8_t> in = helper->input(n);
-    ASSERT_EQ(in.size(), n);
-    std::memcpy(in.data(), plaintext_->data(), n);
-    Bytes out = helper->encrypt_sign(n, {archive_fpr_}, agent_fpr_, Bytes());
-    DecryptResult r = archive.decrypt_verify(out, agent_fpr_);
-    ASSERT_EQ(r.plaintext.size(), n);
-    EXPECT_EQ(std::memcmp(r.plaintext.data(), plaintext_->data(), n), 0);
-    EXPECT_EQ(r.signer_fingerprint, agent_fpr_);
+// The packet structure of an OpenPGP message, as `gpg --list-packets` names it
+// ("pubkey enc packet", "encrypted data packet", ...), in order.
+std::vector<std::string> packet_kinds(GpgHome& home, const Bytes& message) {
+  std::string path = home.write_file("message.gpg", std::string(message.begin(), message.end()));
+  std::string listing = home.gpg({"--list-packets", path});
+  std::vector<std::string> kinds;
+  std::size_t at = 0;
+  while ((at = listing.find("\n:", at)) != std::string::npos) {
+    std::size_t end = listing.find(':', at + 2);
+    kinds.push_back(listing.substr(at + 2, end - at - 2));
+    at = end;
   }
-
-  // A key error comes back with Crypto's code and message, and the helper goes on.
-  const std::string unknown = "0123456789ABCDEF0123456789ABCDEF01234567";
-  Crypto agent(agent_home_->path());
-  Error direct = expect_error([&] { agent.encrypt_sign(to_bytes("x"), {unknown}, agent_fpr_); });
-  helper->input(1)[0] = 'x';
-  Error relayed = expect_error([&] { helper->encrypt_sign(1, {unknown}, agent_fpr_, Bytes()); });
-  EXPECT_EQ(relayed.code(), ErrorCode::kKey);
-  EXPECT_EQ(std::string(relayed.what()), std::string(direct.what()));
-  EXPECT_EQ(archive.decrypt_verify(helper->encrypt_sign(1, {archive_fpr_}, agent_fpr_, Bytes()), agent_fpr_)
-                .plaintext,
-            to_bytes("x"));
-
-  // A helper that dies is named with its pid and how it ended, and is not used again.
-  const pid_t pid = helper->pid();
-  ASSERT_EQ(::kill(pid, SIGKILL), 0);
-  // Until it has exited (not reaped: WNOWAIT), so its end of the socket is closed.
-  siginfo_t info{};
-  ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT), 0);
-  Error died = expect_error([&] { helper->encrypt_sign(1, {archive_fpr_}, agent_fpr_, Bytes()); });
-  EXPECT_EQ(died.code(), ErrorCode::kInternal);
-  EXPECT_EQ(std::string(died.what()), "the gpg helper process (pid " + std::to_string(pid) +
-                                          ") was killed by signal 9 while taking a request (please report)");
-  Error ended = expect_error([&] { helper->encrypt_sign(1, {archive_fpr_}, agent_fpr_, Bytes()); });
-  EXPECT_EQ(std::string(ended.what()), "the gpg helper process has ended");
-  helper.reset();  // nothing left to wait for
+  return kinds;
 }
 
-// PackSealer: the first object in-process, then through a helper (zstd writes the
-// frame into the helper's shared memory); each opens to its plaintext (metadata:
-// the agent key is a recipient, so the backup host's home reads it).
-TEST_F(CryptoTest, PackSealerThroughAHelperSealsWhatOpenObjectReads) {
+// vault/direct_gpg.hpp: encrypt+sign by a gpg started directly, through memfds.
+TEST_F(CryptoTest, DirectGpgSealsAsCryptoDoesAndSaysWhyGpgRefused) {
+  std::unique_ptr<DirectGpg> gpg = DirectGpg::start();
+  ASSERT_NE(gpg, nullptr);
+  Crypto agent(agent_home_->path()), archive(archive_home_->path());
+  const SealKeys keys = agent.seal_keys({archive_fpr_}, agent_fpr_);
+  EXPECT_EQ(keys.recipients, std::vector<std::string>{archive_fpr_});
+  EXPECT_EQ(keys.signer, agent_fpr_);
+  EXPECT_EQ(keys.gnupghome, agent_home_->path());
+  // 1000 bytes, the whole 3 MiB (the shared memory grows), then 1000 again: gpg
+  // reads exactly the input, not what a longer one left behind.
+  Bytes reuse;
+  for (std::size_t n : {std::size_t{1000}, plaintext_->size(), std::size_t{1000}}) {
+    std::span<std::uint8_t> in = gpg->input(n);
+    ASSERT_EQ(in.size(), n);
+    std::memcpy(in.data(), plaintext_->data() + (n == 1000 ? 7 : 0), n);
+    Bytes out = gpg->encrypt_sign(n, keys, std::move(reuse));
+    EXPECT_GT(gpg->last_pid(), 0);
+    DecryptResult r = archive.decrypt_verify(out, agent_fpr_);
+    ASSERT_EQ(r.plaintext.size(), n);
+    EXPECT_EQ(std::memcmp(r.plaintext.data(), plaintext_->data() + (n == 1000 ? 7 : 0), n), 0);
+    EXPECT_EQ(r.signer_fingerprint, agent_fpr_);
+    reuse = std::move(out);
+  }
+  // The same packets as GPGME's message: no compression packet, one signature
+  // (gpg lists the signature after a literal packet of this size only).
+  const std::vector<std::string> expected = {"pubkey enc packet", "encrypted data packet", "onepass_sig packet",
+                                             "literal data packet", "signature packet"};
+  std::memcpy(gpg->input(10).data(), "0123456789", 10);
+  EXPECT_EQ(packet_kinds(*archive_home_, gpg->encrypt_sign(10, keys, std::move(reuse))), expected);
+  EXPECT_EQ(packet_kinds(*archive_home_, agent.encrypt_sign(to_bytes("0123456789"), {archive_fpr_}, agent_fpr_)),
+            expected);
+
+  // gpg's own refusals (keys seal_keys would have refused first).
+  const std::string unknown = "0123456789ABCDEF0123456789ABCDEF01234567";
+  gpg->input(1)[0] = 'x';
+  Error recp = expect_error([&] { gpg->encrypt_sign(1, {{unknown}, agent_fpr_, agent_home_->path()}, Bytes()); });
+  EXPECT_EQ(recp.code(), ErrorCode::kKey);
+  EXPECT_EQ(std::string(recp.what()), "cannot encrypt to " + unknown + " (not found): check the key in GNUPGHOME=" +
+                                          agent_home_->path());
+  gpg->input(1)[0] = 'x';
+  Error sgnr = expect_error([&] { gpg->encrypt_sign(1, {{archive_fpr_}, archive_fpr_, agent_home_->path()}, Bytes()); });
+  EXPECT_EQ(sgnr.code(), ErrorCode::kKey);
+  EXPECT_EQ(std::string(sgnr.what()), "cannot sign with " + archive_fpr_ +
+                                          " (not a secret key): check the secret key in GNUPGHOME=" +
+                                          agent_home_->path());
+  // And seal_keys refuses with encrypt_sign's words.
+  Error direct = expect_error([&] { agent.encrypt_sign(to_bytes("x"), {unknown}, agent_fpr_); });
+  Error checked = expect_error([&] { agent.seal_keys({unknown}, agent_fpr_); });
+  EXPECT_EQ(checked.code(), ErrorCode::kKey);
+  EXPECT_EQ(std::string(checked.what()), std::string(direct.what()));
+  EXPECT_EQ(std::string(expect_error([&] { agent.seal_keys({archive_fpr_}, archive_fpr_); }).what()),
+            "the secret key of signer " + archive_fpr_ + " is not in GNUPGHOME=" + agent_home_->path() +
+                ": import it with gpg --import");
+}
+
+// A gpg that dies, fails or claims success without a signature: kInternal naming
+// the program, its pid, how it ended and what it said. (Stand-ins: a real gpg does
+// not do these on demand.)
+TEST_F(CryptoTest, DirectGpgReportsAGpgThatDiesOrFails) {
+  GpgHome scratch;
+  auto script = [&](const std::string& name, const std::string& body) {
+    std::string path = scratch.write_file(name, "#!/bin/sh\n" + body + "\n");
+    EXPECT_EQ(::chmod(path.c_str(), 0755), 0);
+    return path;
+  };
+  const SealKeys keys{{archive_fpr_}, agent_fpr_, agent_home_->path()};
+  const std::string where = " while encrypting and signing in GNUPGHOME=" + agent_home_->path();
+  struct Case {
+    std::string body;
+    ErrorCode code;
+    std::string said;  // after "<program> (pid N) "
+  };
+  const std::vector<Case> cases = {
+      {"kill -9 $$", ErrorCode::kInternal, "was killed by signal 9" + where},
+      {"echo '[GNUPG:] FAILURE sign 33554433' >&3; echo 'gpg: signing failed: General error' >&2; exit 2",
+       ErrorCode::kInternal, "exited with status 2" + where + ": sign: General error; gpg: signing failed: General error"},
+      {"echo 'gpg: something else' >&2; exit 2", ErrorCode::kInternal,
+       "exited with status 2" + where + ": gpg: something else"},
+      {"cat >/dev/null; echo '[GNUPG:] END_ENCRYPTION' >&3", ErrorCode::kInternal,
+       "exited 0 without SIG_CREATED" + where},
+      {"cat; echo '[GNUPG:] SIG_CREATED S 22 10 00 1 X' >&3; echo '[GNUPG:] END_ENCRYPTION' >&3",
+       ErrorCode::kInternal, "wrote 5 bytes for an input of 5"},
+  };
+  for (const Case& c : cases) {
+    const std::string program = script("gpg-" + std::to_string(&c - cases.data()), c.body);
+    std::unique_ptr<DirectGpg> gpg = DirectGpg::start(program);
+    ASSERT_NE(gpg, nullptr);
+    std::memcpy(gpg->input(5).data(), "hello", 5);
+    Error e = expect_error([&] { gpg->encrypt_sign(5, keys, Bytes()); });
+    EXPECT_EQ(e.code(), c.code);
+    EXPECT_EQ(std::string(e.what()), program + " (pid " + std::to_string(gpg->last_pid()) + ") " + c.said);
+  }
+  // A passphrase-protected key cannot be used unattended: a key error.
+  std::unique_ptr<DirectGpg> gpg = DirectGpg::start(
+      script("gpg-nopass", "echo '[GNUPG:] FAILURE sign 33554609' >&3; exit 2"));
+  gpg->input(1)[0] = 'x';
+  Error nopass = expect_error([&] { gpg->encrypt_sign(1, keys, Bytes()); });
+  EXPECT_EQ(nopass.code(), ErrorCode::kKey);
+  EXPECT_EQ(std::string(nopass.what()), "encrypt+sign in GNUPGHOME=" + agent_home_->path() +
+                                            " failed: No passphrase given");
+}
+
+// PackSealer: every object through a gpg it starts itself (zstd writes the frame
+// into gpg's shared memory: no scratch buffer); each opens to its plaintext
+// (metadata: the agent key is a recipient, so the backup host's home reads it).
+TEST_F(CryptoTest, PackSealerSealsThroughDirectGpgWhatOpenObjectReads) {
   VaultConfig vc;
   vc.archive_keys = {archive_fpr_};
   vc.agent_key = agent_fpr_;
@@ -497,26 +568,29 @@ TEST_F(CryptoTest, PackSealerThroughAHelperSealsWhatOpenObjectReads) {
     std::string line = "Subject: tree entry " + std::to_string(i) + "\n";
     append_bytes(text, line.data(), line.size());
   }
-  enable_gpg_helpers(test::reduit_binary());
-  PackSealer sealer(agent_home_->path(), /*in_process=*/1);
+  PackSealer sealer(agent_home_->path());
   Crypto agent(agent_home_->path());
   zstd_release_scratch();  // earlier tests on this thread may have grown it
   Bytes plain = text;
-  Bytes first = sealer.seal(vc, plain, PackKind::kMetadata);  // in-process
-  const std::size_t bound = zstd_bound(text.size());
-  EXPECT_EQ(zstd_scratch_bytes(), bound + bound / 8);
-  Bytes again = text;
-  Bytes sealed = sealer.seal(vc, again, PackKind::kMetadata);  // the helper starts
-  enable_gpg_helpers("");
-  // zstd now writes into the helper's shared memory: the scratch buffer is freed.
+  Bytes sealed = sealer.seal(vc, plain, PackKind::kMetadata);
   EXPECT_EQ(zstd_scratch_bytes(), 0u);
-  EXPECT_TRUE(open_object(agent, vc, first, "object") == text);
   EXPECT_TRUE(open_object(agent, vc, sealed, "object") == text);
-  // A second, larger object through the same helper (its shared memory grows).
+  // A second, larger object through the same memory (it grows), then a smaller one.
   Bytes more = text;
   append_bytes(more, text.data(), text.size());
   Bytes twice = more;
-  EXPECT_TRUE(open_object(agent, vc, sealer.seal(vc, twice, PackKind::kMetadata), "object") == more);
+  EXPECT_TRUE(open_object(agent, vc, sealer.seal(vc, twice, PackKind::kMetadata, std::move(sealed)), "object") ==
+              more);
+  Bytes once = text;
+  EXPECT_TRUE(open_object(agent, vc, sealer.seal(vc, once, PackKind::kMetadata), "object") == text);
+  // A recipient that is not in the keyring: seal_object's key error, before gpg runs.
+  VaultConfig other = vc;
+  other.archive_keys = {"0123456789ABCDEF0123456789ABCDEF01234567"};
+  Bytes x = text;
+  Error e = expect_error([&] { sealer.seal(other, x, PackKind::kMetadata); });
+  EXPECT_EQ(e.code(), ErrorCode::kKey);
+  EXPECT_EQ(std::string(e.what()), "no public key 0123456789ABCDEF0123456789ABCDEF01234567 in GNUPGHOME=" +
+                                       agent_home_->path() + ": import it with gpg --import, or check the fingerprint");
 }
 
 }  // namespace

@@ -293,11 +293,8 @@ struct Crypto::Impl {
     return ref;
   }
 
-  // Primary fingerprint of the key that made a signature reported as `sig_fpr`
-  // (which may be a subkey fingerprint or a key id); empty when unknown.
-  // Makes `signer` (its secret key must be here, usable and able to sign) the
-  // context's only signer; the caller clears the signers after its operation.
-  KeyRef use_signer(const std::string& signer) {
+  // `signer`'s key, its secret part here, usable and able to sign (kKey otherwise).
+  KeyRef signing_key(const std::string& signer) {
     KeyRef sk = find_key(signer, true);
     if (!sk.key)
       throw Error(ErrorCode::kKey, "the secret key of signer " + signer + " is not in " + where() +
@@ -305,6 +302,27 @@ struct Crypto::Impl {
     if (!key_usable(sk.key) || !sk.key->can_sign)
       throw Error(ErrorCode::kKey, "signer key " + signer + " is " + key_state(sk.key) +
                                        (sk.key->can_sign ? "" : " or cannot sign"));
+    return sk;
+  }
+
+  // Recipient `r`'s public key, usable and able to encrypt (kKey otherwise).
+  KeyRef recipient(const std::string& r) {
+    KeyRef k = find_key(r, false);
+    if (!k.key)
+      throw Error(ErrorCode::kKey, "no public key " + r + " in " + where() +
+                                       ": import it with gpg --import, or check the fingerprint");
+    if (!key_usable(k.key) || !k.key->can_encrypt)
+      throw Error(ErrorCode::kKey, "recipient key " + r + " is " + key_state(k.key) +
+                                       (k.key->can_encrypt ? "" : " or has no encryption subkey"));
+    return k;
+  }
+
+  // Primary fingerprint of the key that made a signature reported as `sig_fpr`
+  // (which may be a subkey fingerprint or a key id); empty when unknown.
+  // Makes `signer` (its secret key must be here, usable and able to sign) the
+  // context's only signer; the caller clears the signers after its operation.
+  KeyRef use_signer(const std::string& signer) {
+    KeyRef sk = signing_key(signer);
     gpgme_signers_clear(ctx);
     if (gpgme_error_t err = gpgme_signers_add(ctx, sk.key))
       throw_internal("gpgme_signers_add(" + signer + ")", err);
@@ -454,13 +472,7 @@ Bytes Crypto::encrypt_sign(std::span<const std::uint8_t> plaintext,
   std::vector<KeyRef> refs;
   std::vector<gpgme_key_t> keys;
   for (const auto& r : recipients) {
-    KeyRef k = im.find_key(r, false);
-    if (!k.key)
-      throw Error(ErrorCode::kKey, "no public key " + r + " in " + im.where() +
-                                       ": import it with gpg --import, or check the fingerprint");
-    if (!key_usable(k.key) || !k.key->can_encrypt)
-      throw Error(ErrorCode::kKey, "recipient key " + r + " is " + key_state(k.key) +
-                                       (k.key->can_encrypt ? "" : " or has no encryption subkey"));
+    KeyRef k = im.recipient(r);
     keys.push_back(k.key);
     refs.push_back(std::move(k));
   }
@@ -498,6 +510,26 @@ Bytes Crypto::encrypt_sign(std::span<const std::uint8_t> plaintext,
     throw_internal("gpgme_op_encrypt_sign", err);
   }
   return out;
+}
+
+SealKeys Crypto::seal_keys(const std::vector<std::string>& recipients, const std::string& signer) {
+  Impl& im = *impl_;
+  if (recipients.empty()) throw Error(ErrorCode::kInternal, "encrypt_sign: no recipients");
+  SealKeys keys;
+  keys.gnupghome = im.gnupghome;
+  // The primary fingerprints, as GPGME passes keys to gpg (-r and -u).
+  for (const auto& r : recipients) keys.recipients.push_back(upper(str(im.recipient(r).key->subkeys->fpr)));
+  keys.signer = upper(str(im.signing_key(signer).key->subkeys->fpr));
+  return keys;
+}
+
+std::string Crypto::gpg_program() {
+  init_gpgme();
+  gpgme_engine_info_t info = nullptr;
+  if (gpgme_error_t err = gpgme_get_engine_info(&info)) throw_internal("gpgme_get_engine_info", err);
+  for (; info; info = info->next)
+    if (info->protocol == GPGME_PROTOCOL_OpenPGP && info->file_name) return info->file_name;
+  throw Error(ErrorCode::kInternal, "GPGME names no gpg program: install gnupg");
 }
 
 DecryptResult Crypto::decrypt_verify(const Bytes& ciphertext, const std::string& expected_signer,

@@ -43,6 +43,14 @@ struct DecryptResult {
   bool signature_checked = true;
 };
 
+/// The keys of an encrypt+sign as gpg is given them (`-r`, `-u`): primary
+/// fingerprints, uppercase hex, each checked as Crypto::encrypt_sign checks it.
+struct SealKeys {
+  std::vector<std::string> recipients;
+  std::string signer;
+  std::string gnupghome;  // as the Crypto was given it (empty = gpg's default)
+};
+
 class Crypto {
  public:
   /// `gnupghome` empty = GPGME's default ($GNUPGHOME or ~/.gnupg). Takes an idle
@@ -80,6 +88,16 @@ class Crypto {
   /// (Error kInternal).
   Bytes encrypt_sign(std::span<const std::uint8_t> plaintext, const std::vector<std::string>& recipients,
                      const std::string& signer, Bytes out);
+
+  /// The checks encrypt_sign makes of `recipients` and `signer`, with the same
+  /// kKey errors (no key, unusable, cannot encrypt or sign, no secret key), for a
+  /// caller that runs gpg itself (vault/direct_gpg.hpp). kInternal when
+  /// `recipients` is empty.
+  SealKeys seal_keys(const std::vector<std::string>& recipients, const std::string& signer);
+
+  /// The gpg program GPGME runs for OpenPGP (an absolute path, /usr/bin/gpg on
+  /// Debian). kInternal when GPGME names none.
+  static std::string gpg_program();
 
   /// Decrypts and verifies. When `expected_signer` (a primary fingerprint) is
   /// non-empty, the message must carry a valid signature by that key or one of its

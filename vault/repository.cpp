@@ -11,7 +11,7 @@
 
 #include "vault/compress.hpp"
 #include "vault/error.hpp"
-#include "vault/gpg_helper.hpp"
+#include "vault/direct_gpg.hpp"
 #include "vault/pack_filter.hpp"
 
 namespace reduit {
@@ -241,30 +241,24 @@ LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, 
   return p;
 }
 
-PackSealer::PackSealer(std::string gnupghome, int in_process)
-    : gnupghome_(std::move(gnupghome)), in_process_(in_process) {}
+PackSealer::PackSealer(std::string gnupghome) : gnupghome_(std::move(gnupghome)) {}
 PackSealer::~PackSealer() = default;
 
 Bytes PackSealer::seal(const VaultConfig& c, Bytes& plaintext, PackKind kind, Bytes reuse) {
-  if (in_process_ > 0) {
-    --in_process_;
-  } else if (!tried_) {
+  if (!tried_) {
     tried_ = true;
-    helper_ = GpgHelper::start(gnupghome_);
-    if (helper_) {
-      // zstd writes into the helper's shared memory from now on: the in-process
-      // seals' scratch buffer (a pack's size) and Crypto are not needed again.
-      zstd_release_scratch();
-      crypto_.reset();
-    }
+    gpg_ = DirectGpg::start();
   }
-  if (!helper_) {
-    if (!crypto_) crypto_ = std::make_unique<Crypto>(gnupghome_);
-    return seal_object(*crypto_, c, plaintext, kind, std::move(reuse));
-  }
+  if (!crypto_) crypto_ = std::make_unique<Crypto>(gnupghome_);
+  if (!gpg_) return seal_object(*crypto_, c, plaintext, kind, std::move(reuse));
   std::vector<std::string> recipients = prepare_seal(c, plaintext, kind, reuse);
-  std::size_t n = zstd_compress_into(plaintext, c.zstd_level, helper_->input(zstd_bound(plaintext.size())));
-  return helper_->encrypt_sign(n, recipients, c.agent_key, std::move(reuse));
+  if (recipients != checked_recipients_ || c.agent_key != checked_signer_ || keys_.signer.empty()) {
+    keys_ = crypto_->seal_keys(recipients, c.agent_key);
+    checked_recipients_ = recipients;
+    checked_signer_ = c.agent_key;
+  }
+  std::size_t n = zstd_compress_into(plaintext, c.zstd_level, gpg_->input(zstd_bound(plaintext.size())));
+  return gpg_->encrypt_sign(n, keys_, std::move(reuse));
 }
 
 LoadedPack Repository::load_pack(const Hash& id) {

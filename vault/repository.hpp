@@ -23,7 +23,7 @@
 
 namespace reduit {
 
-class GpgHelper;
+class DirectGpg;
 
 struct LoadedPack {
   Hash id;
@@ -164,35 +164,33 @@ Bytes open_object(Crypto& crypto, const VaultConfig& config, const Bytes& stored
 LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, const Bytes& stored);
 
 /// seal_object for a thread that seals many packs; one PackSealer per thread.
-/// The first `in_process` objects are sealed by a Crypto of its own; from then on
-/// through a GpgHelper (vault/gpg_helper.hpp) where the running binary has one, so
-/// gpg is forked from the helper and not from this process, and zstd writes the
-/// frame straight into the helper's shared memory (the thread's zstd scratch
-/// buffer and the Crypto are then freed). Starting a helper costs about
-/// 0.15 CPU-seconds (exec, GPGME's start, key look-ups): more than the forks of a
-/// small nightly backup, far less than those of a large one (docs/PERFORMANCE.md).
-/// Where there is no helper (test binaries; no /proc, exec refused) every object
-/// is sealed in-process, with the same result.
+/// Each object is sealed by a gpg process it starts itself (vault/direct_gpg.hpp):
+/// zstd writes the frame straight into the shared memory gpg reads, and gpg writes
+/// the message into shared memory too, so GPGME relays nothing and this process
+/// forks nothing. The keys are checked once, by a Crypto (the same kKey errors as
+/// seal_object). Where the shared memory cannot be made, every object is sealed
+/// through GPGME, with the same result.
 class PackSealer {
  public:
-  /// Objects sealed in-process before a helper is started.
-  static constexpr int kInProcessSeals = 2;
-  explicit PackSealer(std::string gnupghome, int in_process = kInProcessSeals);
+  explicit PackSealer(std::string gnupghome);
   ~PackSealer();
   PackSealer(const PackSealer&) = delete;
   PackSealer& operator=(const PackSealer&) = delete;
 
   /// As seal_object: a data pack's `plaintext` is filtered in place, `reuse` (a
   /// sealed pack done with) takes the message. Errors as seal_object, and kInternal
-  /// when the helper dies.
+  /// when gpg fails otherwise (DirectGpg::encrypt_sign).
   Bytes seal(const VaultConfig& config, Bytes& plaintext, PackKind kind, Bytes reuse = {});
 
  private:
   std::string gnupghome_;
-  int in_process_;  // objects still to seal before a helper is tried
   bool tried_ = false;
-  std::unique_ptr<GpgHelper> helper_;
+  std::unique_ptr<DirectGpg> gpg_;
   std::unique_ptr<Crypto> crypto_;
+  // The keys last checked, and for which recipients and signer.
+  std::vector<std::string> checked_recipients_;
+  std::string checked_signer_;
+  SealKeys keys_;
 };
 
 std::int64_t now_ns();
