@@ -532,6 +532,11 @@ TEST_F(CryptoTest, DirectGpgReportsAGpgThatDiesOrFails) {
        ErrorCode::kInternal, "exited with status 2" + where + ": sign: General error; gpg: signing failed: General error"},
       {"echo 'gpg: something else' >&2; exit 2", ErrorCode::kInternal,
        "exited with status 2" + where + ": gpg: something else"},
+      // What gpg 2.2.40 writes when its trustdb is checked after the failure (the
+      // failure itself without a line end).
+      {"printf 'gpg: Sorry, we are in batchmode - can'\\''t get inputgpg: checking the trustdb\\ngpg: depth: 0  "
+       "valid:   1\\n' >&2; exit 2",
+       ErrorCode::kInternal, "exited with status 2" + where + ": gpg: Sorry, we are in batchmode - can't get input"},
       {"cat >/dev/null; echo '[GNUPG:] END_ENCRYPTION' >&3", ErrorCode::kInternal,
        "exited 0 without SIG_CREATED" + where},
       {"cat; echo '[GNUPG:] SIG_CREATED S 22 10 00 1 X' >&3; echo '[GNUPG:] END_ENCRYPTION' >&3",
@@ -546,7 +551,27 @@ TEST_F(CryptoTest, DirectGpgReportsAGpgThatDiesOrFails) {
     EXPECT_EQ(e.code(), c.code);
     EXPECT_EQ(std::string(e.what()), program + " (pid " + std::to_string(gpg->last_pid()) + ") " + c.said);
   }
-  // A passphrase-protected key cannot be used unattended: a key error.
+  // A passphrase-protected key cannot be used unattended: a key error, from a real
+  // gpg and such a key (gpg asks, in batch mode cannot, and exits 2).
+  {
+    GpgHome locked;
+    locked.gpg({"--passphrase", "secret", "--pinentry-mode", "loopback", "--quick-gen-key", "Locked <l@example.test>",
+                "default", "default", "0"});
+    std::string listing = locked.gpg({"--list-keys", "--with-colons"});
+    std::size_t at = listing.find("\nfpr:");
+    ASSERT_NE(at, std::string::npos);
+    const std::string fpr = listing.substr(at + 13, 40);
+    ASSERT_TRUE(is_fpr(fpr)) << fpr;
+    std::unique_ptr<DirectGpg> asks = DirectGpg::start();
+    asks->input(1)[0] = 'x';
+    Error e = expect_error([&] { asks->encrypt_sign(1, {{fpr}, fpr, locked.path()}, Bytes()); });
+    EXPECT_EQ(e.code(), ErrorCode::kKey);
+    EXPECT_EQ(std::string(e.what()), "encrypt+sign in GNUPGHOME=" + locked.path() + " failed: the secret key of " +
+                                         fpr +
+                                         " is protected by a passphrase, and reduit signs unattended: use an agent "
+                                         "key without one (gpg --passwd)");
+  }
+  // A FAILURE code that names a key problem is a key error too.
   std::unique_ptr<DirectGpg> gpg = DirectGpg::start(
       script("gpg-nopass", "echo '[GNUPG:] FAILURE sign 33554609' >&3; exit 2"));
   gpg->input(1)[0] = 'x';

@@ -93,13 +93,25 @@ std::vector<std::string_view> words(std::string_view line) {
   return w;
 }
 
-// The last non-empty line of gpg's standard error, for messages.
-std::string last_line(const std::string& log) {
+// What gpg's standard error says went wrong, for messages: of its messages (each
+// begins "gpg: "; without a terminal some lack their line end), the last that
+// reports a failure, else the last one.
+std::string gpg_said(const std::string& log) {
+  std::vector<std::string> said;
+  std::size_t at = log.find("gpg: ");
+  while (at != std::string::npos) {
+    std::size_t next = log.find("gpg: ", at + 5);
+    std::string m = log.substr(at, next == std::string::npos ? std::string::npos : next - at);
+    while (!m.empty() && (m.back() == '\n' || m.back() == '\r' || m.back() == ' ')) m.pop_back();
+    said.push_back(std::move(m));
+    at = next;
+  }
+  for (auto it = said.rbegin(); it != said.rend(); ++it)
+    for (const char* word : {"fail", "Sorry", "error", "can't", "cannot", "skipped"})
+      if (it->find(word) != std::string::npos) return *it;
+  if (!said.empty()) return said.back();
   std::size_t end = log.find_last_not_of("\r\n");
-  if (end == std::string::npos) return std::string();
-  std::size_t begin = log.rfind('\n', end);
-  begin = begin == std::string::npos ? 0 : begin + 1;
-  return log.substr(begin, end - begin + 1);
+  return end == std::string::npos ? std::string() : log.substr(0, end + 1);
 }
 
 }  // namespace
@@ -213,7 +225,7 @@ Bytes DirectGpg::encrypt_sign(std::size_t size, const SealKeys& keys, Bytes out)
   const std::string status = tail_of(status_, kMaxStatus);
   const std::string log = tail_of(log_, kMaxLog);
   const std::string where = "GNUPGHOME=" + (keys.gnupghome.empty() ? std::string("(default)") : keys.gnupghome);
-  bool signed_ = false, encrypted = false;
+  bool signed_ = false, encrypted = false, passphrase = false;
   std::string failure;  // FAILURE or ERROR: "<location> <gpg-error code>"
   gpgme_error_t failure_code = 0;
   std::size_t at = 0;
@@ -235,13 +247,19 @@ Bytes DirectGpg::encrypt_sign(std::size_t size, const SealKeys& keys, Bytes out)
       signed_ = true;
     } else if (w[0] == "END_ENCRYPTION") {
       encrypted = true;
+    } else if (w[0] == "NEED_PASSPHRASE") {
+      passphrase = true;
     } else if ((w[0] == "FAILURE" || w[0] == "ERROR") && w.size() > 2 && failure.empty()) {
       failure_code = static_cast<gpgme_error_t>(std::strtoul(std::string(w[2]).c_str(), nullptr, 10));
       failure = std::string(w[1]) + ": " + gpgme_strerror(failure_code);
     }
   }
-  const std::string said = last_line(log);
+  const std::string said = gpg_said(log);
   if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) != 0) {
+    if (passphrase && !signed_)
+      throw Error(ErrorCode::kKey, "encrypt+sign in " + where + " failed: the secret key of " + keys.signer +
+                                       " is protected by a passphrase, and reduit signs unattended: use an "
+                                       "agent key without one (gpg --passwd)");
     auto code = gpgme_err_code(failure_code);
     if (code == GPG_ERR_UNUSABLE_PUBKEY || code == GPG_ERR_UNUSABLE_SECKEY || code == GPG_ERR_NO_SECKEY ||
         code == GPG_ERR_BAD_PASSPHRASE || code == GPG_ERR_NO_PASSPHRASE || code == GPG_ERR_NO_PUBKEY)
