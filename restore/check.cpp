@@ -1,11 +1,13 @@
 #include "restore/check.hpp"
 
 #include <map>
+#include <memory>
 #include <set>
 
 #include "restore/snapshots.hpp"
 #include "vault/clock.hpp"
 #include "vault/delta.hpp"
+#include "vault/direct_gpg.hpp"
 #include "vault/error.hpp"
 
 namespace reduit {
@@ -135,6 +137,9 @@ CheckReport check_vault(Repository& repo, bool read_data, bool progress, Catalog
 
   if (read_data) {
     std::uint64_t n = 0;
+    // Packs decrypted by a gpg started directly; what it does not accept is decided
+    // by the Crypto, with its messages (vault/direct_gpg.hpp).
+    std::unique_ptr<DirectGpg> gpg = DirectGpg::start();
     for (const auto& [id, size] : packs) {
       ++n;
       if (progress)
@@ -155,7 +160,7 @@ CheckReport check_vault(Repository& repo, bool read_data, bool progress, Catalog
       }
       const std::size_t problems_before = r.problems.size();
       try {
-        LoadedPack p = open_pack(repo.crypto(), repo.config(), id, stored);
+        LoadedPack p = open_pack(repo.crypto(), repo.config(), id, stored, gpg.get());
         for (const auto& e : p.entries) {
           std::string_view bytes = repo.blob_bytes(p, e);
           check_links(e, bytes, index);

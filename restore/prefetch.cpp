@@ -6,6 +6,7 @@
 #include <memory>
 #include <utility>
 
+#include "vault/direct_gpg.hpp"
 #include "vault/error.hpp"
 
 namespace reduit {
@@ -72,6 +73,10 @@ void PackPrefetcher::fetch() {
 void PackPrefetcher::open() {
   pthread_setname_np(pthread_self(), "reduit-open");
   std::unique_ptr<Crypto> crypto;  // made by the first job, so a failure is that job's
+  // Packs are decrypted by a gpg this thread starts, without GPGME's relay; what it
+  // does not accept goes to `crypto` (vault/direct_gpg.hpp).
+  std::unique_ptr<DirectGpg> gpg;
+  bool gpg_tried = false;
   while (true) {
     std::pair<std::size_t, Bytes> job;
     {
@@ -84,7 +89,11 @@ void PackPrefetcher::open() {
     const PackRequest& req = order_[job.first];
     try {
       if (!crypto) crypto = std::make_unique<Crypto>(repo_.gnupghome());
-      FetchedPack f(open_pack(*crypto, repo_.config(), req.pack, job.second));
+      if (!gpg_tried) {
+        gpg_tried = true;
+        gpg = DirectGpg::start();
+      }
+      FetchedPack f(open_pack(*crypto, repo_.config(), req.pack, job.second, gpg.get()));
       Bytes().swap(job.second);
       std::vector<const PackEntry*> by_id;
       by_id.reserve(f.pack.entries.size());

@@ -509,6 +509,50 @@ TEST_F(CryptoTest, DirectGpgSealsAsCryptoDoesAndSaysWhyGpgRefused) {
                 ": import it with gpg --import");
 }
 
+// DirectGpg::decrypt_verify: the plaintext only for a message that decrypts, is
+// integrity-protected and carries one good signature by the expected key; nullopt
+// for everything else (the caller then asks Crypto, which says why).
+TEST_F(CryptoTest, DirectGpgDecryptAcceptsOnlyAGoodSignatureByTheExpectedKey) {
+  std::unique_ptr<DirectGpg> gpg = DirectGpg::start();
+  ASSERT_NE(gpg, nullptr);
+  const std::string home = archive_home_->path();
+  std::optional<Bytes> good = gpg->decrypt_verify(*ciphertext_, home, agent_fpr_);
+  ASSERT_TRUE(good.has_value());
+  EXPECT_TRUE(*good == *plaintext_);
+  // Lower case names the same key.
+  std::string lower = agent_fpr_;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  EXPECT_TRUE(gpg->decrypt_verify(*ciphertext_, home, lower).has_value());
+  // Another expected signer, none, or no input.
+  EXPECT_FALSE(gpg->decrypt_verify(*ciphertext_, home, archive_fpr_).has_value());
+  EXPECT_FALSE(gpg->decrypt_verify(*ciphertext_, home, "").has_value());
+  EXPECT_FALSE(gpg->decrypt_verify(Bytes(), home, agent_fpr_).has_value());
+  // A flipped byte in the middle (the MDC fails) and a truncated message.
+  Bytes flipped = *ciphertext_;
+  flipped[flipped.size() / 2] ^= 0x01;
+  EXPECT_FALSE(gpg->decrypt_verify(flipped, home, agent_fpr_).has_value());
+  Bytes cut(ciphertext_->begin(), ciphertext_->begin() + static_cast<std::ptrdiff_t>(ciphertext_->size() - 100));
+  EXPECT_FALSE(gpg->decrypt_verify(cut, home, agent_fpr_).has_value());
+  // Crypto then says what is wrong.
+  Crypto archive(home);
+  EXPECT_EQ(expect_error([&] { archive.decrypt_verify(flipped, agent_fpr_); }).code(), ErrorCode::kVerify);
+  // Encrypted but not signed; and without the secret key.
+  Bytes unsigned_message =
+      to_bytes(agent_home_->gpg({"--armor", "--trust-model", "always", "--encrypt", "-r", archive_fpr_, "--output",
+                                 "-", agent_home_->write_file("plain.txt", "not signed\n")}));
+  EXPECT_FALSE(gpg->decrypt_verify(unsigned_message, home, agent_fpr_).has_value());
+  EXPECT_FALSE(gpg->decrypt_verify(*ciphertext_, public_home_->path(), agent_fpr_).has_value());
+  // The signer's public key not in the keyring (ERRSIG).
+  EXPECT_FALSE(gpg->decrypt_verify(*ciphertext_, archive_only_->path(), agent_fpr_).has_value());
+  // Signed by the archive key instead: a good signature, but not the agent's.
+  Crypto archive_signs(home);
+  Bytes other = archive_signs.encrypt_sign(to_bytes("from the wrong key"), {archive_fpr_}, archive_fpr_);
+  EXPECT_FALSE(gpg->decrypt_verify(other, home, agent_fpr_).has_value());
+  std::optional<Bytes> theirs = gpg->decrypt_verify(other, home, archive_fpr_);
+  ASSERT_TRUE(theirs.has_value());
+  EXPECT_TRUE(*theirs == to_bytes("from the wrong key"));
+}
+
 // A gpg that dies, fails or claims success without a signature: kInternal naming
 // the program, its pid, how it ended and what it said. (Stand-ins: a real gpg does
 // not do these on demand.)

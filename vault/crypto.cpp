@@ -523,6 +523,10 @@ SealKeys Crypto::seal_keys(const std::vector<std::string>& recipients, const std
   return keys;
 }
 
+const std::string& Crypto::gnupghome() const {
+  return impl_->gnupghome;
+}
+
 std::string Crypto::gpg_program() {
   init_gpgme();
   gpgme_engine_info_t info = nullptr;

@@ -95,6 +95,9 @@ class Crypto {
   /// `recipients` is empty.
   SealKeys seal_keys(const std::vector<std::string>& recipients, const std::string& signer);
 
+  /// The GNUPGHOME this Crypto was made for, as given (empty = gpg's default).
+  const std::string& gnupghome() const;
+
   /// The gpg program GPGME runs for OpenPGP (an absolute path, /usr/bin/gpg on
   /// Debian). kInternal when GPGME names none.
   static std::string gpg_program();

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
@@ -162,10 +163,8 @@ std::span<std::uint8_t> DirectGpg::input(std::size_t size) {
   return {map_, size};
 }
 
-Bytes DirectGpg::encrypt_sign(std::size_t size, const SealKeys& keys, Bytes out) {
+DirectGpg::Run DirectGpg::run(std::vector<std::string> args, std::size_t size) {
   if (size > map_size_) throw Error(ErrorCode::kInternal, "direct gpg: input larger than its shared memory");
-  if (keys.recipients.empty() || keys.signer.empty())
-    throw Error(ErrorCode::kInternal, "direct gpg: no recipients or no signer");
   // gpg reads its standard input to the end of the file: the file is cut to the
   // input (the pages past it are freed; input() grows it again).
   if (::ftruncate(in_, static_cast<off_t>(size)) != 0 || ::lseek(in_, 0, SEEK_SET) != 0)
@@ -175,14 +174,6 @@ Bytes DirectGpg::encrypt_sign(std::size_t size, const SealKeys& keys, Bytes out)
   // the file offset gpg's writes leave (the descriptor is shared with gpg's stdout).
   if (::lseek(out_, 0, SEEK_SET) != 0 || !reset(status_) || !reset(log_))
     throw_errno("preparing gpg's output", errno);
-
-  std::vector<std::string> args = {"gpg"};
-  if (!keys.gnupghome.empty()) args.insert(args.end(), {"--homedir", keys.gnupghome});
-  args.insert(args.end(), {"--batch", "--no-tty", "--status-fd", "3", "--exit-on-status-write-error",
-                           "--pinentry-mode", "loopback", "--compress-algo", "none", "--always-trust",
-                           "--encrypt", "--sign", "-u", keys.signer});
-  for (const std::string& r : keys.recipients) args.insert(args.end(), {"-r", r});
-  args.insert(args.end(), {"--output", "-"});
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -213,18 +204,53 @@ Bytes DirectGpg::encrypt_sign(std::size_t size, const SealKeys& keys, Bytes out)
     posix_spawn_file_actions_destroy(&fa);
   }
   if (rc != 0)
-    throw Error(ErrorCode::kInternal, "cannot start " + program_ + " (" + std::strerror(rc) + "): install gnupg");
+    throw Error(ErrorCode::kInternal,
+                "cannot start " + program_ + " (" + std::strerror(rc) + "): install gnupg");
   last_pid_ = pid;
   int wstatus = 0;
   pid_t w;
   while ((w = ::waitpid(pid, &wstatus, 0)) < 0 && errno == EINTR) {
   }
   if (w != pid) throw_errno("waiting for gpg (pid " + std::to_string(pid) + ")", errno);
+  return Run{pid, wstatus, tail_of(status_, kMaxStatus), tail_of(log_, kMaxLog)};
+}
 
-  // What gpg said.
-  const std::string status = tail_of(status_, kMaxStatus);
-  const std::string log = tail_of(log_, kMaxLog);
-  const std::string where = "GNUPGHOME=" + (keys.gnupghome.empty() ? std::string("(default)") : keys.gnupghome);
+std::size_t DirectGpg::output_length(pid_t pid) const {
+  const off_t written = ::lseek(out_, 0, SEEK_CUR);
+  if (written < 0) throw_errno("reading gpg's output (pid " + std::to_string(pid) + ")", errno);
+  return static_cast<std::size_t>(written);
+}
+
+void DirectGpg::read_output(std::size_t len, Bytes& out) const {
+  out.clear();
+  if (len > out.capacity()) out.reserve(len);
+  out.resize(len);
+  std::size_t got = 0;
+  while (got < len) {
+    ssize_t r = ::pread(out_, out.data() + got, len - got, static_cast<off_t>(got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) throw_errno("reading gpg's output", r < 0 ? errno : EIO);
+    got += static_cast<std::size_t>(r);
+  }
+}
+
+Bytes DirectGpg::encrypt_sign(std::size_t size, const SealKeys& keys, Bytes out) {
+  if (keys.recipients.empty() || keys.signer.empty())
+    throw Error(ErrorCode::kInternal, "direct gpg: no recipients or no signer");
+  std::vector<std::string> args = {"gpg"};
+  if (!keys.gnupghome.empty()) args.insert(args.end(), {"--homedir", keys.gnupghome});
+  args.insert(args.end(), {"--batch", "--no-tty", "--status-fd", "3", "--exit-on-status-write-error",
+                           "--pinentry-mode", "loopback", "--compress-algo", "none", "--always-trust",
+                           "--encrypt", "--sign", "-u", keys.signer});
+  for (const std::string& r : keys.recipients) args.insert(args.end(), {"-r", r});
+  args.insert(args.end(), {"--output", "-"});
+  const Run ran = run(std::move(args), size);
+  const pid_t pid = ran.pid;
+  const int wstatus = ran.wstatus;
+  const std::string& status = ran.status;
+  const std::string& log = ran.log;
+  const std::string where =
+      "GNUPGHOME=" + (keys.gnupghome.empty() ? std::string("(default)") : keys.gnupghome);
   bool signed_ = false, encrypted = false, passphrase = false;
   std::string failure;  // FAILURE or ERROR: "<location> <gpg-error code>"
   gpgme_error_t failure_code = 0;
@@ -277,24 +303,77 @@ Bytes DirectGpg::encrypt_sign(std::size_t size, const SealKeys& keys, Bytes out)
                                           (detail.empty() ? std::string() : ": " + detail));
   }
 
-  const off_t written = ::lseek(out_, 0, SEEK_CUR);
-  if (written < 0) throw_errno("reading gpg's output", errno);
-  const auto len = static_cast<std::size_t>(written);
+  const std::size_t len = output_length(pid);
   // An OpenPGP message without compression is its input plus headers, keys and a
   // signature (Crypto::encrypt_sign reserves input/4096 + 4 KiB more).
   if (len <= size || len > size + size / 64 + (std::size_t{1} << 20))
     throw Error(ErrorCode::kInternal, program_ + " (pid " + std::to_string(pid) + ") wrote " +
-                                          std::to_string(len) + " bytes for an input of " + std::to_string(size));
-  out.clear();
-  if (len > out.capacity()) out.reserve(len);
-  out.resize(len);
-  std::size_t got = 0;
-  while (got < len) {
-    ssize_t r = ::pread(out_, out.data() + got, len - got, static_cast<off_t>(got));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) throw_errno("reading gpg's output", r < 0 ? errno : EIO);
-    got += static_cast<std::size_t>(r);
+                                          std::to_string(len) + " bytes for an input of " +
+                                          std::to_string(size));
+  read_output(len, out);
+  return out;
+}
+
+std::optional<Bytes> DirectGpg::decrypt_verify(std::span<const std::uint8_t> stored,
+                                               const std::string& gnupghome,
+                                               const std::string& expected_signer) {
+  if (expected_signer.empty() || stored.empty()) return std::nullopt;
+  std::span<std::uint8_t> in = input(stored.size());
+  std::memcpy(in.data(), stored.data(), stored.size());
+  std::vector<std::string> args = {"gpg"};
+  if (!gnupghome.empty()) args.insert(args.end(), {"--homedir", gnupghome});
+  args.insert(args.end(), {"--batch", "--no-tty", "--status-fd", "3", "--exit-on-status-write-error",
+                           "--pinentry-mode", "loopback", "--disable-dirmngr", "--decrypt", "--output", "-"});
+  const Run ran = run(std::move(args), stored.size());
+  if (!WIFEXITED(ran.wstatus) || WEXITSTATUS(ran.wstatus) != 0) return std::nullopt;
+  int okay = 0, end = 0, protected_ = 0, plaintext = 0, newsig = 0, goodsig = 0, validsig = 0, other = 0;
+  bool signer_matches = false;
+  std::size_t at = 0;
+  const std::string& status = ran.status;
+  while (at < status.size()) {
+    std::size_t eol = status.find('\n', at);
+    if (eol == std::string::npos) eol = status.size();
+    std::string_view line(status.data() + at, eol - at);
+    at = eol + 1;
+    if (line.substr(0, kStatusPrefix.size()) != kStatusPrefix) continue;
+    std::vector<std::string_view> w = words(line.substr(kStatusPrefix.size()));
+    if (w.empty()) continue;
+    const std::string_view k = w[0];
+    if (k == "DECRYPTION_OKAY") {
+      ++okay;
+    } else if (k == "END_DECRYPTION") {
+      ++end;
+    } else if (k == "DECRYPTION_INFO") {
+      // <mdc_method> <sym_algo> [<aead_algo>] (doc/DETAILS): 0 = none.
+      if ((w.size() > 1 && w[1] != "0") || (w.size() > 3 && w[3] != "0")) ++protected_;
+    } else if (k == "PLAINTEXT") {
+      ++plaintext;
+    } else if (k == "NEWSIG") {
+      ++newsig;
+    } else if (k == "GOODSIG") {
+      ++goodsig;
+    } else if (k == "VALIDSIG") {
+      ++validsig;
+      // <fpr> <date> <timestamp> <expire> <version> <reserved> <pk algo> <hash algo>
+      // <class> <primary-key-fpr>
+      std::string primary = w.size() > 10 ? std::string(w[10]) : std::string();
+      for (char& c : primary) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      std::string expected = expected_signer;
+      for (char& c : expected) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      signer_matches = primary == expected;
+    } else if (k == "BADSIG" || k == "ERRSIG" || k == "EXPSIG" || k == "EXPKEYSIG" || k == "REVKEYSIG" ||
+               k == "BADMDC" || k == "DECRYPTION_FAILED" || k == "FAILURE" || k == "ERROR" ||
+               k == "TRUNCATED") {
+      // (NO_SECKEY is not among them: it names another recipient's key whenever
+      // this home holds one recipient's secret key and not the others'.)
+      ++other;
+    }
   }
+  if (okay != 1 || end != 1 || protected_ != 1 || plaintext != 1 || newsig != 1 || goodsig != 1 ||
+      validsig != 1 || other != 0 || !signer_matches)
+    return std::nullopt;
+  Bytes out;
+  read_output(output_length(ran.pid), out);
   return out;
 }
 

@@ -1,5 +1,5 @@
-// vault/direct_gpg.hpp — a pack's encrypt+sign by a gpg process reduit starts
-// itself, reading the pack from and writing the message to shared memory.
+// vault/direct_gpg.hpp — a pack's encrypt+sign (and decrypt+verify) by a gpg
+// process reduit starts itself, reading and writing shared memory.
 //
 // Why not GPGME: GPGME 1.18 relays every byte between its data objects and gpg's
 // pipes, and formats each 16 bytes it relays for its debug trace before it finds
@@ -19,7 +19,13 @@
 // lines (doc/DETAILS in GnuPG, "Format of the --status-fd output") and its standard
 // error go to two more memfds, read when it has exited.
 //
-// Errors: INV_RECP and INV_SGNR give kKey naming the key and gpg's reason; any
+// Packs are opened the same way (decrypt_verify): restores and `check --read-data`
+// take the plaintext from gpg's output memfd when its status lines show a good,
+// integrity-protected message signed by the agent key, and hand everything else to
+// Crypto::decrypt_verify (GPGME), whose checks and messages decide; the direct path
+// never accepts what GPGME's would refuse.
+//
+// Errors of encrypt_sign: INV_RECP and INV_SGNR give kKey naming the key and gpg's reason; any
 // other failure (gpg exits non-zero, is killed, or exits 0 without SIG_CREATED and
 // END_ENCRYPTION) gives kInternal with gpg's pid, how it ended and its last error
 // line. Nothing is written anywhere but the memfds.
@@ -29,8 +35,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "vault/bytes.hpp"
 #include "vault/crypto.hpp"
@@ -62,11 +70,34 @@ class DirectGpg {
   /// shared memory fails, kInternal when gpg cannot be started or fails otherwise.
   Bytes encrypt_sign(std::size_t size, const SealKeys& keys, Bytes out);
 
+  /// Decrypts and verifies `stored` (an OpenPGP message, RFC 4880 §11.3) with the
+  /// keys in `gnupghome`, copied into the shared memory first, and returns the
+  /// plaintext only when gpg's status shows all of: exit 0, DECRYPTION_OKAY and
+  /// END_DECRYPTION, integrity protection (DECRYPTION_INFO with an MDC or AEAD), no
+  /// BADMDC or DECRYPTION_FAILED, one literal packet (PLAINTEXT), and exactly one signature, good (one
+  /// NEWSIG, one GOODSIG, no other signature status), whose VALIDSIG names `expected_signer` (a primary
+  /// fingerprint) as its primary key. Anything else gives nullopt, and the caller asks
+  /// Crypto::decrypt_verify, whose checks and messages say what is wrong (a fast path for the common case,
+  /// never a second opinion that accepts more). Throws kIo when the shared memory fails, kInternal when gpg
+  /// cannot be started.
+  std::optional<Bytes> decrypt_verify(std::span<const std::uint8_t> stored, const std::string& gnupghome,
+                                      const std::string& expected_signer);
+
   /// The pid of the last gpg started (for tests and diagnostics; 0 before any).
   pid_t last_pid() const { return last_pid_; }
 
  private:
   DirectGpg(std::string program, int in, int out, int status, int log);
+  // Runs gpg with `args` (argv[0] first) on the first `size` bytes of the input
+  // memfd; returns the wait status, gpg's status lines and its standard error.
+  struct Run {
+    pid_t pid;
+    int wstatus;
+    std::string status, log;
+  };
+  Run run(std::vector<std::string> args, std::size_t size);
+  std::size_t output_length(pid_t pid) const;
+  void read_output(std::size_t len, Bytes& out) const;
 
   std::string program_;
   int in_, out_, status_, log_;  // memfds: gpg's stdin, stdout, --status-fd and stderr

@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "vault/compress.hpp"
-#include "vault/error.hpp"
 #include "vault/direct_gpg.hpp"
+#include "vault/error.hpp"
 #include "vault/pack_filter.hpp"
 
 namespace reduit {
@@ -138,10 +138,16 @@ Bytes Repository::seal(Bytes plaintext, PackKind kind) {
   return seal_object(*crypto_, config(), plaintext, kind);
 }
 
-Bytes open_object(Crypto& crypto, const VaultConfig& c, const Bytes& stored, const std::string& what) {
+Bytes open_object(Crypto& crypto, const VaultConfig& c, const Bytes& stored, const std::string& what,
+                  DirectGpg* gpg) {
   DecryptResult r;
   try {
-    r = crypto.decrypt_verify(stored, c.agent_key);
+    std::optional<Bytes> fast;
+    if (gpg) fast = gpg->decrypt_verify(stored, crypto.gnupghome(), c.agent_key);
+    if (fast)
+      r.plaintext = std::move(*fast);
+    else
+      r = crypto.decrypt_verify(stored, c.agent_key);
   } catch (const Error& e) {
     throw Error(e.code(), what + ": " + e.what());
   }
@@ -226,10 +232,11 @@ Bytes Repository::fetch_pack(const Hash& id) {
   return stored;
 }
 
-LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, const Bytes& stored) {
+LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, const Bytes& stored,
+                     DirectGpg* gpg) {
   LoadedPack p;
   p.id = id;
-  p.plaintext = open_object(crypto, config, stored, "pack " + to_hex(id));
+  p.plaintext = open_object(crypto, config, stored, "pack " + to_hex(id), gpg);
   if (is_filtered_pack(p.plaintext)) {
     try {
       p.plaintext = unfilter_pack(p.plaintext);

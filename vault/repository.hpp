@@ -155,13 +155,18 @@ Bytes seal_object(Crypto& crypto, const VaultConfig& config, Bytes& plaintext, P
 /// Verifies the signature (the config's agent key), decrypts and decompresses
 /// `stored` as Repository::open does, for threads that own a Crypto. `what` names
 /// the object in errors (kKey, kVerify).
-Bytes open_object(Crypto& crypto, const VaultConfig& config, const Bytes& stored, const std::string& what);
+/// With `gpg` (may be null), the message is first decrypted by a gpg started
+/// directly (DirectGpg::decrypt_verify), which returns the plaintext only when the
+/// signature is good and by the agent key; anything else is decided by `crypto`.
+Bytes open_object(Crypto& crypto, const VaultConfig& config, const Bytes& stored, const std::string& what,
+                  DirectGpg* gpg = nullptr);
 
 /// Opens and parses the stored bytes of pack `id` (already checked against its
 /// name: Repository::fetch_pack) as Repository::load_pack does, with `crypto`; a
 /// filtered pack (FORMAT.md §5.1) is restored to its plaintext first (kVerify when
 /// its table is malformed).
-LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, const Bytes& stored);
+LoadedPack open_pack(Crypto& crypto, const VaultConfig& config, const Hash& id, const Bytes& stored,
+                     DirectGpg* gpg = nullptr);
 
 /// seal_object for a thread that seals many packs; one PackSealer per thread.
 /// Each object is sealed by a gpg process it starts itself (vault/direct_gpg.hpp):
