@@ -95,6 +95,23 @@ std::vector<std::string_view> words(std::string_view line) {
   return w;
 }
 
+// The words of each of gpg's status lines ("[GNUPG:] KEYWORD ARGS…", doc/DETAILS),
+// keyword first; other lines and empty ones are skipped. Views into `status`.
+std::vector<std::vector<std::string_view>> status_lines(const std::string& status) {
+  std::vector<std::vector<std::string_view>> lines;
+  std::size_t at = 0;
+  while (at < status.size()) {
+    std::size_t end = status.find('\n', at);
+    if (end == std::string::npos) end = status.size();
+    std::string_view line(status.data() + at, end - at);
+    at = end + 1;
+    if (line.substr(0, kStatusPrefix.size()) != kStatusPrefix) continue;
+    std::vector<std::string_view> w = words(line.substr(kStatusPrefix.size()));
+    if (!w.empty()) lines.push_back(std::move(w));
+  }
+  return lines;
+}
+
 // What gpg's standard error says went wrong, for messages: of its messages (each
 // begins "gpg: "; without a terminal some lack their line end), the last that
 // reports a failure, else the last one.
@@ -255,15 +272,7 @@ Bytes DirectGpg::encrypt_sign(std::size_t size, const SealKeys& keys, Bytes out)
   bool signed_ = false, encrypted = false, passphrase = false;
   std::string failure;  // FAILURE or ERROR: "<location> <gpg-error code>"
   gpgme_error_t failure_code = 0;
-  std::size_t at = 0;
-  while (at < status.size()) {
-    std::size_t end = status.find('\n', at);
-    if (end == std::string::npos) end = status.size();
-    std::string_view line(status.data() + at, end - at);
-    at = end + 1;
-    if (line.substr(0, kStatusPrefix.size()) != kStatusPrefix) continue;
-    std::vector<std::string_view> w = words(line.substr(kStatusPrefix.size()));
-    if (w.empty()) continue;
+  for (const std::vector<std::string_view>& w : status_lines(status)) {
     if (w[0] == "INV_RECP" || w[0] == "INV_SGNR") {
       const bool recp = w[0] == "INV_RECP";
       const std::string key = w.size() > 2 ? std::string(w[2]) : std::string("?");
@@ -329,16 +338,7 @@ std::optional<Bytes> DirectGpg::decrypt_verify(std::span<const std::uint8_t> sto
   if (!WIFEXITED(ran.wstatus) || WEXITSTATUS(ran.wstatus) != 0) return std::nullopt;
   int okay = 0, end = 0, protected_ = 0, plaintext = 0, newsig = 0, goodsig = 0, validsig = 0, other = 0;
   bool signer_matches = false;
-  std::size_t at = 0;
-  const std::string& status = ran.status;
-  while (at < status.size()) {
-    std::size_t eol = status.find('\n', at);
-    if (eol == std::string::npos) eol = status.size();
-    std::string_view line(status.data() + at, eol - at);
-    at = eol + 1;
-    if (line.substr(0, kStatusPrefix.size()) != kStatusPrefix) continue;
-    std::vector<std::string_view> w = words(line.substr(kStatusPrefix.size()));
-    if (w.empty()) continue;
+  for (const std::vector<std::string_view>& w : status_lines(ran.status)) {
     const std::string_view k = w[0];
     if (k == "DECRYPTION_OKAY") {
       ++okay;
