@@ -26,8 +26,8 @@
 #include "support/harness.hpp"
 #include "vault/compress.hpp"
 #include "vault/crypto.hpp"
-#include "vault/error.hpp"
 #include "vault/direct_gpg.hpp"
+#include "vault/error.hpp"
 #include "vault/repository.hpp"
 
 namespace reduit {
@@ -479,26 +479,31 @@ TEST_F(CryptoTest, DirectGpgSealsAsCryptoDoesAndSaysWhyGpgRefused) {
   }
   // The same packets as GPGME's message: no compression packet, one signature
   // (gpg lists the signature after a literal packet of this size only).
-  const std::vector<std::string> expected = {"pubkey enc packet", "encrypted data packet", "onepass_sig packet",
-                                             "literal data packet", "signature packet"};
+  const std::vector<std::string> expected = {"pubkey enc packet", "encrypted data packet",
+                                             "onepass_sig packet", "literal data packet", "signature packet"};
   std::memcpy(gpg->input(10).data(), "0123456789", 10);
   EXPECT_EQ(packet_kinds(*archive_home_, gpg->encrypt_sign(10, keys, std::move(reuse))), expected);
-  EXPECT_EQ(packet_kinds(*archive_home_, agent.encrypt_sign(to_bytes("0123456789"), {archive_fpr_}, agent_fpr_)),
-            expected);
+  EXPECT_EQ(
+      packet_kinds(*archive_home_, agent.encrypt_sign(to_bytes("0123456789"), {archive_fpr_}, agent_fpr_)),
+      expected);
 
   // gpg's own refusals (keys seal_keys would have refused first).
   const std::string unknown = "0123456789ABCDEF0123456789ABCDEF01234567";
   gpg->input(1)[0] = 'x';
-  Error recp = expect_error([&] { gpg->encrypt_sign(1, {{unknown}, agent_fpr_, agent_home_->path()}, Bytes()); });
+  Error recp = expect_error([&] {
+    gpg->encrypt_sign(1, {{unknown}, agent_fpr_, agent_home_->path()}, Bytes());
+  });
   EXPECT_EQ(recp.code(), ErrorCode::kKey);
-  EXPECT_EQ(std::string(recp.what()), "cannot encrypt to " + unknown + " (not found): check the key in GNUPGHOME=" +
-                                          agent_home_->path());
+  EXPECT_EQ(std::string(recp.what()), "cannot encrypt to " + unknown +
+                                          " (not found): check the key in GNUPGHOME=" + agent_home_->path());
   gpg->input(1)[0] = 'x';
-  Error sgnr = expect_error([&] { gpg->encrypt_sign(1, {{archive_fpr_}, archive_fpr_, agent_home_->path()}, Bytes()); });
+  Error sgnr = expect_error([&] {
+    gpg->encrypt_sign(1, {{archive_fpr_}, archive_fpr_, agent_home_->path()}, Bytes());
+  });
   EXPECT_EQ(sgnr.code(), ErrorCode::kKey);
-  EXPECT_EQ(std::string(sgnr.what()), "cannot sign with " + archive_fpr_ +
-                                          " (not a secret key): check the secret key in GNUPGHOME=" +
-                                          agent_home_->path());
+  EXPECT_EQ(std::string(sgnr.what()),
+            "cannot sign with " + archive_fpr_ +
+                " (not a secret key): check the secret key in GNUPGHOME=" + agent_home_->path());
   // And seal_keys refuses with encrypt_sign's words.
   Error direct = expect_error([&] { agent.encrypt_sign(to_bytes("x"), {unknown}, agent_fpr_); });
   Error checked = expect_error([&] { agent.seal_keys({unknown}, agent_fpr_); });
@@ -531,15 +536,16 @@ TEST_F(CryptoTest, DirectGpgDecryptAcceptsOnlyAGoodSignatureByTheExpectedKey) {
   Bytes flipped = *ciphertext_;
   flipped[flipped.size() / 2] ^= 0x01;
   EXPECT_FALSE(gpg->decrypt_verify(flipped, home, agent_fpr_).has_value());
-  Bytes cut(ciphertext_->begin(), ciphertext_->begin() + static_cast<std::ptrdiff_t>(ciphertext_->size() - 100));
+  Bytes cut(ciphertext_->begin(),
+            ciphertext_->begin() + static_cast<std::ptrdiff_t>(ciphertext_->size() - 100));
   EXPECT_FALSE(gpg->decrypt_verify(cut, home, agent_fpr_).has_value());
   // Crypto then says what is wrong.
   Crypto archive(home);
   EXPECT_EQ(expect_error([&] { archive.decrypt_verify(flipped, agent_fpr_); }).code(), ErrorCode::kVerify);
   // Encrypted but not signed; and without the secret key.
   Bytes unsigned_message =
-      to_bytes(agent_home_->gpg({"--armor", "--trust-model", "always", "--encrypt", "-r", archive_fpr_, "--output",
-                                 "-", agent_home_->write_file("plain.txt", "not signed\n")}));
+      to_bytes(agent_home_->gpg({"--armor", "--trust-model", "always", "--encrypt", "-r", archive_fpr_,
+                                 "--output", "-", agent_home_->write_file("plain.txt", "not signed\n")}));
   EXPECT_FALSE(gpg->decrypt_verify(unsigned_message, home, agent_fpr_).has_value());
   EXPECT_FALSE(gpg->decrypt_verify(*ciphertext_, public_home_->path(), agent_fpr_).has_value());
   // The signer's public key not in the keyring (ERRSIG).
@@ -573,14 +579,17 @@ TEST_F(CryptoTest, DirectGpgReportsAGpgThatDiesOrFails) {
   const std::vector<Case> cases = {
       {"kill -9 $$", ErrorCode::kInternal, "was killed by signal 9" + where},
       {"echo '[GNUPG:] FAILURE sign 33554433' >&3; echo 'gpg: signing failed: General error' >&2; exit 2",
-       ErrorCode::kInternal, "exited with status 2" + where + ": sign: General error; gpg: signing failed: General error"},
+       ErrorCode::kInternal,
+       "exited with status 2" + where + ": sign: General error; gpg: signing failed: General error"},
       {"echo 'gpg: something else' >&2; exit 2", ErrorCode::kInternal,
        "exited with status 2" + where + ": gpg: something else"},
       // What gpg 2.2.40 writes when its trustdb is checked after the failure (the
       // failure itself without a line end).
-      {"printf 'gpg: Sorry, we are in batchmode - can'\\''t get inputgpg: checking the trustdb\\ngpg: depth: 0  "
+      {"printf 'gpg: Sorry, we are in batchmode - can'\\''t get inputgpg: checking the trustdb\\ngpg: depth: "
+       "0  "
        "valid:   1\\n' >&2; exit 2",
-       ErrorCode::kInternal, "exited with status 2" + where + ": gpg: Sorry, we are in batchmode - can't get input"},
+       ErrorCode::kInternal,
+       "exited with status 2" + where + ": gpg: Sorry, we are in batchmode - can't get input"},
       {"cat >/dev/null; echo '[GNUPG:] END_ENCRYPTION' >&3", ErrorCode::kInternal,
        "exited 0 without SIG_CREATED" + where},
       {"cat; echo '[GNUPG:] SIG_CREATED S 22 10 00 1 X' >&3; echo '[GNUPG:] END_ENCRYPTION' >&3",
@@ -599,8 +608,8 @@ TEST_F(CryptoTest, DirectGpgReportsAGpgThatDiesOrFails) {
   // gpg and such a key (gpg asks, in batch mode cannot, and exits 2).
   {
     GpgHome locked;
-    locked.gpg({"--passphrase", "secret", "--pinentry-mode", "loopback", "--quick-gen-key", "Locked <l@example.test>",
-                "default", "default", "0"});
+    locked.gpg({"--passphrase", "secret", "--pinentry-mode", "loopback", "--quick-gen-key",
+                "Locked <l@example.test>", "default", "default", "0"});
     std::string listing = locked.gpg({"--list-keys", "--with-colons"});
     std::size_t at = listing.find("\nfpr:");
     ASSERT_NE(at, std::string::npos);
@@ -610,19 +619,19 @@ TEST_F(CryptoTest, DirectGpgReportsAGpgThatDiesOrFails) {
     asks->input(1)[0] = 'x';
     Error e = expect_error([&] { asks->encrypt_sign(1, {{fpr}, fpr, locked.path()}, Bytes()); });
     EXPECT_EQ(e.code(), ErrorCode::kKey);
-    EXPECT_EQ(std::string(e.what()), "encrypt+sign in GNUPGHOME=" + locked.path() + " failed: the secret key of " +
-                                         fpr +
-                                         " is protected by a passphrase, and reduit signs unattended: use an agent "
-                                         "key without one (gpg --passwd)");
+    EXPECT_EQ(std::string(e.what()),
+              "encrypt+sign in GNUPGHOME=" + locked.path() + " failed: the secret key of " + fpr +
+                  " is protected by a passphrase, and reduit signs unattended: use an agent "
+                  "key without one (gpg --passwd)");
   }
   // A FAILURE code that names a key problem is a key error too.
-  std::unique_ptr<DirectGpg> gpg = DirectGpg::start(
-      script("gpg-nopass", "echo '[GNUPG:] FAILURE sign 33554609' >&3; exit 2"));
+  std::unique_ptr<DirectGpg> gpg =
+      DirectGpg::start(script("gpg-nopass", "echo '[GNUPG:] FAILURE sign 33554609' >&3; exit 2"));
   gpg->input(1)[0] = 'x';
   Error nopass = expect_error([&] { gpg->encrypt_sign(1, keys, Bytes()); });
   EXPECT_EQ(nopass.code(), ErrorCode::kKey);
-  EXPECT_EQ(std::string(nopass.what()), "encrypt+sign in GNUPGHOME=" + agent_home_->path() +
-                                            " failed: No passphrase given");
+  EXPECT_EQ(std::string(nopass.what()),
+            "encrypt+sign in GNUPGHOME=" + agent_home_->path() + " failed: No passphrase given");
 }
 
 // PackSealer: every object through a gpg it starts itself (zstd writes the frame
@@ -648,8 +657,8 @@ TEST_F(CryptoTest, PackSealerSealsThroughDirectGpgWhatOpenObjectReads) {
   Bytes more = text;
   append_bytes(more, text.data(), text.size());
   Bytes twice = more;
-  EXPECT_TRUE(open_object(agent, vc, sealer.seal(vc, twice, PackKind::kMetadata, std::move(sealed)), "object") ==
-              more);
+  EXPECT_TRUE(open_object(agent, vc, sealer.seal(vc, twice, PackKind::kMetadata, std::move(sealed)),
+                          "object") == more);
   Bytes once = text;
   EXPECT_TRUE(open_object(agent, vc, sealer.seal(vc, once, PackKind::kMetadata), "object") == text);
   // A recipient that is not in the keyring: seal_object's key error, before gpg runs.
@@ -658,8 +667,9 @@ TEST_F(CryptoTest, PackSealerSealsThroughDirectGpgWhatOpenObjectReads) {
   Bytes x = text;
   Error e = expect_error([&] { sealer.seal(other, x, PackKind::kMetadata); });
   EXPECT_EQ(e.code(), ErrorCode::kKey);
-  EXPECT_EQ(std::string(e.what()), "no public key 0123456789ABCDEF0123456789ABCDEF01234567 in GNUPGHOME=" +
-                                       agent_home_->path() + ": import it with gpg --import, or check the fingerprint");
+  EXPECT_EQ(std::string(e.what()),
+            "no public key 0123456789ABCDEF0123456789ABCDEF01234567 in GNUPGHOME=" + agent_home_->path() +
+                ": import it with gpg --import, or check the fingerprint");
 }
 
 }  // namespace

@@ -317,8 +317,6 @@ struct Crypto::Impl {
     return k;
   }
 
-  // Primary fingerprint of the key that made a signature reported as `sig_fpr`
-  // (which may be a subkey fingerprint or a key id); empty when unknown.
   // Makes `signer` (its secret key must be here, usable and able to sign) the
   // context's only signer; the caller clears the signers after its operation.
   KeyRef use_signer(const std::string& signer) {
@@ -329,6 +327,8 @@ struct Crypto::Impl {
     return sk;
   }
 
+  // Primary fingerprint of the key that made a signature reported as `sig_fpr`
+  // (which may be a subkey fingerprint or a key id); empty when unknown.
   std::string primary_of(const std::string& sig_fpr) {
     KeyRef k = find_key(sig_fpr, false);
     if (!k.key || !k.key->subkeys || !k.key->subkeys->fpr) return std::string();

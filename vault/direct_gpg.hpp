@@ -25,10 +25,11 @@
 // Crypto::decrypt_verify (GPGME), whose checks and messages decide; the direct path
 // never accepts what GPGME's would refuse.
 //
-// Errors of encrypt_sign: INV_RECP and INV_SGNR give kKey naming the key and gpg's reason; any
-// other failure (gpg exits non-zero, is killed, or exits 0 without SIG_CREATED and
-// END_ENCRYPTION) gives kInternal with gpg's pid, how it ended and its last error
-// line. Nothing is written anywhere but the memfds.
+// Errors of encrypt_sign: INV_RECP and INV_SGNR give kKey naming the key and gpg's
+// reason; NEED_PASSPHRASE on a failed run gives kKey; any other failure (gpg exits
+// non-zero, is killed, or exits 0 without SIG_CREATED and END_ENCRYPTION) gives
+// kInternal with gpg's pid, how it ended and its failure line. Nothing is written
+// anywhere but the memfds.
 #pragma once
 
 #include <sys/types.h>
@@ -45,7 +46,7 @@
 
 namespace reduit {
 
-/// Shared memory for one sealing thread's packs and the gpg runs that seal them;
+/// Shared memory for one thread's packs and the gpg runs that seal or open them;
 /// used by one thread at a time.
 class DirectGpg {
  public:
@@ -71,15 +72,16 @@ class DirectGpg {
   Bytes encrypt_sign(std::size_t size, const SealKeys& keys, Bytes out);
 
   /// Decrypts and verifies `stored` (an OpenPGP message, RFC 4880 §11.3) with the
-  /// keys in `gnupghome`, copied into the shared memory first, and returns the
-  /// plaintext only when gpg's status shows all of: exit 0, DECRYPTION_OKAY and
-  /// END_DECRYPTION, integrity protection (DECRYPTION_INFO with an MDC or AEAD), no
-  /// BADMDC or DECRYPTION_FAILED, one literal packet (PLAINTEXT), and exactly one signature, good (one
-  /// NEWSIG, one GOODSIG, no other signature status), whose VALIDSIG names `expected_signer` (a primary
-  /// fingerprint) as its primary key. Anything else gives nullopt, and the caller asks
-  /// Crypto::decrypt_verify, whose checks and messages say what is wrong (a fast path for the common case,
-  /// never a second opinion that accepts more). Throws kIo when the shared memory fails, kInternal when gpg
-  /// cannot be started.
+  /// keys in `gnupghome`, copied into the shared memory first. Returns the
+  /// plaintext only when gpg exited 0 and its status lines show all of:
+  /// DECRYPTION_OKAY and END_DECRYPTION, integrity protection (DECRYPTION_INFO with
+  /// an MDC or AEAD), no BADMDC or DECRYPTION_FAILED, one literal packet
+  /// (PLAINTEXT), and exactly one signature, good (one NEWSIG, one GOODSIG, no other
+  /// signature status), whose VALIDSIG names `expected_signer` (a primary
+  /// fingerprint) as its primary key. Anything else gives nullopt, and the caller
+  /// asks Crypto::decrypt_verify, whose checks and messages say what is wrong: a
+  /// fast path for the common case, never a second opinion that accepts more.
+  /// Throws kIo when the shared memory fails, kInternal when gpg cannot be started.
   std::optional<Bytes> decrypt_verify(std::span<const std::uint8_t> stored, const std::string& gnupghome,
                                       const std::string& expected_signer);
 
