@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include <set>
 #include <thread>
 #include <unordered_set>
+#include <utility>
 
 #include "agent/headers.hpp"
 #include "agent/mbox.hpp"
@@ -257,10 +259,20 @@ class ReadBuffer {
   std::size_t cap_ = 0, len_ = 0;
 };
 
-// Reads a whole file; returns false when it vanished (ENOENT). Fills `st`.
-bool read_file(const std::string& path, ReadBuffer& buf, struct stat& st) {
+// Opens a source file for reading without touching its atime where the owner
+// allows it; -1 with errno set when it cannot be opened.
+int open_source(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
   if (fd < 0 && errno == EPERM) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  return fd;
+}
+
+// Reads a whole file; returns false when it vanished (ENOENT). Fills `st`. `fd`,
+// when not -1, is `path` opened already (by open_source); it is closed here.
+// `uncached`, when given, is set to whether the file was not all in the page cache
+// (its first read, with RWF_NOWAIT, could not be served from memory alone).
+bool read_file(const std::string& path, int fd, ReadBuffer& buf, struct stat& st, bool* uncached = nullptr) {
+  if (fd < 0) fd = open_source(path);
   if (fd < 0) {
     if (errno == ENOENT) return false;
     throw Error(ErrorCode::kSource, "cannot read " + path + ": " + std::strerror(errno));
@@ -273,6 +285,16 @@ bool read_file(const std::string& path, ReadBuffer& buf, struct stat& st) {
   std::size_t got = 0;
   buf.set_length(0);
   buf.reserve(static_cast<std::size_t>(st.st_size) + 1);
+  if (uncached) {
+    *uncached = false;
+    if (st.st_size > 0) {
+      iovec v{buf.reserve(1), static_cast<std::size_t>(st.st_size)};
+      const ssize_t n = ::preadv2(fd, &v, 1, -1, RWF_NOWAIT);
+      if (n > 0) got = static_cast<std::size_t>(n);
+      // EAGAIN: not in memory; EOPNOTSUPP: cannot tell (taken as not in memory).
+      *uncached = n < st.st_size;
+    }
+  }
   while (true) {
     if (got == buf.capacity()) buf.reserve(got + 65536);  // grew while reading
     buf.set_length(got);
@@ -305,6 +327,13 @@ class ReadAhead {
   static constexpr std::size_t kMaxAhead = 64;
   static constexpr std::size_t kMaxAheadBytes = 8u << 20;
   static constexpr std::size_t kKeepBytes = 4u << 20;  // capacity of the recycled buffers, at most
+  // Files opened ahead of the one being read, for the kernel to read them in while
+  // it is hashed (a cold page cache: a first backup, or mail not read for days).
+  // Their scanned sizes add up to kOpenAheadBytes at most; a larger file is not
+  // opened ahead, and the kernel's own readahead serves its sequential read.
+  static constexpr std::size_t kOpenAhead = 64;
+  static constexpr std::uint64_t kOpenAheadBytes = 16u << 20;
+  static constexpr std::uint64_t kColdReads = 1024;
 
   struct Request {
     std::size_t entry = 0;        // index in the folder's entries
@@ -324,6 +353,8 @@ class ReadAhead {
     std::size_t header_length = 0;           // messages: header block length (RFC 5322 §2.1)
     std::optional<Hash> header, body, blob;  // blob ids (Repository::blob_id)
     std::exception_ptr failure;              // an Error(kSource) for an unreadable file, or worse
+    bool uncached = false;                   // its first read missed the page cache (in part)
+    bool read_ahead = false;                 // it was opened ahead and the kernel asked to read it in
   };
 
   explicit ReadAhead(const Repository& repo)
@@ -350,6 +381,7 @@ class ReadAhead {
     ready_.clear();
     ready_bytes_ = held_bytes_ = 0;
     dir_ = dir;
+    ++generation_;
     for (Request& r : requests) requests_.push_back(std::move(r));
     cv_.notify_all();
   }
@@ -415,6 +447,8 @@ class ReadAhead {
       Request r;
       std::string dir;
       Item it;
+      int fd = -1;                     // r's file, if it was opened ahead
+      std::vector<Request> open_next;  // files to open ahead now (their path and size only)
       {
         std::unique_lock<std::mutex> g(mu_);
         auto can_read = [&] { return !requests_.empty() && room(requests_.front()); };
@@ -424,8 +458,27 @@ class ReadAhead {
           reader_waiting_ = false;
         }
         if (stop_) return;
+        if (opened_generation_ != generation_) {  // begin() replaced the requests
+          opened_.clear();
+          opened_bytes_ = 0;
+          opened_generation_ = generation_;
+        }
         r = std::move(requests_.front());
         requests_.pop_front();
+        if (!opened_.empty()) {  // opened_[i] is requests_[i]'s file, r's first
+          fd = opened_.front().release();
+          opened_bytes_ -= opened_.front().size;
+          opened_.pop_front();
+        }
+        // Only while reads miss the page cache: a warm one gains nothing from it.
+        const std::size_t window = reads_ < cold_until_ ? kOpenAhead : 0;
+        std::uint64_t bytes = opened_bytes_;
+        for (std::size_t i = opened_.size(); i < requests_.size() && i < window; ++i) {
+          const Request& n = requests_[i];
+          if (bytes + n.size > kOpenAheadBytes) break;
+          bytes += n.size;
+          open_next.push_back(Request{0, n.path, n.size});
+        }
         dir = dir_;
         busy_ = true;
         if (!free_.empty()) {
@@ -434,7 +487,13 @@ class ReadAhead {
           free_bytes_ -= it.buf.capacity();
         }
       }
-      read(dir, r, it);
+      for (const Request& n : open_next) {
+        const int ahead = open_source(dir + "/" + n.path);
+        if (ahead >= 0) ::posix_fadvise(ahead, 0, 0, POSIX_FADV_WILLNEED);
+        opened_.emplace_back(ahead, n.size);  // -1 (gone, say): read() opens it again
+        opened_bytes_ += n.size;
+      }
+      read(dir, r, fd, it);
       bool wake;
       {
         std::lock_guard<std::mutex> g(mu_);
@@ -447,7 +506,7 @@ class ReadAhead {
     }
   }
 
-  void read(const std::string& dir, const Request& r, Item& it) {
+  void read(const std::string& dir, const Request& r, int fd, Item& it) {
     it.entry = r.entry;
     it.path = r.path;
     it.found = false;
@@ -456,8 +515,13 @@ class ReadAhead {
     it.body.reset();
     it.blob.reset();
     it.failure = nullptr;
+    it.uncached = it.read_ahead = false;
     try {
-      it.found = read_file(dir + "/" + r.path, it.buf, it.st);
+      it.read_ahead = fd >= 0;
+      it.found = read_file(dir + "/" + r.path, fd, it.buf, it.st, &it.uncached);
+      // Files opened ahead and read in by then are in memory: a miss keeps
+      // the advice on for a while, not only until the next hit.
+      if (++reads_; it.uncached) cold_until_ = reads_ + kColdReads;
       if (!it.found && r.message) {
         // Renamed since the scan (a flag change, new/ → cur/): find it again by its
         // unique name, as often as it keeps moving under us.
@@ -465,7 +529,7 @@ class ReadAhead {
         for (int attempt = 0; attempt < 16 && !it.found; ++attempt) {
           std::string now = resolve_message(dir, uname);
           if (now.empty()) return;  // deleted: it did not exist throughout
-          it.found = read_file(dir + "/" + now, it.buf, it.st);
+          it.found = read_file(dir + "/" + now, -1, it.buf, it.st);
           if (it.found) it.path = now;
         }
         if (!it.found) {
@@ -490,7 +554,29 @@ class ReadAhead {
     }
   }
 
+  // A file of requests_ opened ahead of its read, with the kernel asked to read it
+  // in meanwhile (POSIX_FADV_WILLNEED), so that several are read from the disk at
+  // once; closed unless released to read().
+  struct OpenedAhead {
+    int fd = -1;
+    std::uint64_t size = 0;  // as scanned
+    OpenedAhead(int f, std::uint64_t s) : fd(f), size(s) {}
+    OpenedAhead(OpenedAhead&& o) noexcept : fd(std::exchange(o.fd, -1)), size(o.size) {}
+    OpenedAhead& operator=(OpenedAhead&&) = delete;
+    ~OpenedAhead() {
+      if (fd >= 0) ::close(fd);
+    }
+    int release() { return std::exchange(fd, -1); }
+  };
+
   const Repository& repo_;  // blob_id() only: thread-safe
+  std::deque<OpenedAhead> opened_;  // reader thread only: requests_' first files
+  std::uint64_t opened_bytes_ = 0;  // their scanned sizes
+  // Reader thread only: files read, and the count up to which files opened ahead
+  // are advised (kColdReads past the last one that missed the page cache).
+  std::uint64_t reads_ = 0, cold_until_ = 0;
+  std::uint64_t opened_generation_ = 0;
+  std::uint64_t generation_ = 0;  // begin() calls
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Request> requests_;
@@ -1128,6 +1214,8 @@ class Backup {
     e.mode = st.st_mode & 07777;
     ++stats_.files_read;
     stats_.bytes_read += m.size();
+    stats_.files_uncached += item.uncached;
+    stats_.files_read_ahead += item.read_ahead;
     cf.sha256 = item.sha256;
     if (e.kind == EntryKind::kMessage && m.substr(0, 7) == "CRYPTED") {
       ++crypted_in_mailbox_;

@@ -31,6 +31,8 @@ struct BackupStats {
   std::uint64_t bytes = 0;       // size of every file in the snapshot
   std::uint64_t files_read = 0;  // files whose content was read (stat cache miss)
   std::uint64_t bytes_read = 0;
+  std::uint64_t files_uncached = 0;    // of files_read: not (all) in the page cache when first read
+  std::uint64_t files_read_ahead = 0;  // of files_read: opened ahead, the kernel asked to read them in
   std::uint64_t blobs_new = 0;          // blobs added to the vault by this run
   std::uint64_t content_blobs_new = 0;  // header/body/file blobs (not trees)
   std::uint64_t bytes_new = 0;          // plaintext bytes of those blobs

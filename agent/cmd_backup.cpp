@@ -28,6 +28,8 @@ void add_backup(CLI::App& app, Globals& g, Runner& run) {
                     {"bytes", s.bytes},
                     {"files_read", s.files_read},
                     {"bytes_read", s.bytes_read},
+                    {"files_uncached", s.files_uncached},
+                    {"files_read_ahead", s.files_read_ahead},
                     {"blobs_new", s.blobs_new},
                     {"content_blobs_new", s.content_blobs_new},
                     {"bytes_new", s.bytes_new},
