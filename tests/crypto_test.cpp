@@ -18,6 +18,7 @@
 #include <iterator>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -451,6 +452,49 @@ std::vector<std::string> packet_kinds(GpgHome& home, const Bytes& message) {
     at = end;
   }
   return kinds;
+}
+
+// The digest algorithm of a message's signature packet (RFC 4880 §9.4), as
+// gpg --list-packets gives it ("digest algo 8, begin of digest ..."); -1 if none.
+int signature_digest(GpgHome& home, const Bytes& message) {
+  std::string path = home.write_file("message.gpg", std::string(message.begin(), message.end()));
+  std::string listing = home.gpg({"--list-packets", path});
+  std::size_t at = listing.find(":signature packet:");
+  if (at == std::string::npos || (at = listing.find("digest algo ", at)) == std::string::npos) return -1;
+  return std::stoi(listing.substr(at + 12));
+}
+
+// Packs are signed with SHA-256 where the signing key takes any digest (EdDSA,
+// RSA); a key whose digest length is bound to its size (ECDSA P-384) is left to
+// gpg, and GPGME's own messages keep gpg's choice (the keys' preference: SHA-512).
+TEST_F(CryptoTest, DirectGpgSignsWithSha256OnlyWithKeysThatTakeAnyDigest) {
+  std::unique_ptr<DirectGpg> gpg = DirectGpg::start();
+  ASSERT_NE(gpg, nullptr);
+  Crypto agent(agent_home_->path());
+  const SealKeys keys = agent.seal_keys({archive_fpr_}, agent_fpr_);  // ed25519
+  EXPECT_TRUE(keys.sha256_signature);
+  std::memcpy(gpg->input(10).data(), "0123456789", 10);
+  EXPECT_EQ(signature_digest(*archive_home_, gpg->encrypt_sign(10, keys, Bytes())), 8);  // SHA-256
+  EXPECT_EQ(signature_digest(*archive_home_, agent.encrypt_sign(to_bytes("0123456789"), {archive_fpr_}, agent_fpr_)),
+            10);  // SHA-512
+
+  GpgHome p384;
+  p384.gpg({"--quick-gen-key", "P384 <p384@example.org>", "nistp384", "sign", "never"});
+  std::istringstream listing(p384.gpg({"--with-colons", "--list-secret-keys", "p384@example.org"}));
+  std::string line, p384_fpr;
+  while (std::getline(listing, line) && p384_fpr.empty())
+    if (line.rfind("fpr:", 0) == 0) p384_fpr = line.substr(12, 40);
+  ASSERT_EQ(p384_fpr.size(), 40u);
+  p384.import(keys_->export_public(archive_fpr_));
+  const SealKeys ecdsa = Crypto(p384.path()).seal_keys({archive_fpr_}, p384_fpr);
+  EXPECT_FALSE(ecdsa.sha256_signature);
+  std::memcpy(gpg->input(10).data(), "0123456789", 10);
+  Bytes sealed = gpg->encrypt_sign(10, ecdsa, Bytes());
+  EXPECT_EQ(signature_digest(*archive_home_, sealed), 9);  // gpg matches P-384: SHA-384
+  GpgHome reader;
+  reader.import(keys_->export_secret(archive_fpr_));
+  reader.import(p384.export_public(p384_fpr));
+  EXPECT_EQ(Crypto(reader.path()).decrypt_verify(sealed, p384_fpr).plaintext, to_bytes("0123456789"));
 }
 
 // vault/direct_gpg.hpp: encrypt+sign by a gpg started directly, through memfds.

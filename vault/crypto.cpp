@@ -519,7 +519,16 @@ SealKeys Crypto::seal_keys(const std::vector<std::string>& recipients, const std
   keys.gnupghome = im.gnupghome;
   // The primary fingerprints, as GPGME passes keys to gpg (-r and -u).
   for (const auto& r : recipients) keys.recipients.push_back(upper(str(im.recipient(r).key->subkeys->fpr)));
-  keys.signer = upper(str(im.signing_key(signer).key->subkeys->fpr));
+  const KeyRef sk = im.signing_key(signer);
+  keys.signer = upper(str(sk.key->subkeys->fpr));
+  bool any = false, any_length = true;
+  for (gpgme_subkey_t k = sk.key->subkeys; k; k = k->next) {
+    if (!k->can_sign || k->revoked || k->expired || k->disabled || k->invalid) continue;
+    any = true;
+    any_length = any_length && (k->pubkey_algo == GPGME_PK_RSA || k->pubkey_algo == GPGME_PK_RSA_S ||
+                                k->pubkey_algo == GPGME_PK_EDDSA);
+  }
+  keys.sha256_signature = any && any_length;
   return keys;
 }
 

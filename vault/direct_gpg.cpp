@@ -260,6 +260,8 @@ Bytes DirectGpg::encrypt_sign(std::size_t size, const SealKeys& keys, Bytes out)
   args.insert(args.end(), {"--batch", "--no-tty", "--status-fd", "3", "--exit-on-status-write-error",
                            "--pinentry-mode", "loopback", "--compress-algo", "none", "--always-trust",
                            "--encrypt", "--sign", "-u", keys.signer});
+  // A preference, not --digest-algo: a digest-algo in the keyring's gpg.conf wins.
+  if (keys.sha256_signature) args.insert(args.end(), {"--personal-digest-preferences", "SHA256"});
   for (const std::string& r : keys.recipients) args.insert(args.end(), {"-r", r});
   args.insert(args.end(), {"--output", "-"});
   const Run ran = run(std::move(args), size);
