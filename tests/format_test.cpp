@@ -2,6 +2,9 @@
 // independently with Python's hmac/hashlib), and the decoders' refusals.
 #include <gtest/gtest.h>
 
+#include <string>
+#include <thread>
+
 #include "support/harness.hpp"
 #include "vault/error.hpp"
 #include "vault/format.hpp"
@@ -36,6 +39,20 @@ TEST(FormatVector, BlobIdsAreKeyedHmacSha256) {
             "267b6c11c72b3db6a913e09a541a756bf507a8297a03735090937bfbe710dc9a");
   EXPECT_EQ(to_hex(hmac_sha256(key_0_to_31(), b.data(), b.size())),
             "d53db90fadc43613379d41ea261d0aaeb319e979bbfbbf2098a94362b0405757");
+  // Each thread keeps one context keyed with the last key: another key, then the
+  // first again, an empty input, and another thread give RFC 2104's values
+  // (computed with Python's hmac module).
+  Hash other{};
+  for (int i = 0; i < 32; ++i) other[i] = static_cast<std::uint8_t>(32 + i);
+  EXPECT_EQ(to_hex(hmac_sha256(other, h.data(), h.size())),
+            "c3dcf0e61c89c069b8bdfb83586c7f332a9775e27eb09223602c11c3ffc73df8");
+  EXPECT_EQ(to_hex(hmac_sha256(key_0_to_31(), "", 0)),
+            "d38b42096d80f45f826b44a9d5607de72496a415d3f4a1a8c88e3bb9da8dc1cb");
+  std::string in_thread;
+  std::thread([&] { in_thread = to_hex(hmac_sha256(other, h.data(), h.size())); }).join();
+  EXPECT_EQ(in_thread, "c3dcf0e61c89c069b8bdfb83586c7f332a9775e27eb09223602c11c3ffc73df8");
+  EXPECT_EQ(to_hex(hmac_sha256(key_0_to_31(), h.data(), h.size())),
+            "267b6c11c72b3db6a913e09a541a756bf507a8297a03735090937bfbe710dc9a");
 }
 
 // A pack writer given back an earlier pack's buffer fills it in place (no fresh
