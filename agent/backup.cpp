@@ -693,12 +693,13 @@ class Backup {
     // bounded), then the snapshot — the commit point.
     catalog_->end_staging();
     for (const auto& [key, value] : crypt_marks_) catalog_->set_meta(key, value);
+    write_index();  // this run's last packs; then any an interrupted run left unindexed
     std::uint64_t meta_before = repo_->transport().stats().bytes_written;
-    for (std::vector<IndexPack> batch; !(batch = catalog_->unindexed_packs(64)).empty();) {
-      catalog_->add_index(repo_->put_object("index", encode_index(batch)));
+    for (std::vector<IndexPack> batch; !(batch = catalog_->unindexed_packs(kIndexPacks)).empty();) {
+      const Hash index = repo_->put_object("index", encode_index(batch));
       std::vector<Hash> ids;
       for (const auto& p : batch) ids.push_back(p.id);
-      catalog_->mark_indexed(ids);
+      catalog_->record_index(index, ids);
     }
     std::string text = encode_snapshot(snap);
     Hash sid = repo_->put_object("snapshots", Bytes(text.begin(), text.end()));
@@ -710,7 +711,7 @@ class Backup {
     stats_.bytes = snap.bytes;
     stats_.data_bytes_uploaded = uploader_->data_bytes();
     stats_.metadata_bytes_uploaded =
-        uploader_->metadata_bytes() + (repo_->transport().stats().bytes_written - meta_before);
+        uploader_->metadata_bytes() + index_bytes_ + (repo_->transport().stats().bytes_written - meta_before);
     stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     // The snapshot object's id is the manifest root: it names (by hash) every tree,
     // and through them every blob, of this backup.
@@ -842,12 +843,38 @@ class Backup {
   void drain() {
     for (IndexPack& p : uploader_->take_completed()) {
       for (const auto& e : p.blobs) journaled_.push_back(e.id);
+      to_index_.push_back(std::move(p));
+      if (to_index_.size() == kIndexPacks) write_index();
     }
     if (journaled_.size() < kMergeBlobs) return;
     catalog_->merge_blobs();
     for (const Hash& id : journaled_) pending_.erase(id);
     journaled_.clear();
     journaled_.shrink_to_fit();
+  }
+
+  // Index objects name kIndexPacks packs each (FORMAT.md), so memory stays bounded.
+  static constexpr std::size_t kIndexPacks = 64;
+
+  // Writes an index object for this run's uploaded packs in to_index_, as soon as
+  // there are kIndexPacks of them: their entries are still in memory, so the
+  // catalog is not read back for them, and the commit at the end of the run writes
+  // only the last one. An index names only uploaded packs, so one written before
+  // a run is killed is as good as one written at its end.
+  void write_index() {
+    if (to_index_.empty()) return;
+    std::sort(to_index_.begin(), to_index_.end(), [](const IndexPack& a, const IndexPack& b) { return a.id < b.id; });
+    for (IndexPack& p : to_index_) {
+      std::sort(p.blobs.begin(), p.blobs.end(),
+                [](const PackEntry& a, const PackEntry& b) { return a.offset < b.offset; });
+    }
+    const std::uint64_t before = repo_->transport().stats().bytes_written;
+    const Hash index = repo_->put_object("index", encode_index(to_index_));
+    index_bytes_ += repo_->transport().stats().bytes_written - before;
+    std::vector<Hash> ids;
+    for (const auto& p : to_index_) ids.push_back(p.id);
+    catalog_->record_index(index, ids);
+    to_index_.clear();
   }
 
   void show_progress() {
@@ -1377,6 +1404,8 @@ class Backup {
   std::vector<std::pair<std::string, std::string>> crypt_marks_;  // catalog meta, set at commit
   int keys_sources_ = 0;
   std::vector<Hash> journaled_;  // ids of completed packs, in pending_ until merged
+  std::vector<IndexPack> to_index_;  // completed packs of this run not yet in an index object
+  std::uint64_t index_bytes_ = 0;     // stored bytes of the index objects written during the run
   bool recover_deltas_ = false;
   struct Previous {  // the vault's latest snapshot of this host, for vault_delta_state()
     std::map<std::tuple<std::string, std::string, std::string>, Hash> trees;  // (source, path, folder)

@@ -295,6 +295,74 @@ TEST(MainJob, MailNotInThePageCacheIsReadAheadAndComesBackByteIdentical) {
   EXPECT_EQ(warm["content_bytes_new"], cold["content_bytes_new"]);
 }
 
+// 3c. Index objects are written while the run goes on, one per 64 uploaded packs,
+//     from the packs' entries in memory; the commit writes only the last one. They
+//     name every pack: a catalog rebuilt from them alone finds every pack, and the
+//     next backup uploads nothing.
+TEST(MainJob, IndexObjectsOfSixtyFourPacksAreWrittenDuringTheRun) {
+  TempDir mail;
+  reduit::test::generate_maildir(mail.path(), 400, 2, 13);
+  Site site({mail.path()}, "%d/%n", "", "", "[pack]\nsize = \"16KiB\"\n");
+  site.init();
+  nlohmann::json b = site.backup();
+  const int packs = b["data_packs"].get<int>() + b["metadata_packs"].get<int>();
+  ASSERT_GT(packs, 2 * 64);  // two index objects during the run at least
+  std::size_t index_objects = 0;
+  for (const auto& e : fs::directory_iterator(site.vault_dir() + "/index")) index_objects += e.is_regular_file();
+  EXPECT_EQ(index_objects, static_cast<std::size_t>((packs + 63) / 64));
+  RunResult check = site.reduit({"check"});
+  EXPECT_EQ(check.status, 0) << check.err;
+
+  fs::remove_all(site.path("state"));
+  RunResult rb = site.reduit({"catalog", "rebuild"});
+  ASSERT_EQ(rb.status, 0) << rb.err;
+  EXPECT_EQ(rb.json()["packs"], packs);
+  nlohmann::json second = site.backup();
+  EXPECT_EQ(second["content_blobs_new"], 0);
+  EXPECT_EQ(second["data_packs"], 0);
+  std::vector<std::string> names = mailbox_names(site);
+  ASSERT_EQ(names.size(), 2u);
+  for (const std::string& name : names) {
+    RunResult r = site.restore(name, site.path("out-" + name));
+    ASSERT_EQ(r.status, 0) << r.err;
+    const std::string user = name.substr(0, name.find('@')), domain = name.substr(name.find('@') + 1);
+    expect_same_tree(mail.path() + "/" + domain + "/" + user, site.path("out-" + name));
+  }
+
+  // Killed once an index object is in the vault, before its snapshot: the index
+  // names 64 packs, each in the vault, and the next run reuses their blobs.
+  Site killed({mail.path()}, "%d/%n", "", "", "[pack]\nsize = \"16KiB\"\n");
+  killed.init();
+  pid_t pid = reduit::test::spawn_command(
+      {reduit::test::reduit_binary(), "--config", killed.config(), "--json", "backup"}, killed.path("out1"),
+      killed.path("err1"));
+  const std::string index_dir = killed.vault_dir() + "/index";
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while ((!fs::exists(index_dir) || fs::is_empty(index_dir)) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  kill(pid, SIGKILL);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  ASSERT_TRUE(WIFSIGNALED(st)) << "the backup finished before it could be killed";
+  EXPECT_EQ(snapshot_count(killed), 0u);
+  reduit::Repository repo(reduit::open_transport(killed.url(), {}), killed.keys().archive_home->path());
+  repo.load_config();
+  std::set<reduit::Hash> in_vault;
+  for (const auto& [id, size] : repo.list_packs(/*with_sizes=*/true)) in_vault.insert(id);
+  // Written during the run: when the first index object appeared, far from every
+  // pack of the complete run above was uploaded.
+  EXPECT_LT(in_vault.size(), static_cast<std::size_t>(packs) * 3 / 4);
+  std::vector<reduit::IndexPack> indexed = repo.load_indexes();
+  EXPECT_EQ(indexed.size() % 64, 0u);
+  ASSERT_GE(indexed.size(), 64u);
+  for (const auto& p : indexed) EXPECT_EQ(in_vault.count(p.id), 1u) << reduit::to_hex(p.id);
+  RunResult after = killed.reduit({"backup"});
+  ASSERT_EQ(after.status, 1) << after.err;  // completed, warning about the dead run's lease
+  EXPECT_EQ(after.json()["messages"], b["messages"]);
+  EXPECT_LT(after.json()["content_blobs_new"].get<int>(), b["content_blobs_new"].get<int>());
+}
+
 // 3b. A few flag changes, a delivery and a deletion send a tree patch (FORMAT.md
 //     §7.1), not the folder's whole tree; a patch of a patch restores; forget and
 //     prune keep every tree a kept snapshot's patch is built on; a change of most

@@ -311,16 +311,26 @@ std::vector<IndexPack> Catalog::unindexed_packs(std::size_t limit) {
   });
 }
 
-void Catalog::mark_indexed(const std::vector<Hash>& packs) {
+void Catalog::record_index(const Hash& index, const std::vector<Hash>& packs) {
   guarded(path_, __func__, [&] {
-    SQLite::Transaction txn(*db_);
-    SQLite::Statement q(*db_, "UPDATE packs SET indexed=1 WHERE id=?");
-    for (const Hash& h : packs) {
-      q.reset();
-      bind_hash(q, 1, h);
-      q.exec();
+    const bool staging = staging_ != nullptr;
+    if (staging) staging_->commit();
+    staging_.reset();
+    {
+      SQLite::Transaction txn(*db_);
+      SQLite::Statement add(*db_, "INSERT OR IGNORE INTO indexes VALUES(?)");
+      bind_hash(add, 1, index);
+      add.exec();
+      SQLite::Statement q(*db_, "UPDATE packs SET indexed=1 WHERE id=?");
+      for (const Hash& h : packs) {
+        q.reset();
+        bind_hash(q, 1, h);
+        q.exec();
+      }
+      txn.commit();
     }
-    txn.commit();
+    if (staging) staging_ = std::make_unique<SQLite::Transaction>(*db_);
+    staged_in_txn_ = 0;
     return 0;
   });
 }

@@ -134,7 +134,11 @@ class Catalog {
   /// blobs (bounded so that a million-message first run never holds them all).
   /// Merges pending blobs first.
   std::vector<IndexPack> unindexed_packs(std::size_t limit);
-  void mark_indexed(const std::vector<Hash>& packs);
+  /// The index object `index` (in the vault now) names `packs`: recorded, and the
+  /// packs marked indexed, in one transaction. During a backup's staging (begin_staging)
+  /// the staged rows are committed first, as merge_blobs does, so the vault's
+  /// catalog is not held locked until the end of the run.
+  void record_index(const Hash& index, const std::vector<Hash>& packs);
   /// Forgets packs (and their blobs) that are gone from the vault, and drops the
   /// whole file cache so every file is read and re-hashed once. Returns how many
   /// packs were forgotten.
