@@ -56,6 +56,37 @@ std::vector<std::string> mailbox_names(const Site& site) {
   return out;
 }
 
+// Pages of the files in `dir` that are in the page cache, and all their pages, by
+// mincore(2). `drop`: each file is written back and dropped from the page cache
+// first (POSIX_FADV_DONTNEED); otherwise it is read whole first.
+std::pair<std::size_t, std::size_t> page_cache_pages(const std::string& dir, bool drop) {
+  std::size_t resident = 0, total = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const int fd = ::open(e.path().c_str(), O_RDONLY);
+    EXPECT_GE(fd, 0) << e.path();
+    if (fd < 0) continue;
+    const std::size_t size = fs::file_size(e.path());
+    if (drop) {
+      EXPECT_EQ(::fdatasync(fd), 0);
+      EXPECT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    } else {
+      std::string buf(size, '\0');
+      EXPECT_EQ(::pread(fd, buf.data(), size, 0), static_cast<ssize_t>(size)) << e.path();
+    }
+    void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    EXPECT_NE(map, MAP_FAILED);
+    if (map != MAP_FAILED) {
+      std::vector<unsigned char> pages((size + 4095) / 4096);
+      EXPECT_EQ(::mincore(map, size, pages.data()), 0);
+      for (unsigned char p : pages) resident += p & 1;
+      total += pages.size();
+      ::munmap(map, size);
+    }
+    ::close(fd);
+  }
+  return {resident, total};
+}
+
 std::size_t snapshot_count(const Site& site) {
   RunResult r = site.reduit({"snapshots"});
   EXPECT_EQ(r.status, 0) << r.err;
@@ -247,21 +278,8 @@ TEST(MainJob, MailNotInThePageCacheIsReadAheadAndComesBackByteIdentical) {
     reduit::test::write_file(m + "/cur/1700000000.M" + std::to_string(i) + "P1.host:2,S", text);
   }
   // Written back and dropped from the page cache, which mincore() confirms.
-  std::size_t resident = 0;
-  for (const auto& e : fs::directory_iterator(m + "/cur")) {
-    int fd = ::open(e.path().c_str(), O_RDONLY);
-    ASSERT_GE(fd, 0) << e.path();
-    ASSERT_EQ(::fdatasync(fd), 0);
-    ASSERT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
-    const std::size_t size = fs::file_size(e.path());
-    void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
-    ASSERT_NE(map, MAP_FAILED);
-    std::vector<unsigned char> pages((size + 4095) / 4096);
-    ASSERT_EQ(::mincore(map, size, pages.data()), 0);
-    for (unsigned char p : pages) resident += p & 1;
-    ::munmap(map, size);
-    ::close(fd);
-  }
+  const auto [resident, pages] = page_cache_pages(m + "/cur", /*drop=*/true);
+  ASSERT_GT(pages, 0u);
   ASSERT_EQ(resident, 0u);
 
   Site site({mail.path()}, "%d/%n");
@@ -283,16 +301,22 @@ TEST(MainJob, MailNotInThePageCacheIsReadAheadAndComesBackByteIdentical) {
   ASSERT_EQ(r.status, 0) << r.err;
   expect_same_tree(m, site.path("out"));
 
-  // The same mail, now in the page cache, to a new vault: nothing misses, nothing
-  // is opened ahead, and the same blobs are stored.
+  // The small messages, read into the page cache just now, to a new vault: nothing
+  // misses, nothing is opened ahead, and the same blobs are stored but the large
+  // message's two. (The large one goes: the kernel may already have reclaimed
+  // some of its pages, which were read once.)
+  const std::uintmax_t large = fs::file_size(m + "/cur/1600000000.M0P1.host:2,S");
+  fs::remove(m + "/cur/1600000000.M0P1.host:2,S");
+  const auto [warm_resident, warm_pages] = page_cache_pages(m + "/cur", /*drop=*/false);
+  ASSERT_EQ(warm_resident, warm_pages);
   Site warm_site({mail.path()}, "%d/%n");
   warm_site.init();
   nlohmann::json warm = warm_site.backup();
-  EXPECT_EQ(warm["files_read"], kMessages);
+  EXPECT_EQ(warm["files_read"], kMessages - 1);
   EXPECT_EQ(warm["files_uncached"], 0);
   EXPECT_EQ(warm["files_read_ahead"], 0);
-  EXPECT_EQ(warm["content_blobs_new"], cold["content_blobs_new"]);
-  EXPECT_EQ(warm["content_bytes_new"], cold["content_bytes_new"]);
+  EXPECT_EQ(warm["content_blobs_new"], cold["content_blobs_new"].get<int>() - 2);
+  EXPECT_EQ(warm["content_bytes_new"], cold["content_bytes_new"].get<std::uintmax_t>() - large);
 }
 
 // 3c. Index objects are written while the run goes on, one per 64 uploaded packs,
