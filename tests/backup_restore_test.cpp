@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <set>
 #include <thread>
@@ -85,6 +86,22 @@ std::pair<std::size_t, std::size_t> page_cache_pages(const std::string& dir, boo
     ::close(fd);
   }
   return {resident, total};
+}
+
+// Starts `reduit backup` for `site` and kills it (SIGKILL) once `ready()` holds,
+// polled every millisecond for up to 60 s. False when the backup had finished.
+bool kill_backup_when(const Site& site, const std::function<bool()>& ready) {
+  pid_t pid = reduit::test::spawn_command(
+      {reduit::test::reduit_binary(), "--config", site.config(), "--json", "backup"}, site.path("out1"),
+      site.path("err1"));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!ready() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  kill(pid, SIGKILL);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return WIFSIGNALED(st);
 }
 
 std::size_t snapshot_count(const Site& site) {
@@ -357,18 +374,9 @@ TEST(MainJob, IndexObjectsOfSixtyFourPacksAreWrittenDuringTheRun) {
   // names 64 packs, each in the vault, and the next run reuses their blobs.
   Site killed({mail.path()}, "%d/%n", "", "", "[pack]\nsize = \"16KiB\"\n");
   killed.init();
-  pid_t pid = reduit::test::spawn_command(
-      {reduit::test::reduit_binary(), "--config", killed.config(), "--json", "backup"}, killed.path("out1"),
-      killed.path("err1"));
   const std::string index_dir = killed.vault_dir() + "/index";
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while ((!fs::exists(index_dir) || fs::is_empty(index_dir)) && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  kill(pid, SIGKILL);
-  int st = 0;
-  waitpid(pid, &st, 0);
-  ASSERT_TRUE(WIFSIGNALED(st)) << "the backup finished before it could be killed";
+  ASSERT_TRUE(kill_backup_when(killed, [&] { return fs::exists(index_dir) && !fs::is_empty(index_dir); }))
+      << "the backup finished before it could be killed";
   EXPECT_EQ(snapshot_count(killed), 0u);
   reduit::Repository repo(reduit::open_transport(killed.url(), {}), killed.keys().archive_home->path());
   repo.load_config();
@@ -526,18 +534,9 @@ TEST(MainJob, KilledBackupLeavesACheckableVaultAndResendsAtMostOnePack) {
   Site site({mail.path()}, "%d/%n", "", "", "[pack]\nsize = \"512KiB\"\n");
   site.init();
   std::string packs_dir = site.vault_dir() + "/packs";
-  pid_t pid = reduit::test::spawn_command(
-      {reduit::test::reduit_binary(), "--config", site.config(), "--json", "backup"}, site.path("out1"),
-      site.path("err1"));
   // Kill once a few packs are in the vault, i.e. in the middle of uploading.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (data_pack_files(site.vault_dir()).size() < 4 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  kill(pid, SIGKILL);
-  int st = 0;
-  waitpid(pid, &st, 0);
-  ASSERT_TRUE(WIFSIGNALED(st)) << "the backup finished before it could be killed";
+  ASSERT_TRUE(kill_backup_when(site, [&] { return data_pack_files(site.vault_dir()).size() >= 4; }))
+      << "the backup finished before it could be killed";
   EXPECT_EQ(snapshot_count(site), 0u);
   std::size_t packs_after_kill = data_pack_files(site.vault_dir()).size();
   ASSERT_GE(packs_after_kill, 4u);
