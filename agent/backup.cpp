@@ -519,9 +519,10 @@ class ReadAhead {
     try {
       it.read_ahead = fd >= 0;
       it.found = read_file(dir + "/" + r.path, fd, it.buf, it.st, &it.uncached);
-      // Files opened ahead and read in by then are in memory: a miss keeps
-      // the advice on for a while, not only until the next hit.
-      if (++reads_; it.uncached) cold_until_ = reads_ + kColdReads;
+      // Files opened ahead are in memory by the time they are read, so a miss
+      // keeps read-ahead on for a while, not only until the next hit.
+      ++reads_;
+      if (it.uncached) cold_until_ = reads_ + kColdReads;
       if (!it.found && r.message) {
         // Renamed since the scan (a flag change, new/ → cur/): find it again by its
         // unique name, as often as it keeps moving under us.
@@ -572,8 +573,8 @@ class ReadAhead {
   const Repository& repo_;  // blob_id() only: thread-safe
   std::deque<OpenedAhead> opened_;  // reader thread only: requests_' first files
   std::uint64_t opened_bytes_ = 0;  // their scanned sizes
-  // Reader thread only: files read, and the count up to which files opened ahead
-  // are advised (kColdReads past the last one that missed the page cache).
+  // Reader thread only: files read, and the count up to which files are opened
+  // ahead (kColdReads past the last one that missed the page cache).
   std::uint64_t reads_ = 0, cold_until_ = 0;
   std::uint64_t opened_generation_ = 0;
   std::uint64_t generation_ = 0;  // begin() calls
