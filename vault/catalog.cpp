@@ -256,22 +256,27 @@ void Catalog::add_pack(const IndexPack& pack, bool indexed) {
   });
 }
 
+template <typename F>
+void Catalog::outside_staging(F&& f) {
+  const bool staging = staging_ != nullptr;
+  if (staging) staging_->commit();
+  staging_.reset();
+  f();
+  if (staging) staging_ = std::make_unique<SQLite::Transaction>(*db_);
+  staged_in_txn_ = 0;
+}
+
 std::size_t Catalog::merge_blobs() {
   return guarded(path_, __func__, [&] {
-    const bool staging = staging_ != nullptr;
-    if (staging) staging_->commit();
-    staging_.reset();
     std::size_t moved = 0;
-    {
+    outside_staging([&] {
       SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
       moved = static_cast<std::size_t>(
           db_->exec("INSERT OR REPLACE INTO blobs SELECT id, pack, type, offset, length FROM pending_blobs "
                     "ORDER BY id, rowid"));
       if (moved) db_->exec("DELETE FROM pending_blobs");
       txn.commit();
-    }
-    if (staging) staging_ = std::make_unique<SQLite::Transaction>(*db_);
-    staged_in_txn_ = 0;
+    });
     return moved;
   });
 }
@@ -313,10 +318,7 @@ std::vector<IndexPack> Catalog::unindexed_packs(std::size_t limit) {
 
 void Catalog::record_index(const Hash& index, const std::vector<Hash>& packs) {
   guarded(path_, __func__, [&] {
-    const bool staging = staging_ != nullptr;
-    if (staging) staging_->commit();
-    staging_.reset();
-    {
+    outside_staging([&] {
       SQLite::Transaction txn(*db_);
       SQLite::Statement add(*db_, "INSERT OR IGNORE INTO indexes VALUES(?)");
       bind_hash(add, 1, index);
@@ -328,9 +330,7 @@ void Catalog::record_index(const Hash& index, const std::vector<Hash>& packs) {
         q.exec();
       }
       txn.commit();
-    }
-    if (staging) staging_ = std::make_unique<SQLite::Transaction>(*db_);
-    staged_in_txn_ = 0;
+    });
     return 0;
   });
 }

@@ -275,6 +275,11 @@ class Catalog {
       q_stage_tree_message_, q_stage_tree_blob_;
   std::unique_ptr<SQLite::Transaction> staging_;
   std::size_t staged_in_txn_ = 0;
+
+  /// Runs `f` (which opens its own transaction) with the run's staging transaction
+  /// committed first and opened again after, so `f`'s rows are durable on their own.
+  template <typename F>
+  void outside_staging(F&& f);
 };
 
 }  // namespace reduit

@@ -1,8 +1,6 @@
 #include "vault/hash.hpp"
 
 #include <openssl/evp.h>
-#include <openssl/core_names.h>
-#include <openssl/hmac.h>
 #include <openssl/params.h>
 #include <openssl/sha.h>
 #include <sys/random.h>
