@@ -123,9 +123,15 @@ Catalog::Catalog(const std::string& state_dir) {
   guarded(path_, __func__, [&] {
     db_ = std::make_unique<SQLite::Database>(path_, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
     db_->setBusyTimeout(60000);
+    // 16 KiB pages for a new catalog and for the run's TEMP tables (an existing
+    // catalog keeps its own; page_size cannot change in WAL mode). Each page costs
+    // SQLite a pwrite into the WAL, one more into the database at the checkpoint and
+    // one per spill of a TEMP table. After a 100,000-message first run, commit_files()
+    // took 1.1-1.6 s with 4 KiB pages and 0.8-1.1 s with 16 KiB (64 KiB: no better).
     // 8 MiB page caches (main and temp): blob ids are random keys, and a cache
     // smaller than the tables turns every lookup and insert into a pread/pwrite.
     db_->exec(
+        "PRAGMA page_size=16384; PRAGMA temp.page_size=16384; "
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=FILE; "
         "PRAGMA cache_size=-8192; PRAGMA temp.cache_size=-8192;");
     const bool had_pack_verified =
@@ -494,10 +500,9 @@ void Catalog::commit_files() {
         "INSERT OR IGNORE INTO main.tree_messages SELECT * FROM temp.run_tree_messages ORDER BY tree, path");
     db_->exec("INSERT OR IGNORE INTO main.tree_cache SELECT * FROM temp.run_tree_cache ORDER BY id");
     txn.commit();
-    db_->exec(
-        "DELETE FROM temp.run_files; DELETE FROM temp.run_messages; DELETE FROM temp.run_folders; "
-        "DELETE FROM temp.run_carried; DELETE FROM temp.run_tree_messages; DELETE FROM temp.run_deltas; "
-        "DELETE FROM temp.run_folder_bases; DELETE FROM temp.run_tree_cache;");
+    // The staged rows stay in the TEMP tables: begin_staging() empties them, and
+    // closing the connection drops them with their file. Emptying them here walked
+    // every page the run had spilled (0.35 s after a 100,000-message first run).
     return 0;
   });
 }
