@@ -1,15 +1,18 @@
 // Bytes' allocator (vault/bytes.hpp): large buffers are mappings of their own that a
 // forked child does not get; small ones come from the heap as before.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "vault/bytes.hpp"
 
@@ -118,4 +121,45 @@ TEST(Bytes, LittleEndianIntegersKeepTheirByteOrderAndWidth) {
   EXPECT_EQ(b[1], 0xAB);
   EXPECT_EQ(b[2], 0xEE);
   EXPECT_EQ(load_le(b, 2), 0xABCDu);
+}
+
+namespace {
+
+// Pages of [p, p + n) in memory (mincore), n a multiple of the page size.
+std::size_t resident_pages(const void* p, std::size_t n) {
+  const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> in(n / page);
+  EXPECT_EQ(mincore(const_cast<void*>(p), n, in.data()), 0) << std::strerror(errno);
+  std::size_t count = 0;
+  for (unsigned char c : in) count += c & 1;
+  return count;
+}
+
+}  // namespace
+
+// resize() and Bytes(n) do not zero what they add (every caller writes it next): a
+// 16 MiB pack buffer grown to its size has not touched a page of its mapping, and
+// the bytes written after are the bytes read. resize(n, 0) still zeroes.
+TEST(Bytes, ResizeLeavesNewBytesUnwrittenAndResizeWithAValueFillsThem) {
+  constexpr std::size_t kPack = std::size_t{16} << 20;
+  Bytes b;
+  b.reserve(kPack);
+  ASSERT_EQ(reinterpret_cast<std::uintptr_t>(b.data()) % sysconf(_SC_PAGESIZE), 0u);  // a mapping of its own
+  EXPECT_EQ(resident_pages(b.data(), kPack), 0u);
+  b.resize(kPack);
+  EXPECT_EQ(b.size(), kPack);
+  EXPECT_EQ(resident_pages(b.data(), kPack), 0u);
+  std::memset(b.data(), 0x5a, 4096);
+  EXPECT_EQ(resident_pages(b.data(), kPack), 1u);
+
+  Bytes fresh(kPack);
+  EXPECT_EQ(resident_pages(fresh.data(), kPack), 0u);
+
+  Bytes zeroed(kPack, 0);
+  EXPECT_EQ(resident_pages(zeroed.data(), kPack), kPack / sysconf(_SC_PAGESIZE));
+  EXPECT_EQ(std::count(zeroed.begin(), zeroed.end(), 0), static_cast<std::ptrdiff_t>(kPack));
+
+  Bytes grown(8, 7);
+  grown.resize(16, 9);
+  EXPECT_EQ(grown, Bytes({7, 7, 7, 7, 7, 7, 7, 7, 9, 9, 9, 9, 9, 9, 9, 9}));
 }
