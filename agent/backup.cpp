@@ -53,14 +53,20 @@ void name_thread(const char* name) {
 // The pack pipeline: the scanning thread fills packs; kSealers threads compress and
 // encrypt them (each with its own gpg context); one thread uploads them over its own
 // vault connection and journals each pack in the catalog right after it is in the
-// vault. Bounded queues keep at most ~5 packs in memory, plus one sealed pack's
-// plaintext buffer kept for the writer to fill again and one uploaded pack's buffer
-// for a sealer to write the next OpenPGP message into.
+// vault. Bounded queues keep at most ~5 packs in memory.
+//
+// Pack buffers are kept for the next pack rather than freed: up to kSpares sealed
+// packs' plaintext buffers of each kind for the writers to fill again, and up to
+// kSpares uploaded packs' buffers for a sealer to write the next OpenPGP message
+// into. A freed buffer is mapped and faulted in again for a later pack. Keeping
+// one data buffer only, 70 of the 100,000-message set's ~110 packs got new ones:
+// 970 MiB of fresh pages, 250,000 page faults of 360,000. With two of each, 190,000
+// faults in all and the same peak RSS (199 against 196 MiB); keeping every buffer
+// saved 10,000 more faults for 37 MiB more RSS.
 class PackUploader {
  public:
   static constexpr int kSealers = 2;
-  static constexpr std::size_t kSpares = 1;        // plaintext buffers kept for reuse
-  static constexpr std::size_t kSealedSpares = 1;  // uploaded buffers kept for reuse
+  static constexpr std::size_t kSpares = 2;  // buffers kept per list (see above)
 
   PackUploader(const Config& cfg, const VaultConfig& vc, const std::string& gnupghome)
       : cfg_(cfg), vc_(vc), home_(gnupghome) {
@@ -94,13 +100,14 @@ class PackUploader {
     cv_.notify_all();
   }
 
-  /// A data pack's plaintext buffer that is sealed and done with, for the pack
-  /// writer to fill again (empty when none is free yet).
-  Bytes take_spare() {
+  /// The plaintext buffer of a sealed pack of `kind`, done with, for the writer of
+  /// that kind to fill again (empty when none is free yet).
+  Bytes take_spare(PackKind kind) {
     std::lock_guard<std::mutex> g(mu_);
-    if (spare_.empty()) return {};
-    Bytes b = std::move(spare_.back());
-    spare_.pop_back();
+    std::vector<Bytes>& spares = kind == PackKind::kData ? spare_ : meta_spare_;
+    if (spares.empty()) return {};
+    Bytes b = std::move(spares.back());
+    spares.pop_back();
     return b;
   }
 
@@ -172,8 +179,8 @@ class PackUploader {
       Bytes sealed = sealer.seal(vc_, job.bytes, job.kind, std::move(reuse));
       {
         std::lock_guard<std::mutex> g(mu_);
-        if (job.kind == PackKind::kData && spare_.size() < kSpares && keep(job.bytes))
-          spare_.push_back(std::move(job.bytes));
+        std::vector<Bytes>& spares = job.kind == PackKind::kData ? spare_ : meta_spare_;
+        if (spares.size() < kSpares && keep(job.bytes)) spares.push_back(std::move(job.bytes));
         job.bytes = std::move(sealed);
         sealed_.push_back(std::move(job));
       }
@@ -206,7 +213,7 @@ class PackUploader {
         std::lock_guard<std::mutex> g(mu_);
         done_.push_back(std::move(p));
         --in_flight_;
-        if (sealed_spare_.size() < kSealedSpares && keep(job.bytes))
+        if (sealed_spare_.size() < kSpares && keep(job.bytes))
           sealed_spare_.push_back(std::move(job.bytes));
       }
       cv_.notify_all();
@@ -219,7 +226,7 @@ class PackUploader {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> plain_, sealed_;
-  std::vector<Bytes> spare_, sealed_spare_;
+  std::vector<Bytes> spare_, meta_spare_, sealed_spare_;
   std::vector<IndexPack> done_;
   int in_flight_ = 0, sealers_done_ = 0;
   bool closing_ = false;
@@ -657,7 +664,8 @@ class Backup {
 
     uploader_ = std::make_unique<PackUploader>(cfg_, repo_->config(), cfg_.gnupghome);
     data_ = std::make_unique<PackWriter>(PackKind::kData, repo_->config().pack_size + (1 << 20));
-    meta_ = std::make_unique<PackWriter>(PackKind::kMetadata);
+    meta_ = std::make_unique<PackWriter>(PackKind::kMetadata, pack_target(repo_->config(), PackKind::kMetadata) +
+                                                                  (1 << 20));
     reader_ = std::make_unique<ReadAhead>(*repo_);
     catalog_->begin_staging();
 
@@ -829,7 +837,7 @@ class Backup {
     if (w.empty()) return;
     std::vector<PackEntry> entries = w.entries();
     PackKind kind = w.kind();
-    Bytes plain = w.finish(kind == PackKind::kData ? uploader_->take_spare() : Bytes());
+    Bytes plain = w.finish(uploader_->take_spare(kind));
     (kind == PackKind::kData ? stats_.data_packs : stats_.metadata_packs)++;
     uploader_->submit(kind, std::move(plain), std::move(entries));
     drain();

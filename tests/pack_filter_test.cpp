@@ -300,3 +300,46 @@ TEST(PackFilter, HostileTablesAreRefused) {
   EXPECT_EQ(refused(with(0, 0x31304b4341504452ull, 8)),
             "filtered pack: bad magic or truncated (corrupt or forged)");
 }
+
+// A sealer's scratch is the last sealed pack's buffer. One of half the pack is used
+// as it is (not replaced by a new reservation of 3/4 of the pack), and grows when
+// the pack decodes to more: a pack that is nearly all base64 decodes to 3/4 of it.
+TEST(PackFilter, AScratchOfHalfThePackIsKeptAndGrowsWhenMoreIsDecoded) {
+  std::mt19937 rng(7);
+  const std::string data = random_bytes(rng, 570 * 2000);  // 20,000 lines of 76 characters
+  const std::string run = base64_lines(data, 76, "\r\n");
+  std::string text;
+  while (text.size() < run.size()) text += "Plain text of a reply, not a run of base64 at all.\r\n";
+
+  // Half base64, half text: 1,140,000 decoded bytes fit in half the pack.
+  Bytes mixed = pack_of(kHead + run + kTail + text);
+  const Bytes mixed_original = mixed;
+  Bytes scratch;
+  scratch.reserve(mixed.size() / 2);
+  const std::uint8_t* buffer = scratch.data();
+  ASSERT_EQ(filter_pack(mixed, scratch), 1u);
+  EXPECT_EQ(scratch.data(), buffer);
+  EXPECT_EQ(scratch.capacity(), mixed_original.size() / 2);
+  EXPECT_EQ(scratch.size(), data.size());
+  EXPECT_EQ(unfilter_pack(mixed), mixed_original);
+
+  // All base64: 1,140,000 decoded bytes do not fit in half of a 1,560,086-byte pack;
+  // the scratch doubles once, as any append does.
+  Bytes b64 = pack_of(kHead + run + kTail);
+  const Bytes b64_original = b64;
+  ASSERT_EQ(b64_original.size(), 1560086u);
+  Bytes half;
+  half.reserve(b64.size() / 2);
+  ASSERT_EQ(filter_pack(b64, half), 1u);
+  EXPECT_EQ(half.capacity(), 2 * (b64_original.size() / 2));
+  EXPECT_EQ(b64.size(), 8 + kHead.size() + kTail.size() + data.size() + 19 + 16);
+  EXPECT_EQ(unfilter_pack(b64), b64_original);
+
+  // Less than half the pack: 3/4 of it reserved at once, as before.
+  Bytes small;
+  small.reserve(1024);
+  Bytes again = b64_original;
+  ASSERT_EQ(filter_pack(again, small), 1u);
+  EXPECT_EQ(small.capacity(), b64_original.size() / 4 * 3);
+  EXPECT_EQ(again, b64);
+}
