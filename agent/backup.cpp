@@ -59,10 +59,10 @@ void name_thread(const char* name) {
 // packs' plaintext buffers of each kind for the writers to fill again, and up to
 // kSpares uploaded packs' buffers for a sealer to write the next OpenPGP message
 // into. A freed buffer is mapped and faulted in again for a later pack. Keeping
-// one data buffer only, 70 of the 100,000-message set's ~110 packs got new ones:
-// 970 MiB of fresh pages, 250,000 page faults of 360,000. With two of each, 190,000
-// faults in all and the same peak RSS (199 against 196 MiB); keeping every buffer
-// saved 10,000 more faults for 37 MiB more RSS.
+// one data buffer only, 70 of the 100,000-message set's 115 packs got new ones:
+// 970 MiB of fresh pages, 250,000 page faults of 360,000. With two of each,
+// 190,000-220,000 faults in all for 10-25 MiB more peak RSS; keeping every buffer
+// saved 10,000 more faults for 37 MiB more RSS (docs/PERFORMANCE.md, stop 30).
 class PackUploader {
  public:
   static constexpr int kSealers = 2;
@@ -213,8 +213,7 @@ class PackUploader {
         std::lock_guard<std::mutex> g(mu_);
         done_.push_back(std::move(p));
         --in_flight_;
-        if (sealed_spare_.size() < kSpares && keep(job.bytes))
-          sealed_spare_.push_back(std::move(job.bytes));
+        if (sealed_spare_.size() < kSpares && keep(job.bytes)) sealed_spare_.push_back(std::move(job.bytes));
       }
       cv_.notify_all();
     }
@@ -664,8 +663,8 @@ class Backup {
 
     uploader_ = std::make_unique<PackUploader>(cfg_, repo_->config(), cfg_.gnupghome);
     data_ = std::make_unique<PackWriter>(PackKind::kData, repo_->config().pack_size + (1 << 20));
-    meta_ = std::make_unique<PackWriter>(PackKind::kMetadata, pack_target(repo_->config(), PackKind::kMetadata) +
-                                                                  (1 << 20));
+    meta_ = std::make_unique<PackWriter>(PackKind::kMetadata,
+                                         pack_target(repo_->config(), PackKind::kMetadata) + (1 << 20));
     reader_ = std::make_unique<ReadAhead>(*repo_);
     catalog_->begin_staging();
 

@@ -1410,8 +1410,9 @@ void two_runs_with_churn(const Site& site, const std::string& m) {
   EXPECT_EQ(catalog_files(site), 30);
   fs::remove(m + "/cur/1700000007.M7P1.h:2,S");
   for (int i = 30; i < 32; ++i) {
-    reduit::test::write_file(m + "/new/" + std::to_string(1700000000 + i) + ".M" + std::to_string(i) + "P1.h",
-                             "Subject: " + std::to_string(i) + "\n\nbody " + std::string(i * 100, 'n') + "\n");
+    reduit::test::write_file(
+        m + "/new/" + std::to_string(1700000000 + i) + ".M" + std::to_string(i) + "P1.h",
+        "Subject: " + std::to_string(i) + "\n\nbody " + std::string(i * 100, 'n') + "\n");
   }
   nlohmann::json second = site.backup();
   EXPECT_EQ(second["messages"], 31);
@@ -1422,8 +1423,9 @@ void two_runs_with_churn(const Site& site, const std::string& m) {
 
 void thirty_messages(const std::string& m) {
   for (int i = 0; i < 30; ++i) {
-    reduit::test::write_file(m + "/cur/" + std::to_string(1700000000 + i) + ".M" + std::to_string(i) + "P1.h:2,S",
-                             "Subject: " + std::to_string(i) + "\n\nbody " + std::string(i * 100, 'b') + "\n");
+    reduit::test::write_file(
+        m + "/cur/" + std::to_string(1700000000 + i) + ".M" + std::to_string(i) + "P1.h:2,S",
+        "Subject: " + std::to_string(i) + "\n\nbody " + std::string(i * 100, 'b') + "\n");
   }
 }
 
@@ -1448,7 +1450,8 @@ TEST(MainJob, NewCatalogsHave16KiBPagesAndOlderCatalogsKeepTheirs) {
     Site site({mail.path()}, "%d/%n");
     fs::create_directories(site.path("state"));
     {
-      SQLite::Database old(site.path("state") + "/catalog.sqlite", SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+      SQLite::Database old(site.path("state") + "/catalog.sqlite",
+                           SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
       old.exec("PRAGMA page_size=4096; PRAGMA journal_mode=WAL; CREATE TABLE made_by_an_older_reduit(x)");
     }
     site.init();

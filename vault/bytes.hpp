@@ -87,9 +87,10 @@ using Bytes = std::vector<std::uint8_t, LargeBufferAllocator<std::uint8_t>>;
 
 /// Appends `n` bytes at `p` to `b` (which `p` must not point into) with one memcpy
 /// (the allocator does not zero them first). Use it, not `b.insert(b.end(), …)`,
-/// for anything but a few bytes: libstdc++ copies into a vector whose allocator is not std::allocator one element
-/// at a time (a loop of allocator construct() calls, stl_uninitialized.h), in
-/// insert(), in the copy constructor and when a growing vector moves its contents.
+/// for anything but a few bytes: libstdc++ copies into a vector whose allocator is
+/// not std::allocator one element at a time (a loop of allocator construct() calls,
+/// stl_uninitialized.h), in insert(), in the copy constructor and when a growing
+/// vector moves its contents.
 /// Appending 16 MiB in 10 KiB pieces to a reserved buffer: 5.4 ms by insert(), 1.1 ms
 /// by this (docs/PERFORMANCE.md). Growth doubles the capacity, as insert() does.
 inline void append_bytes(Bytes& b, const void* p, std::size_t n) {

@@ -146,7 +146,8 @@ std::size_t filter_pack(Bytes& pack, Bytes& scratch) {
   // sealer's scratch is the buffer gpg writes the sealed pack into next). A scratch
   // of half the pack is used as it is, and grows if more is decoded: a sealer's is
   // the last sealed pack's buffer, about a pack's compressed size, and reserving
-  // 3/4 of the pack replaced it with a new mapping for 14 of 110 packs.
+  // 3/4 of the pack replaced it with a new mapping for 42 of the 115 packs of a
+  // 100,000-message first backup.
   scratch.clear();
   if (scratch.capacity() < size / 2) scratch.reserve(size / 4 * 3);
   std::uint8_t* const base = pack.data();
