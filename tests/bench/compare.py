@@ -25,7 +25,7 @@ Needs root (sshd, nft) and: restic borgbackup duplicity python3-paramiko rsync
 nftables (scripts/bootstrap --bench installs them).
 
 Usage: tests/bench/compare.py [--messages 100000 | --large] [--mailboxes 50]
-       [--tools reduit,restic,borg,duplicity,rsync] [--workdir DIR] [--json FILE]
+       [--tools reduit,restic,borg,duplicity,rsync] [--rounds 3] [--workdir DIR] [--json FILE]
 """
 import argparse
 import json
@@ -131,6 +131,14 @@ class Sshd:
         self.proc.terminate()
         self.proc.wait()
         sh("nft delete table inet rdbench 2>/dev/null || true")
+
+
+def median_round(samples):
+    """The sample of median wall time (the lower middle one for an even count), with
+    every sample's wall time in "rounds", in the order they ran."""
+    chosen = dict(sorted(samples, key=lambda m: m["wall"])[(len(samples) - 1) // 2])
+    chosen["rounds"] = [m["wall"] for m in samples]
+    return chosen
 
 
 class Tool:
@@ -425,17 +433,31 @@ class Bench:
         self.prepare()
         tools = [TOOLS[t](self) for t in self.args.tools.split(",")]
         results = {t.name: {} for t in tools}
-        for t in tools:
+        def fresh(t):  # an empty vault (and cache) for tool t
             shutil.rmtree(t.repo, ignore_errors=True)
             os.makedirs(t.repo, exist_ok=True) if t.name == "rsync" else None
             t.setup()
+        for t in tools:
+            fresh(t)
         limits = self.limits()
         messages = sum(1 for dd, _, fs in os.walk(self.src) for f in fs if os.path.basename(dd) in ("cur", "new"))
         src_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(self.src) for f in fs)
-        for scen in ("first", "nochange"):
+        # First backups: --rounds rounds, the tools alternated within each, every
+        # round into a new vault; the round of median wall time is the figure, and
+        # every round's wall time is kept. One sample per tool let a minute when this
+        # shared host's disk or CPU stalled decide a ratio (docs/PERFORMANCE.md).
+        firsts = {t.name: [] for t in tools}
+        for r in range(self.args.rounds):
             for t in tools:
-                print(f"[{t.name}] {scen} backup…", file=sys.stderr, flush=True)
-                results[t.name][scen] = t.backup(scen)
+                if r:
+                    fresh(t)
+                print(f"[{t.name}] first backup, round {r + 1}/{self.args.rounds}…", file=sys.stderr, flush=True)
+                firsts[t.name].append(t.backup("first"))
+        for t in tools:
+            results[t.name]["first"] = median_round(firsts[t.name])
+        for t in tools:
+            print(f"[{t.name}] nochange backup…", file=sys.stderr, flush=True)
+            results[t.name]["nochange"] = t.backup("nochange")
         ch = churn(self.src, 7, self.work)
         churned = time.monotonic()
         for t in tools:
@@ -450,23 +472,31 @@ class Bench:
         # deletions, and their trees stay until the end; each restore-all's tree is
         # removed at once (a whole set per tool would not fit beside --large), and the
         # next restore waits out the minute.
+        # Restores of one mailbox run --rounds rounds too, alternated, each into a
+        # new directory that stays until the end (nothing is removed between them).
         removed = churned
         ones = []
-        for what in ("restore-one", "restore-all"):
-            for t in tools:
-                out = os.path.join(self.work, f"out-{t.name}-{what}")
-                if os.path.lexists(out):  # left by a run that was stopped
-                    shutil.rmtree(out, ignore_errors=True)
-                    removed = time.monotonic()
-                time.sleep(max(0.0, 65 - (time.monotonic() - removed)))
-                print(f"[{t.name}] {what}…", file=sys.stderr, flush=True)
-                if what == "restore-one":
-                    results[t.name][what] = t.restore_mailbox(d, u, out)
-                    ones.append(out)
-                else:
-                    results[t.name][what] = t.restore_all(out)
-                    shutil.rmtree(out, ignore_errors=True)
-                    removed = time.monotonic()
+        singles = {t.name: [] for t in tools}
+        for what, rounds in (("restore-one", self.args.rounds), ("restore-all", 1)):
+            for r in range(rounds):
+                for t in tools:
+                    out = os.path.join(self.work, f"out-{t.name}-{what}" + (f"-{r + 1}" if r else ""))
+                    if os.path.lexists(out):  # left by a run that was stopped
+                        shutil.rmtree(out, ignore_errors=True)
+                        removed = time.monotonic()
+                    time.sleep(max(0.0, 65 - (time.monotonic() - removed)))
+                    print(f"[{t.name}] {what}" + (f", round {r + 1}/{rounds}" if rounds > 1 else "") + "…",
+                          file=sys.stderr, flush=True)
+                    if what == "restore-one":
+                        singles[t.name].append(t.restore_mailbox(d, u, out))
+                        ones.append(out)
+                    else:
+                        results[t.name][what] = t.restore_all(out)
+                        shutil.rmtree(out, ignore_errors=True)
+                        removed = time.monotonic()
+            if what == "restore-one":
+                for t in tools:
+                    results[t.name][what] = median_round(singles[t.name])
         for out in ones:
             shutil.rmtree(out, ignore_errors=True)
         self.sshd.stop()
@@ -525,6 +555,11 @@ class Bench:
                 ratio = f"{base['wall']/m['wall']:.2f}" if base and m["wall"] > 0 else "-"
                 print(f"{scen:12} {tool:10} {m['wall']:8.2f} {m['cpu']:8.2f} {m['rss_kib']/1024:8.1f} "
                       f"{m['sent']/2**20:9.1f} {m['received']/2**20:9.1f} {m['vault']/2**20:9.1f} {ratio:>11}")
+        for scen in ("first", "restore-one"):
+            walls = {tool: v[scen]["rounds"] for tool, v in res.items() if len(v.get(scen, {}).get("rounds", [])) > 1}
+            if walls:
+                print(f"{scen} rounds (wall s, in order; the median is above): " +
+                      "; ".join(f"{tool} " + ", ".join(f"{w:.2f}" for w in ws) for tool, ws in walls.items()))
         print(f"churn: {r['churn']['new']} new messages ({r['churn']['new_bytes']/2**20:.1f} MiB, "
               f"{r['churn']['new_bytes_zstd3']/2**20:.1f} MiB zstd-3), {r['churn']['flag_changes']} flag changes, "
               f"{r['churn']['deleted']} deletions")
@@ -539,9 +574,15 @@ def parse():
     p.add_argument("--mailboxes", type=int, default=50)
     p.add_argument("--tools", default="reduit,restic,borg,duplicity,rsync")
     p.add_argument("--workdir", help="reuse/keep data here (default: a new dir under /var/tmp)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of the first backup and of the one-mailbox restore, tools alternated; "
+                        "the median round is reported (default 3)")
     p.add_argument("--keep", action="store_true", help="keep the work dir")
     p.add_argument("--json", help="write the report as JSON to this file")
-    return p.parse_args()
+    a = p.parse_args()
+    if a.rounds < 1:
+        p.error("--rounds must be at least 1")
+    return a
 
 
 if __name__ == "__main__":
