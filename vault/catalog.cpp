@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <map>
 
 #include "vault/clock.hpp"
 #include "vault/compress.hpp"
@@ -21,7 +22,7 @@ CREATE TABLE IF NOT EXISTS packs(id BLOB PRIMARY KEY, size INTEGER NOT NULL, kin
   indexed INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs(id BLOB PRIMARY KEY, pack BLOB NOT NULL, type INTEGER NOT NULL,
   offset INTEGER NOT NULL, length INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS blobs_pack ON blobs(pack);
+DROP INDEX IF EXISTS blobs_pack;
 CREATE TABLE IF NOT EXISTS pending_blobs(pack BLOB NOT NULL, id BLOB NOT NULL, type INTEGER NOT NULL,
   offset INTEGER NOT NULL, length INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS files(folder TEXT NOT NULL, key TEXT NOT NULL, path TEXT NOT NULL,
@@ -296,27 +297,56 @@ std::vector<Hash> Catalog::pack_ids() {
   });
 }
 
+// `blobs` is keyed by blob id and has no index by pack: keeping one cost 0.26 s of
+// the 0.66 s merge at the end of every 100,000-message first run, for the two
+// callers below, which run only after an interrupted run or a prune and read the
+// packs they want in one pass over `blobs` each.
+void Catalog::fill_want_packs(const std::vector<Hash>& packs) {
+  db_->exec(
+      "CREATE TEMP TABLE IF NOT EXISTS want_packs(id BLOB PRIMARY KEY) WITHOUT ROWID; "
+      "DELETE FROM temp.want_packs;");
+  SQLite::Statement q(*db_, "INSERT OR IGNORE INTO temp.want_packs VALUES(?)");
+  for (const Hash& h : packs) {
+    q.reset();
+    bind_hash(q, 1, h);
+    q.exec();
+  }
+}
+
 std::vector<IndexPack> Catalog::unindexed_packs(std::size_t limit) {
   merge_blobs();
   return guarded(path_, __func__, [&] {
     std::vector<IndexPack> out;
-    SQLite::Statement q(*db_, "SELECT id, size, kind FROM packs WHERE indexed=0 ORDER BY id LIMIT ?");
-    q.bind(1, static_cast<std::int64_t>(limit));
-    SQLite::Statement qb(*db_, "SELECT id, type, offset, length FROM blobs WHERE pack=? ORDER BY offset");
-    while (q.executeStep()) {
-      IndexPack p;
-      p.id = col_hash(q.getColumn(0));
-      p.size = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
-      p.kind = static_cast<PackKind>(q.getColumn(2).getInt());
-      qb.reset();
-      bind_hash(qb, 1, p.id);
-      while (qb.executeStep()) {
-        p.blobs.push_back(PackEntry{static_cast<BlobType>(qb.getColumn(1).getInt()),
-                                    col_hash(qb.getColumn(0)),
-                                    static_cast<std::uint64_t>(qb.getColumn(2).getInt64()),
-                                    static_cast<std::uint64_t>(qb.getColumn(3).getInt64())});
+    std::map<Hash, std::size_t> at;  // pack id -> its place in `out`
+    {
+      SQLite::Statement q(*db_, "SELECT id, size, kind FROM packs WHERE indexed=0 ORDER BY id LIMIT ?");
+      q.bind(1, static_cast<std::int64_t>(limit));
+      while (q.executeStep()) {
+        IndexPack p;
+        p.id = col_hash(q.getColumn(0));
+        p.size = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
+        p.kind = static_cast<PackKind>(q.getColumn(2).getInt());
+        at.emplace(p.id, out.size());
+        out.push_back(std::move(p));
       }
-      out.push_back(std::move(p));
+    }
+    if (out.empty()) return out;
+    std::vector<Hash> ids;
+    for (const IndexPack& p : out) ids.push_back(p.id);
+    fill_want_packs(ids);
+    SQLite::Statement qb(*db_,
+                         "SELECT pack, id, type, offset, length FROM blobs "
+                         "WHERE pack IN (SELECT id FROM temp.want_packs)");
+    while (qb.executeStep()) {
+      out[at.at(col_hash(qb.getColumn(0)))].blobs.push_back(
+          PackEntry{static_cast<BlobType>(qb.getColumn(2).getInt()), col_hash(qb.getColumn(1)),
+                    static_cast<std::uint64_t>(qb.getColumn(3).getInt64()),
+                    static_cast<std::uint64_t>(qb.getColumn(4).getInt64())});
+    }
+    qb.reset();
+    for (IndexPack& p : out) {
+      std::sort(p.blobs.begin(), p.blobs.end(),
+                [](const PackEntry& a, const PackEntry& b) { return a.offset < b.offset; });
     }
     return out;
   });
@@ -345,20 +375,11 @@ std::size_t Catalog::forget_packs(const std::vector<Hash>& packs) {
   if (packs.empty()) return 0;
   return guarded(path_, __func__, [&] {
     SQLite::Transaction txn(*db_);
-    SQLite::Statement qb(*db_, "DELETE FROM blobs WHERE pack=?");
-    SQLite::Statement qj(*db_, "DELETE FROM pending_blobs WHERE pack=?");
-    SQLite::Statement qp(*db_, "DELETE FROM packs WHERE id=?");
-    for (const Hash& h : packs) {
-      qb.reset();
-      bind_hash(qb, 1, h);
-      qb.exec();
-      qj.reset();
-      bind_hash(qj, 1, h);
-      qj.exec();
-      qp.reset();
-      bind_hash(qp, 1, h);
-      qp.exec();
-    }
+    fill_want_packs(packs);
+    db_->exec(
+        "DELETE FROM blobs WHERE pack IN (SELECT id FROM temp.want_packs); "
+        "DELETE FROM pending_blobs WHERE pack IN (SELECT id FROM temp.want_packs); "
+        "DELETE FROM packs WHERE id IN (SELECT id FROM temp.want_packs);");
     db_->exec(
         "DELETE FROM main.files; DELETE FROM main.folders; DELETE FROM main.deltas; DELETE FROM "
         "main.folder_bases;");

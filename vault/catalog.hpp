@@ -4,7 +4,8 @@
 //   meta       vault url, vault id, id key (copied from the vault config)
 //   packs      every pack known to be in the vault; indexed=0 means "uploaded and
 //              journaled, not yet in an index object" (the resume journal)
-//   blobs      blob id → pack, offset, length, type (dedup lookups)
+//   blobs      blob id → pack, offset, length, type (dedup lookups); no index by
+//              pack (the rare readers by pack scan it once)
 //   pending_blobs  the journal's blob rows, appended per uploaded pack in upload
 //              order and merged into `blobs` sorted by id (merge_blobs()): random
 //              32-byte keys inserted one pack at a time rewrote most of the blobs
@@ -130,9 +131,10 @@ class Catalog {
   std::optional<std::pair<Hash, PackEntry>> find_indexed_blob(const Hash& id);
   /// Every pack an index object names: id, stored size and kind (`blobs` empty).
   std::vector<IndexPack> indexed_packs();
-  /// Up to `limit` packs uploaded but not yet named by an index object, with their
-  /// blobs (bounded so that a million-message first run never holds them all).
-  /// Merges pending blobs first.
+  /// Up to `limit` packs uploaded but not yet named by an index object, in id
+  /// order, with their blobs in offset order (bounded so that a million-message
+  /// first run never holds them all). Merges pending blobs first; then one pass
+  /// over `blobs`, which has no index by pack (called only after an interrupted run).
   std::vector<IndexPack> unindexed_packs(std::size_t limit);
   /// The index object `index` (in the vault now) names `packs`: recorded, and the
   /// packs marked indexed, in one transaction. During a backup's staging (begin_staging)
@@ -141,7 +143,7 @@ class Catalog {
   void record_index(const Hash& index, const std::vector<Hash>& packs);
   /// Forgets packs (and their blobs) that are gone from the vault, and drops the
   /// whole file cache so every file is read and re-hashed once. Returns how many
-  /// packs were forgotten.
+  /// packs were forgotten. One pass over `blobs` and one over pending_blobs.
   std::size_t forget_packs(const std::vector<Hash>& packs);
 
   // Index objects known to be in the vault (to notice one deleted behind our back).
@@ -276,6 +278,9 @@ class Catalog {
   std::unique_ptr<SQLite::Transaction> staging_;
   std::size_t staged_in_txn_ = 0;
 
+  /// Fills the TEMP table want_packs with `packs` (emptied first): the packs that
+  /// unindexed_packs() and forget_packs() read or delete in one pass over `blobs`.
+  void fill_want_packs(const std::vector<Hash>& packs);
   /// Runs `f` (which opens its own transaction) with the run's staging transaction
   /// committed first and opened again after, so `f`'s rows are durable on their own.
   template <typename F>
