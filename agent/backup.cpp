@@ -104,7 +104,7 @@ class PackUploader {
   /// that kind to fill again (empty when none is free yet).
   Bytes take_spare(PackKind kind) {
     std::lock_guard<std::mutex> g(mu_);
-    std::vector<Bytes>& spares = kind == PackKind::kData ? spare_ : meta_spare_;
+    std::vector<Bytes>& spares = spares_for(kind);
     if (spares.empty()) return {};
     Bytes b = std::move(spares.back());
     spares.pop_back();
@@ -147,6 +147,9 @@ class PackUploader {
     cv_.notify_all();
   }
 
+  // The plaintext buffers kept for the writer of `kind` (mu_ held).
+  std::vector<Bytes>& spares_for(PackKind kind) { return kind == PackKind::kData ? spare_ : meta_spare_; }
+
   // A pack grown far past its target by one large blob is freed, not kept.
   bool keep(const Bytes& b) const { return b.capacity() <= 2 * (vc_.pack_size + (1u << 20)); }
 
@@ -179,7 +182,7 @@ class PackUploader {
       Bytes sealed = sealer.seal(vc_, job.bytes, job.kind, std::move(reuse));
       {
         std::lock_guard<std::mutex> g(mu_);
-        std::vector<Bytes>& spares = job.kind == PackKind::kData ? spare_ : meta_spare_;
+        std::vector<Bytes>& spares = spares_for(job.kind);
         if (spares.size() < kSpares && keep(job.bytes)) spares.push_back(std::move(job.bytes));
         job.bytes = std::move(sealed);
         sealed_.push_back(std::move(job));
