@@ -297,10 +297,11 @@ std::vector<Hash> Catalog::pack_ids() {
   });
 }
 
-// `blobs` is keyed by blob id and has no index by pack: keeping one cost 0.26 s of
-// the 0.66 s merge at the end of every 100,000-message first run, for the two
-// callers below, which run only after an interrupted run or a prune and read the
-// packs they want in one pass over `blobs` each.
+// `blobs` is keyed by blob id and has no index by pack. With one, the merge at the
+// end of a 100,000-message first run took 0.53-0.68 s; without, 0.34-0.40 s. The
+// two readers by pack below run only after an interrupted run, a prune or packs
+// lost from the vault, and read what they want in one pass over `blobs` (0.47 s
+// for 64 packs, 0.83 s to delete them, among 2,000,000 blobs).
 void Catalog::fill_want_packs(const std::vector<Hash>& packs) {
   db_->exec(
       "CREATE TEMP TABLE IF NOT EXISTS want_packs(id BLOB PRIMARY KEY) WITHOUT ROWID; "
