@@ -25,7 +25,7 @@ Needs root (sshd, nft) and: restic borgbackup duplicity python3-paramiko rsync
 nftables (scripts/bootstrap --bench installs them).
 
 Usage: tests/bench/compare.py [--messages 100000 | --large] [--mailboxes 50]
-       [--tools reduit,restic,borg,duplicity,rsync] [--rounds 3] [--workdir DIR] [--json FILE]
+       [--tools reduit,restic,borg,duplicity,rsync] [--rounds N] [--workdir DIR] [--json FILE]
 """
 import argparse
 import json
@@ -574,12 +574,14 @@ def parse():
     p.add_argument("--mailboxes", type=int, default=50)
     p.add_argument("--tools", default="reduit,restic,borg,duplicity,rsync")
     p.add_argument("--workdir", help="reuse/keep data here (default: a new dir under /var/tmp)")
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--rounds", type=int,
                    help="rounds of the first backup and of the one-mailbox restore, tools alternated; "
-                        "the median round is reported (default 3)")
+                        "the median round is reported (default 3; 1 with --large)")
     p.add_argument("--keep", action="store_true", help="keep the work dir")
     p.add_argument("--json", help="write the report as JSON to this file")
     a = p.parse_args()
+    if a.rounds is None:
+        a.rounds = 1 if a.large else 3
     if a.rounds < 1:
         p.error("--rounds must be at least 1")
     return a
