@@ -302,17 +302,21 @@ std::vector<Hash> Catalog::pack_ids() {
 // two readers by pack below run only after an interrupted run, a prune or packs
 // lost from the vault, and read what they want in one pass over `blobs` (0.47 s
 // for 64 packs, 0.83 s to delete them, among 2,000,000 blobs).
-void Catalog::fill_want_packs(const std::vector<Hash>& packs) {
-  db_->exec(
-      "CREATE TEMP TABLE IF NOT EXISTS want_packs(id BLOB PRIMARY KEY) WITHOUT ROWID; "
-      "DELETE FROM temp.want_packs;");
-  SQLite::Statement q(*db_, "INSERT OR IGNORE INTO temp.want_packs VALUES(?)");
-  for (const Hash& h : packs) {
+namespace {
+// Fills the TEMP table `table`(id BLOB PRIMARY KEY) with `ids`, emptied first: a set
+// of packs or trees that one statement then joins against. No transaction of its
+// own: the caller's, if any.
+void fill_temp_ids(SQLite::Database& db, const std::string& table, const std::vector<Hash>& ids) {
+  db.exec("CREATE TEMP TABLE IF NOT EXISTS " + table +
+          "(id BLOB PRIMARY KEY) WITHOUT ROWID; DELETE FROM temp." + table + ";");
+  SQLite::Statement q(db, "INSERT OR IGNORE INTO temp." + table + " VALUES(?)");
+  for (const Hash& h : ids) {
     q.reset();
     bind_hash(q, 1, h);
     q.exec();
   }
 }
+}  // namespace
 
 std::vector<IndexPack> Catalog::unindexed_packs(std::size_t limit) {
   merge_blobs();
@@ -334,7 +338,7 @@ std::vector<IndexPack> Catalog::unindexed_packs(std::size_t limit) {
     if (out.empty()) return out;
     std::vector<Hash> ids;
     for (const IndexPack& p : out) ids.push_back(p.id);
-    fill_want_packs(ids);
+    fill_temp_ids(*db_, "want_packs", ids);
     SQLite::Statement qb(*db_,
                          "SELECT pack, id, type, offset, length FROM blobs "
                          "WHERE pack IN (SELECT id FROM temp.want_packs)");
@@ -376,7 +380,7 @@ std::size_t Catalog::forget_packs(const std::vector<Hash>& packs) {
   if (packs.empty()) return 0;
   return guarded(path_, __func__, [&] {
     SQLite::Transaction txn(*db_);
-    fill_want_packs(packs);
+    fill_temp_ids(*db_, "want_packs", packs);
     db_->exec(
         "DELETE FROM blobs WHERE pack IN (SELECT id FROM temp.want_packs); "
         "DELETE FROM pending_blobs WHERE pack IN (SELECT id FROM temp.want_packs); "
@@ -902,16 +906,9 @@ std::string like_anywhere(const std::string& s) {
 void Catalog::find_messages(const MessageFilter& filter, const std::vector<Hash>& trees,
                             const std::function<void(const MessageRow&)>& row) {
   guarded(path_, __func__, [&] {
-    db_->exec("CREATE TEMP TABLE IF NOT EXISTS want_trees(tree BLOB PRIMARY KEY) WITHOUT ROWID");
     {
       SQLite::Transaction txn(*db_);
-      db_->exec("DELETE FROM temp.want_trees");
-      SQLite::Statement ins(*db_, "INSERT OR IGNORE INTO temp.want_trees VALUES(?)");
-      for (const Hash& t : trees) {
-        ins.reset();
-        bind_hash(ins, 1, t);
-        ins.exec();
-      }
+      fill_temp_ids(*db_, "want_tree_ids", trees);
       txn.commit();
     }
     std::string bare = filter.message_id;
@@ -919,8 +916,8 @@ void Catalog::find_messages(const MessageFilter& filter, const std::vector<Hash>
     SQLite::Statement q(
         *db_,
         "SELECT t.tree, t.path, t.sha256, t.mtime_ns, t.size, m.sha256 IS NOT NULL, m.message_id, m.date, "
-        "m.from_addr, m.to_addr, m.subject FROM temp.want_trees w JOIN main.tree_messages t ON t.tree = "
-        "w.tree "
+        "m.from_addr, m.to_addr, m.subject FROM temp.want_tree_ids w JOIN main.tree_messages t ON t.tree = "
+        "w.id "
         "LEFT JOIN main.messages m ON m.sha256 = t.sha256 "
         "WHERE (?1 = '' OR m.message_id = ?1 OR m.message_id = '<' || ?1 || '>') "
         "AND (?2 = '' OR m.from_addr LIKE ?2 ESCAPE '\\') AND (?3 = '' OR m.to_addr LIKE ?3 ESCAPE '\\') "

@@ -278,9 +278,6 @@ class Catalog {
   std::unique_ptr<SQLite::Transaction> staging_;
   std::size_t staged_in_txn_ = 0;
 
-  /// Fills the TEMP table want_packs with `packs` (emptied first): the packs that
-  /// unindexed_packs() and forget_packs() read or delete in one pass over `blobs`.
-  void fill_want_packs(const std::vector<Hash>& packs);
   /// Runs `f` (which opens its own transaction) with the run's staging transaction
   /// committed first and opened again after, so `f`'s rows are durable on their own.
   template <typename F>
