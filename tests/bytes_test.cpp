@@ -45,7 +45,35 @@ std::string vm_flags_of(const void* p) {
   return "";
 }
 
+// The bytes of every mapping in /proc/self/maps but the heap's (which the ifstream
+// above may grow).
+std::size_t mapped_bytes() {
+  std::ifstream maps("/proc/self/maps");
+  std::size_t total = 0;
+  for (std::string line; std::getline(maps, line);) {
+    unsigned long lo = 0, hi = 0;
+    if (line.find("[heap]") == std::string::npos && std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2)
+      total += hi - lo;
+  }
+  return total;
+}
+
 }  // namespace
+
+// A large buffer starts on a 2 MiB boundary and is marked "hg" (MADV_HUGEPAGE), so
+// the kernel may back it with huge pages; the extra huge page mapped to align it is
+// given back at once, and freeing the buffer leaves no mapping behind.
+TEST(Bytes, LargeBuffersAreHugePageAlignedAndLeaveNothingMapped) {
+  const std::size_t before = mapped_bytes();
+  for (std::size_t size : {kLargeBuffer, kLargeBuffer + 1, 5 * kHugePage + 12345}) {
+    Bytes b(size);
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(b.data()) % kHugePage, 0u) << size;
+    EXPECT_NE(vm_flags_of(b.data()).find(" hg"), std::string::npos) << vm_flags_of(b.data());
+    EXPECT_NE(vm_flags_of(b.data() + size - 1).find(" hg"), std::string::npos) << size;
+    EXPECT_EQ(mapped_bytes() - before, (size + kPageSize - 1) / kPageSize * kPageSize) << size;
+  }
+  EXPECT_EQ(mapped_bytes(), before);
+}
 
 // A buffer of kLargeBuffer bytes is marked "dc" (do not copy on fork, MADV_DONTFORK):
 // a forked child that reads it dies of SIGSEGV, which is why no child in reduit

@@ -33,10 +33,15 @@ namespace reduit {
 /// Allocations of this many bytes and more are mappings of their own (glibc's own
 /// mmap threshold, which agent/main.cpp also sets).
 inline constexpr std::size_t kLargeBuffer = std::size_t{4} << 20;
+/// The size of a transparent huge page on x86-64 (a PMD mapping), and the alignment
+/// of every large buffer: see LargeBufferAllocator::allocate.
+inline constexpr std::size_t kHugePage = std::size_t{2} << 20;
+inline constexpr std::size_t kPageSize = 4096;
 
 /// Stateless allocator: `n * sizeof(T)` >= kLargeBuffer comes from mmap (anonymous,
-/// private) and is marked MADV_DONTFORK; smaller requests from ::operator new.
-/// Throws std::bad_alloc when the mapping fails.
+/// private), starts on a kHugePage boundary and is marked MADV_DONTFORK and
+/// MADV_HUGEPAGE; smaller requests from ::operator new. Throws std::bad_alloc when
+/// the mapping fails.
 template <typename T>
 struct LargeBufferAllocator {
   using value_type = T;
@@ -48,9 +53,26 @@ struct LargeBufferAllocator {
   T* allocate(std::size_t n) {
     const std::size_t bytes = n * sizeof(T);
     if (bytes < kLargeBuffer) return static_cast<T*>(::operator new(bytes));
-    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    ::madvise(p, bytes, MADV_DONTFORK);  // an optimisation: its failure changes nothing else
+    // Map one huge page more than asked, keep the part that starts on a huge-page
+    // boundary and give back the rest, so that the kernel can back the buffer with
+    // 2 MiB pages (Debian's default is THP "madvise": only where MADV_HUGEPAGE
+    // asks). A pack buffer is written once from end to end, so each 2 MiB page is
+    // one fault instead of 512: a first backup of 100,000 messages took 30% fewer
+    // minor faults (142,000–148,000 against 181,000–237,000), 18% less system
+    // time, and 7% less wall time in the median of six alternated runs
+    // (docs/PERFORMANCE.md, stop 35). Both madvise calls are optimisations: their
+    // failure (e.g. THP "never") changes nothing else.
+    const std::size_t span = bytes + kHugePage;
+    void* m = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw std::bad_alloc();
+    const auto base = reinterpret_cast<std::uintptr_t>(m);
+    const std::uintptr_t start = (base + kHugePage - 1) & ~(kHugePage - 1);
+    const std::uintptr_t end = (start + bytes + kPageSize - 1) & ~(kPageSize - 1);
+    if (start > base) ::munmap(m, start - base);
+    if (base + span > end) ::munmap(reinterpret_cast<void*>(end), base + span - end);
+    void* p = reinterpret_cast<void*>(start);
+    ::madvise(p, bytes, MADV_DONTFORK);
+    ::madvise(p, bytes, MADV_HUGEPAGE);
     return static_cast<T*>(p);
   }
 
@@ -74,7 +96,7 @@ struct LargeBufferAllocator {
     if (bytes < kLargeBuffer)
       ::operator delete(p);
     else
-      ::munmap(p, bytes);
+      ::munmap(p, bytes);  // allocate() kept exactly [p, p + bytes rounded up to a page)
   }
 
   template <typename U>
